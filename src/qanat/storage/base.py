@@ -1,0 +1,357 @@
+"""The storage contract every backend implements, and the records it stores.
+
+A backend stores and loads; the rules (which status may follow which, what a claim
+takes, what a cancel touches) are spelled out here once, in the docstrings, and
+checked by the contract test suite in ``tests/contract`` against every backend.
+
+Times are floats: seconds since the epoch (UTC). Payloads (input, output, step
+results, errors) are JSON text produced by the codec above the storage.
+
+Claiming uses one column, ``available_at``: the moment an execution may next be
+taken by a worker. For an unowned execution it is when it is due (``run_at``); for an
+owned one it is the end of its lease. ``None`` means nobody may take it (finished, or
+suspended until something wakes it). A claim takes executions whose ``available_at``
+has passed, so an expired lease and a due execution are found the same way.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+PENDING = "pending"
+RUNNING = "running"
+WAITING = "waiting"
+PAUSED = "paused"
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELLED = "cancelled"
+SKIPPED = "skipped"
+
+STATUSES = (PENDING, RUNNING, WAITING, PAUSED, COMPLETED, FAILED, CANCELLED, SKIPPED)
+LIVE_STATUSES = (PENDING, RUNNING, WAITING, PAUSED)
+FINISHED_STATUSES = (COMPLETED, FAILED, CANCELLED, SKIPPED)
+
+
+def now() -> float:
+    """The storage clock: seconds since the epoch."""
+    return time.time()
+
+
+@dataclass(slots=True)
+class ExecutionRecord:
+    """One execution of a job with one input, as stored."""
+
+    id: str
+    job: str
+    input: str
+    status: str = PENDING
+    priority: int = 0
+    key: str | None = None
+    group: str | None = None
+    parent_id: str | None = None
+    attempt: int = 1
+    max_attempts: int = 3
+    created_at: float = 0.0
+    run_at: float = 0.0
+    available_at: float | None = 0.0
+    deadline: float | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
+    owner: str | None = None
+    output: str | None = None
+    error: str | None = None
+    reason: str | None = None
+    progress: str | None = None
+    pause_requested: bool = False
+    claims: int = 0
+
+    def copy(self, **changes: Any) -> ExecutionRecord:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+
+@dataclass(slots=True)
+class StepRecord:
+    """A checkpointed step of an execution, keyed by name plus occurrence."""
+
+    execution_id: str
+    key: str
+    kind: str
+    name: str
+    status: str  # "completed" or "failed"
+    result: str | None = None
+    error: str | None = None
+    attempts: int = 1
+    job_attempt: int = 1
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+
+@dataclass(slots=True)
+class LogRecord:
+    """One line of an execution's log."""
+
+    execution_id: str
+    at: float
+    message: str
+    fields: str | None = None
+    step: str | None = None
+
+
+@dataclass(slots=True)
+class ExecutionFilter:
+    """Which executions a query returns; every field is optional and they combine with AND."""
+
+    ids: Sequence[str] | None = None
+    job: Sequence[str] | None = None
+    status: Sequence[str] | None = None
+    group: str | None = None
+    parent_id: str | None = None
+    started_before: float | None = None
+    started_after: float | None = None
+    completed_before: float | None = None
+    completed_after: float | None = None
+    attempts: int | None = None
+    attempts_lt: int | None = None
+    attempts_gt: int | None = None
+
+
+@dataclass(slots=True)
+class Page:
+    """A page of executions, newest first, and the cursor of the next page (None at the end)."""
+
+    items: list[ExecutionRecord]
+    cursor: str | None
+
+
+@dataclass(slots=True)
+class Finish:
+    """What a worker records when an attempt ends.
+
+    ``status`` is ``completed``/``failed``/``cancelled`` for a final outcome, or
+    ``pending`` for a retry due at ``available_at`` (``attempt`` is then the next one).
+    """
+
+    status: str
+    output: str | None = None
+    error: str | None = None
+    attempt: int | None = None
+    available_at: float | None = None
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """A step result, plus the children it starts, written in one transaction."""
+
+    step: StepRecord
+    children: list[ExecutionRecord] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counts for ``queue.stats()``."""
+
+    by_status: dict[str, int]
+    by_job: dict[str, dict[str, int]]
+    retries: int
+    mean_runtime: float | None
+    p95_runtime: float | None
+
+
+class Storage(abc.ABC):
+    """The contract between the engine and a storage backend.
+
+    Every writing method is one atomic transaction. Methods that act for a worker take
+    ``owner`` and do nothing (returning False or the current status) when storage no
+    longer lists that worker as the execution's owner: a worker that lost its lease can
+    never overwrite the work of the one that took over.
+    """
+
+    #: True when commits by other processes can only be noticed by polling.
+    polls: bool = True
+
+    async def open(self) -> None:
+        """Connect, create or migrate the schema, refuse an incompatible store."""
+
+    async def close(self) -> None:
+        """Release connections; pending writes are committed first."""
+
+    async def changed(self) -> bool:
+        """Cheap check: did anything commit since the last call? True when unsure."""
+        return True
+
+    # --- queue ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def enqueue(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        """Store new executions in one transaction.
+
+        A record whose ``(job, key)`` already exists is not stored: the existing one is
+        returned in its place. The result lists one record per input, in order.
+        """
+
+    @abc.abstractmethod
+    async def claim(
+        self, owner: str, jobs: Sequence[str], limit: int, lease: float, at: float
+    ) -> list[ExecutionRecord]:
+        """Take up to ``limit`` executions of ``jobs`` whose ``available_at`` <= ``at``.
+
+        Only live executions qualify (pending, running, waiting), highest priority
+        first, then oldest ``available_at``. Each taken one becomes ``running``, owned
+        by ``owner``, ``available_at = at + lease``, ``claims + 1``, and ``started_at``
+        is set if it was unset. Executions past their ``deadline`` are not returned;
+        they are failed with a Timeout error in the same transaction.
+        """
+
+    @abc.abstractmethod
+    async def renew(self, owner: str, ids: Sequence[str], until: float) -> dict[str, str]:
+        """Extend the lease of ``ids`` held by ``owner`` to ``until``.
+
+        Returns, for each id that ``owner`` should stop running, why: ``cancelled``,
+        ``paused`` (pause requested) or ``lost`` (another owner or finished).
+        """
+
+    @abc.abstractmethod
+    async def checkpoint(self, execution_id: str, owner: str, cp: Checkpoint) -> str | None:
+        """Record a step result (insert or replace at its key) and enqueue its children.
+
+        Returns None on success, otherwise why the owner must stop (see ``renew``); a
+        pause request is reported here after the step is stored.
+        """
+
+    @abc.abstractmethod
+    async def finish(self, execution_id: str, owner: str, fin: Finish) -> bool:
+        """End the current attempt: a final status, or back to pending for a retry.
+
+        A final status sets ``completed_at``, clears the owner and ``available_at``, and
+        makes the parent due (``available_at = now``) if it is suspended waiting.
+        Returns False if ``owner`` no longer owns it (nothing written).
+        """
+
+    @abc.abstractmethod
+    async def suspend(
+        self, execution_id: str, owner: str, status: str, available_at: float | None
+    ) -> bool:
+        """Leave the worker: ``waiting`` (until ``available_at`` or a wake) or ``paused``.
+
+        Clears the owner. A pending pause request turns ``waiting`` into ``paused``.
+        """
+
+    @abc.abstractmethod
+    async def release(self, owner: str, ids: Sequence[str]) -> None:
+        """Give executions back for others to take at once (graceful shutdown)."""
+
+    # --- control ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def cancel(self, ids: Sequence[str], reason: str | None) -> list[ExecutionRecord]:
+        """Cancel live executions and, recursively, their live children.
+
+        Returns the records that were live before and are cancelled now (an owned one
+        keeps its owner until the owner notices through ``renew``/``checkpoint``).
+        """
+
+    @abc.abstractmethod
+    async def pause(self, execution_id: str) -> str | None:
+        """Pause: pending becomes paused at once; an owned one gets a pause request.
+
+        Returns the status after the call, or None if there is no such execution.
+        """
+
+    @abc.abstractmethod
+    async def resume(self, execution_id: str) -> str | None:
+        """Undo a pause: paused becomes pending (due now), a pause request is dropped."""
+
+    @abc.abstractmethod
+    async def restart(self, execution_id: str, at: float) -> ExecutionRecord | None:
+        """Start a failed or cancelled execution again from the beginning.
+
+        Its steps and logs are deleted, attempt goes back to 1, status to pending.
+        Returns None if it does not exist or is not failed or cancelled.
+        """
+
+    @abc.abstractmethod
+    async def wake(self, ids: Sequence[str], at: float) -> None:
+        """Make suspended waiting executions due at ``at``."""
+
+    # --- reading ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def get(self, execution_id: str) -> ExecutionRecord | None:
+        """One execution, or None."""
+
+    @abc.abstractmethod
+    async def get_many(self, ids: Sequence[str]) -> list[ExecutionRecord]:
+        """The executions among ``ids`` that exist, in no particular order."""
+
+    @abc.abstractmethod
+    async def list(self, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
+        """A page of executions matching ``flt``, newest first (``created_at``, ``id``)."""
+
+    @abc.abstractmethod
+    async def find_cached(self, job: str, input: str, since: float) -> ExecutionRecord | None:
+        """The newest completed execution of ``job`` with this exact input, completed
+        at or after ``since``."""
+
+    @abc.abstractmethod
+    async def steps(self, execution_id: str) -> list[StepRecord]:
+        """The recorded steps of an execution, in the order they started."""
+
+    @abc.abstractmethod
+    async def stats(self) -> Stats:
+        """Counts by status and job, retries, run times."""
+
+    # --- progress and logs ------------------------------------------------------
+
+    @abc.abstractmethod
+    async def set_progress(self, execution_id: str, progress: str) -> None:
+        """Store the execution's latest progress (JSON text)."""
+
+    @abc.abstractmethod
+    async def append_logs(self, logs: Sequence[LogRecord]) -> None:
+        """Append log lines."""
+
+    @abc.abstractmethod
+    async def logs(self, execution_id: str) -> list[LogRecord]:
+        """An execution's log lines in order."""
+
+    # --- housekeeping -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def register_worker(self, worker_id: str, host: str, pid: int, at: float) -> None:
+        """Record a live worker process (for same-host dead-process reclaim)."""
+
+    @abc.abstractmethod
+    async def unregister_worker(self, worker_id: str) -> None:
+        """Forget a worker that stopped."""
+
+    @abc.abstractmethod
+    async def workers(self, host: str) -> list[tuple[str, int]]:
+        """The (worker_id, pid) pairs registered on ``host``."""
+
+    @abc.abstractmethod
+    async def expire_owner(self, owner: str, at: float) -> int:
+        """Make every execution owned by ``owner`` claimable at ``at``; forget the worker."""
+
+    @abc.abstractmethod
+    async def purge(self, status: str, before: float | None, keep: int | None) -> int:
+        """Delete finished executions of ``status`` completed before ``before``, or all but
+        the newest ``keep``, with their steps and logs. Returns how many."""
+
+
+def encode_cursor(created_at: float, execution_id: str) -> str:
+    """The cursor that points just after this execution in newest-first order."""
+    return f"{created_at!r}|{execution_id}"
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """Split a cursor made by ``encode_cursor``; ValueError if it was not made there."""
+    at, _, ident = cursor.partition("|")
+    if not ident:
+        raise ValueError(f"invalid cursor {cursor!r}")
+    return float(at), ident

@@ -1,0 +1,397 @@
+"""In-process storage: fast, for tests and throwaway queues. Nothing survives the process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from qanat.storage.base import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    FINISHED_STATUSES,
+    LIVE_STATUSES,
+    PAUSED,
+    PENDING,
+    RUNNING,
+    STATUSES,
+    WAITING,
+    Checkpoint,
+    ExecutionFilter,
+    ExecutionRecord,
+    Finish,
+    LogRecord,
+    Page,
+    Stats,
+    StepRecord,
+    Storage,
+    decode_cursor,
+    encode_cursor,
+    now,
+)
+from qanat.storage.stats import runtime_stats
+
+DEADLINE_ERROR = json.dumps(
+    {"type": "Timeout", "module": "qanat.errors", "message": "deadline passed before it finished"}
+)
+
+
+class MemoryStorage(Storage):
+    """Keeps everything in dictionaries of this process (``memory://``)."""
+
+    polls = False
+
+    def __init__(self) -> None:
+        self._execs: dict[str, ExecutionRecord] = {}
+        self._keys: dict[tuple[str, str], str] = {}
+        self._steps: dict[str, dict[str, StepRecord]] = {}
+        self._logs: dict[str, list[LogRecord]] = {}
+        self._workers: dict[str, tuple[str, int]] = {}
+        self._version = 0
+        self._seen = -1
+
+    def _touch(self) -> None:
+        self._version += 1
+
+    async def changed(self) -> bool:
+        seen, self._seen = self._seen, self._version
+        return seen != self._version
+
+    # --- queue ------------------------------------------------------------------
+
+    def _insert(self, rec: ExecutionRecord) -> ExecutionRecord:
+        if rec.key is not None:
+            existing = self._keys.get((rec.job, rec.key))
+            if existing is not None and existing in self._execs:
+                return self._execs[existing].copy()
+            self._keys[(rec.job, rec.key)] = rec.id
+        self._execs[rec.id] = rec.copy()
+        return rec.copy()
+
+    async def enqueue(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        out = [self._insert(r) for r in records]
+        self._touch()
+        return out
+
+    async def claim(
+        self, owner: str, jobs: Sequence[str], limit: int, lease: float, at: float
+    ) -> list[ExecutionRecord]:
+        wanted = set(jobs)
+        ready = [
+            e
+            for e in self._execs.values()
+            if e.job in wanted
+            and e.status in (PENDING, RUNNING, WAITING)
+            and e.available_at is not None
+            and e.available_at <= at
+        ]
+        ready.sort(key=lambda e: (-e.priority, e.available_at or 0.0, e.id))
+        taken: list[ExecutionRecord] = []
+        for e in ready:
+            if len(taken) >= limit:
+                break
+            if e.deadline is not None and e.deadline <= at:
+                self._final(e, FAILED, None, DEADLINE_ERROR, at, None)
+                continue
+            e.status = RUNNING
+            e.owner = owner
+            e.available_at = at + lease
+            e.claims += 1
+            if e.started_at is None:
+                e.started_at = at
+            taken.append(e.copy())
+        self._touch()
+        return taken
+
+    def _stop_reason(self, e: ExecutionRecord | None, owner: str) -> str | None:
+        if e is None or e.owner != owner:
+            return "lost"
+        if e.status == CANCELLED:
+            return "cancelled"
+        if e.status in FINISHED_STATUSES or e.status not in (RUNNING, WAITING):
+            return "lost"
+        if e.pause_requested:
+            return "paused"
+        return None
+
+    async def renew(self, owner: str, ids: Sequence[str], until: float) -> dict[str, str]:
+        stops: dict[str, str] = {}
+        for i in ids:
+            e = self._execs.get(i)
+            why = self._stop_reason(e, owner)
+            if why is not None:
+                stops[i] = why
+            elif e is not None:
+                e.available_at = until
+        return stops
+
+    async def checkpoint(self, execution_id: str, owner: str, cp: Checkpoint) -> str | None:
+        e = self._execs.get(execution_id)
+        why = self._stop_reason(e, owner)
+        if why is not None and why != "paused":
+            return why
+        self._steps.setdefault(execution_id, {})[cp.step.key] = cp.step
+        for child in cp.children:
+            self._insert(child)
+        self._touch()
+        return why
+
+    def _final(
+        self,
+        e: ExecutionRecord,
+        status: str,
+        output: str | None,
+        error: str | None,
+        at: float,
+        reason: str | None,
+    ) -> None:
+        e.status = status
+        e.output = output
+        e.error = error
+        e.reason = reason
+        e.owner = None
+        e.available_at = None
+        e.completed_at = at
+        e.pause_requested = False
+        if e.parent_id is not None:
+            parent = self._execs.get(e.parent_id)
+            if parent is not None and parent.status == WAITING and parent.owner is None:
+                if parent.available_at is None or parent.available_at > at:
+                    parent.available_at = at
+
+    async def finish(self, execution_id: str, owner: str, fin: Finish) -> bool:
+        e = self._execs.get(execution_id)
+        if e is None or e.owner != owner or e.status not in (RUNNING, WAITING):
+            return False
+        at = now()
+        if fin.status == PENDING:
+            e.status = PENDING
+            e.owner = None
+            e.error = fin.error
+            e.attempt = fin.attempt or e.attempt + 1
+            e.available_at = fin.available_at if fin.available_at is not None else at
+            e.run_at = e.available_at
+        else:
+            self._final(e, fin.status, fin.output, fin.error, at, fin.reason)
+        self._touch()
+        return True
+
+    async def suspend(
+        self, execution_id: str, owner: str, status: str, available_at: float | None
+    ) -> bool:
+        e = self._execs.get(execution_id)
+        if e is None or e.owner != owner or e.status not in (RUNNING, WAITING):
+            return False
+        if e.pause_requested:
+            status = PAUSED
+        e.status = status
+        e.owner = None
+        e.pause_requested = False
+        e.available_at = None if status == PAUSED else available_at
+        self._touch()
+        return True
+
+    async def release(self, owner: str, ids: Sequence[str]) -> None:
+        at = now()
+        for i in ids:
+            e = self._execs.get(i)
+            if e is not None and e.owner == owner and e.status in (RUNNING, WAITING):
+                e.owner = None
+                e.status = PENDING
+                e.available_at = at
+        self._touch()
+
+    # --- control ----------------------------------------------------------------
+
+    async def cancel(self, ids: Sequence[str], reason: str | None) -> list[ExecutionRecord]:
+        at = now()
+        out: list[ExecutionRecord] = []
+        todo = list(ids)
+        while todo:
+            e = self._execs.get(todo.pop())
+            if e is None or e.status not in LIVE_STATUSES:
+                continue
+            before = e.copy()
+            owner = e.owner
+            self._final(e, CANCELLED, None, None, at, reason)
+            e.owner = owner  # the owner notices through renew/checkpoint
+            out.append(before)
+            todo.extend(c.id for c in self._execs.values() if c.parent_id == e.id)
+        self._touch()
+        return out
+
+    async def pause(self, execution_id: str) -> str | None:
+        e = self._execs.get(execution_id)
+        if e is None:
+            return None
+        if e.status == PENDING:
+            e.status = PAUSED
+            e.available_at = None
+        elif e.status == WAITING and e.owner is None:
+            e.status = PAUSED
+            e.available_at = None
+        elif e.status in (RUNNING, WAITING):
+            e.pause_requested = True
+        self._touch()
+        return e.status
+
+    async def resume(self, execution_id: str) -> str | None:
+        e = self._execs.get(execution_id)
+        if e is None:
+            return None
+        if e.status == PAUSED:
+            e.status = PENDING
+            e.available_at = now()
+        e.pause_requested = False
+        self._touch()
+        return e.status
+
+    async def restart(self, execution_id: str, at: float) -> ExecutionRecord | None:
+        e = self._execs.get(execution_id)
+        if e is None or e.status not in (FAILED, CANCELLED):
+            return None
+        e.status = PENDING
+        e.attempt = 1
+        e.owner = None
+        e.output = e.error = e.reason = e.progress = None
+        e.started_at = e.completed_at = None
+        e.available_at = at
+        e.run_at = at
+        e.claims = 0
+        self._steps.pop(execution_id, None)
+        self._logs.pop(execution_id, None)
+        self._touch()
+        return e.copy()
+
+    async def wake(self, ids: Sequence[str], at: float) -> None:
+        for i in ids:
+            e = self._execs.get(i)
+            if e is not None and e.status == WAITING and e.owner is None:
+                e.available_at = at
+        self._touch()
+
+    # --- reading ----------------------------------------------------------------
+
+    async def get(self, execution_id: str) -> ExecutionRecord | None:
+        e = self._execs.get(execution_id)
+        return e.copy() if e is not None else None
+
+    async def get_many(self, ids: Sequence[str]) -> list[ExecutionRecord]:
+        return [e.copy() for i in ids if (e := self._execs.get(i)) is not None]
+
+    async def list(self, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
+        rows = [e for e in self._execs.values() if matches(e, flt)]
+        rows.sort(key=lambda e: (e.created_at, e.id), reverse=True)
+        if cursor is not None:
+            at, ident = decode_cursor(cursor)
+            rows = [e for e in rows if (e.created_at, e.id) < (at, ident)]
+        page = [e.copy() for e in rows[:limit]]
+        more = len(rows) > limit
+        nxt = encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
+        return Page(page, nxt)
+
+    async def find_cached(self, job: str, input: str, since: float) -> ExecutionRecord | None:
+        best: ExecutionRecord | None = None
+        for e in self._execs.values():
+            if e.job == job and e.status == COMPLETED and e.input == input:
+                if (e.completed_at or 0) >= since and (
+                    best is None or (e.completed_at or 0) > (best.completed_at or 0)
+                ):
+                    best = e
+        return best.copy() if best else None
+
+    async def steps(self, execution_id: str) -> list[StepRecord]:
+        steps = list(self._steps.get(execution_id, {}).values())
+        steps.sort(key=lambda s: s.started_at)
+        return steps
+
+    async def stats(self) -> Stats:
+        by_status = dict.fromkeys(STATUSES, 0)
+        by_job: dict[str, dict[str, int]] = {}
+        retries = 0
+        runtimes: list[float] = []
+        for e in self._execs.values():
+            by_status[e.status] += 1
+            per = by_job.setdefault(e.job, {})
+            per[e.status] = per.get(e.status, 0) + 1
+            retries += e.attempt - 1
+            if e.status == COMPLETED and e.started_at is not None and e.completed_at is not None:
+                runtimes.append(e.completed_at - e.started_at)
+        mean, p95 = runtime_stats(runtimes)
+        return Stats(by_status, by_job, retries, mean, p95)
+
+    # --- progress and logs ------------------------------------------------------
+
+    async def set_progress(self, execution_id: str, progress: str) -> None:
+        e = self._execs.get(execution_id)
+        if e is not None:
+            e.progress = progress
+            self._touch()
+
+    async def append_logs(self, logs: Sequence[LogRecord]) -> None:
+        for line in logs:
+            self._logs.setdefault(line.execution_id, []).append(line)
+        self._touch()
+
+    async def logs(self, execution_id: str) -> list[LogRecord]:
+        return list(self._logs.get(execution_id, []))
+
+    # --- housekeeping -------------------------------------------------------------
+
+    async def register_worker(self, worker_id: str, host: str, pid: int, at: float) -> None:
+        self._workers[worker_id] = (host, pid)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        self._workers.pop(worker_id, None)
+
+    async def workers(self, host: str) -> list[tuple[str, int]]:
+        return [(w, pid) for w, (h, pid) in self._workers.items() if h == host]
+
+    async def expire_owner(self, owner: str, at: float) -> int:
+        n = 0
+        for e in self._execs.values():
+            if e.owner == owner and e.status in (RUNNING, WAITING):
+                e.available_at = at
+                n += 1
+        self._workers.pop(owner, None)
+        self._touch()
+        return n
+
+    async def purge(self, status: str, before: float | None, keep: int | None) -> int:
+        rows = [e for e in self._execs.values() if e.status == status]
+        rows.sort(key=lambda e: e.completed_at or 0.0, reverse=True)
+        doomed = []
+        if keep is not None:
+            doomed.extend(rows[keep:])
+        if before is not None:
+            doomed.extend(e for e in rows if (e.completed_at or 0.0) < before)
+        gone = {e.id for e in doomed}
+        for i in gone:
+            e = self._execs.pop(i)
+            if e.key is not None:
+                self._keys.pop((e.job, e.key), None)
+            self._steps.pop(i, None)
+            self._logs.pop(i, None)
+        self._touch()
+        return len(gone)
+
+
+def matches(e: ExecutionRecord, f: ExecutionFilter) -> bool:
+    """Whether an execution passes a filter (used by backends that filter in Python)."""
+    checks = (
+        f.ids is None or e.id in f.ids,
+        f.job is None or e.job in f.job,
+        f.status is None or e.status in f.status,
+        f.group is None or e.group == f.group,
+        f.parent_id is None or e.parent_id == f.parent_id,
+        f.started_before is None or (e.started_at is not None and e.started_at < f.started_before),
+        f.started_after is None or (e.started_at is not None and e.started_at > f.started_after),
+        f.completed_before is None
+        or (e.completed_at is not None and e.completed_at < f.completed_before),
+        f.completed_after is None
+        or (e.completed_at is not None and e.completed_at > f.completed_after),
+        f.attempts is None or e.attempt == f.attempts,
+        f.attempts_lt is None or e.attempt < f.attempts_lt,
+        f.attempts_gt is None or e.attempt > f.attempts_gt,
+    )
+    return all(checks)
