@@ -1,0 +1,61 @@
+"""qanat: a durable job queue and workflow engine.
+
+Jobs are Python functions whose steps (``run``, ``sleep``, calls to other jobs) are
+checkpointed in storage, so an execution survives crashes and deploys and resumes
+where it stopped. See the README and ``docs/`` for the guide.
+"""
+
+from qanat import sync
+from qanat.context import Context
+from qanat.durations import DEFAULT_BACKOFF, Backoff
+from qanat.errors import (
+    Cancelled,
+    ConfigurationError,
+    ExecutionFailed,
+    NonDeterminism,
+    NonRetryable,
+    NotInJob,
+    QanatError,
+    RetryAfter,
+    Skipped,
+    StorageError,
+    Timeout,
+    UnknownJob,
+)
+from qanat.execution import Execution, LogLine, Progress, StepInfo
+from qanat.job import Job, job
+from qanat.queue import Event, Queue
+from qanat.steps import Step, log, progress, run, sleep, sleep_until
+
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "Backoff",
+    "Cancelled",
+    "ConfigurationError",
+    "Context",
+    "Event",
+    "Execution",
+    "ExecutionFailed",
+    "Job",
+    "LogLine",
+    "NonDeterminism",
+    "NonRetryable",
+    "NotInJob",
+    "Progress",
+    "QanatError",
+    "Queue",
+    "RetryAfter",
+    "Skipped",
+    "Step",
+    "StepInfo",
+    "StorageError",
+    "Timeout",
+    "UnknownJob",
+    "job",
+    "log",
+    "progress",
+    "run",
+    "sleep",
+    "sleep_until",
+    "sync",
+]

@@ -1,0 +1,1 @@
+"""The runtime inside a worker: running executions, claiming work, leases."""

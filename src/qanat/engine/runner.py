@@ -1,0 +1,154 @@
+"""Drives one claimed execution: replay memo, handler call, timeout, retry or finish."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from qanat.context import Context
+from qanat.durations import backoff_delay, parse_duration, to_timestamp
+from qanat.engine.failures import encode_error
+from qanat.engine.state import ExecState, set_current
+from qanat.errors import LeaseLost, NonDeterminism, NonRetryable, RetryAfter, Suspend, Timeout
+from qanat.storage.base import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    WAITING,
+    ExecutionRecord,
+    Finish,
+    now,
+)
+
+if TYPE_CHECKING:
+    from qanat.engine.worker import Worker
+
+
+async def execute(worker: Worker, rec: ExecutionRecord, st: ExecState) -> None:
+    """Run one attempt of a claimed execution to its next resting point."""
+    token = set_current(st)
+    try:
+        await _attempt(worker, st)
+    finally:
+        set_current(None)
+        del token
+
+
+async def _attempt(worker: Worker, st: ExecState) -> None:
+    rec, job, queue = st.record, st.job, worker.queue
+    storage = worker.storage
+    try:
+        value = job.decode_input(rec.input)
+    except Exception as exc:  # noqa: BLE001 - stored input no longer fits the code
+        await _final_failure(worker, st, None, exc)
+        return
+    if rec.claims > 1 or rec.attempt > 1:
+        st.memo = {s.key: s for s in await storage.steps(rec.id)}
+    st.ctx = Context(st, queue.context)
+    if rec.claims == 1 and rec.attempt == 1:
+        await queue.fire(job, "start", rec.id, value)
+    limit = job.timeout_for(value)
+    deadline_hit = False
+    if rec.deadline is not None:
+        left = rec.deadline - now()
+        if limit is None or left < limit:
+            limit, deadline_hit = max(0.0, left), True
+    try:
+        if limit is None:
+            out = await job.invoke(value, st.ctx, worker.run_sync)
+        else:
+            try:
+                async with asyncio.timeout(limit):
+                    out = await job.invoke(value, st.ctx, worker.run_sync)
+            except TimeoutError as exc:
+                what = "deadline" if deadline_hit else f"timeout of {limit:g}s"
+                err = Timeout(f"job {job.name!r} exceeded its {what}")
+                if deadline_hit:
+                    raise NonRetryable(str(err)) from exc
+                raise err from exc
+        text = job.encode_output(out)
+    except Suspend:
+        await worker.flush(st)
+        status = st.suspend_status or WAITING
+        if await storage.suspend(rec.id, worker.id, status, st.suspend_until):
+            if st.suspend_until is not None:
+                worker.wake_at(st.suspend_until)
+        return
+    except LeaseLost as lost:
+        await _stopped(worker, st, value, lost.status)
+        return
+    except asyncio.CancelledError:
+        if st.stop_reason is None:
+            raise
+        await _stopped(worker, st, value, st.stop_reason)
+        return
+    except Exception as exc:  # noqa: BLE001 - every handler error is recorded
+        await _failed(worker, st, value, exc)
+        return
+    await worker.flush(st)
+    fin = Finish(COMPLETED, output=text)
+    if await storage.finish(rec.id, worker.id, fin):
+        done = rec.copy(status=COMPLETED, output=text, completed_at=now(), owner=None)
+        queue.watcher.finished(done)
+        await queue.fire(job, "success", rec.id, value, out)
+        await queue.fire(job, "settled", rec.id, value, COMPLETED)
+
+
+async def _stopped(worker: Worker, st: ExecState, value: Any, why: str | None) -> None:
+    """The handler was interrupted from outside: cancelled, shut down, or taken over."""
+    if why == "shutdown":
+        await worker.storage.release(worker.id, [st.id])
+        return
+    if why == "cancelled":
+        await worker.queue.fire(st.job, "cancel", st.id, value, st.record.reason or "cancelled")
+        await worker.queue.fire(st.job, "settled", st.id, value, CANCELLED)
+        rec = await worker.storage.get(st.id)
+        if rec is not None:
+            worker.queue.watcher.finished(rec)
+
+
+async def _failed(worker: Worker, st: ExecState, value: Any, exc: Exception) -> None:
+    rec, job = st.record, st.job
+    await worker.flush(st)
+    final = isinstance(exc, NonRetryable | NonDeterminism) or rec.attempt >= rec.max_attempts
+    if isinstance(exc, RetryAfter) and rec.attempt < rec.max_attempts:
+        final = False
+    if final:
+        await _final_failure(worker, st, value, exc)
+        return
+    if isinstance(exc, RetryAfter):
+        if isinstance(exc.delay, datetime):
+            due = to_timestamp(exc.delay)
+        else:
+            due = now() + parse_duration(exc.delay)
+    else:
+        due = now() + backoff_delay(job.backoff, rec.attempt, job.input_for_hooks(value))
+    fin = Finish(PENDING, error=encode_error(exc), attempt=rec.attempt + 1, available_at=due)
+    if await worker.storage.finish(rec.id, worker.id, fin):
+        worker.wake_at(due)
+        await worker.queue.fire(job, "error", rec.id, value, exc)
+        await worker.queue.fire(job, "retry", rec.id, value, exc)
+
+
+async def _final_failure(worker: Worker, st: ExecState, value: Any, exc: Exception) -> None:
+    rec, job = st.record, st.job
+    text = encode_error(exc)
+    if await worker.storage.finish(rec.id, worker.id, Finish(FAILED, error=text)):
+        worker.queue.watcher.finished(rec.copy(status=FAILED, error=text, completed_at=now()))
+        if value is not None:
+            await worker.queue.fire(job, "error", rec.id, value, exc)
+            await worker.queue.fire(job, "failure", rec.id, value, exc)
+            await worker.queue.fire(job, "settled", rec.id, value, FAILED)
+
+
+@contextlib.contextmanager
+def blocked(st: ExecState) -> Any:
+    """While a job waits on a child, it does not count against the worker's capacity."""
+    st.worker.block(st, +1)
+    try:
+        yield
+    finally:
+        st.worker.block(st, -1)

@@ -1,0 +1,161 @@
+"""Noticing change: a ticker that polls storage cheaply, and a watcher of executions.
+
+Changes made in this process wake waiters directly. Changes committed by other
+processes are noticed by polling ``storage.changed()`` (for SQLite a
+``PRAGMA data_version``, microseconds): every millisecond while there was recent
+activity, a little slower when idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from qanat.errors import QanatError
+from qanat.storage.base import FINISHED_STATUSES, ExecutionRecord, now
+
+if TYPE_CHECKING:
+    from qanat.queue import Queue
+
+log = logging.getLogger("qanat")
+
+FAST_POLL = 0.001
+IDLE_POLL = 0.005
+IDLE_AFTER = 1.0
+
+
+class Ticker:
+    """Broadcasts "something may have changed" to every loop that waits on it."""
+
+    def __init__(self, changed: Callable[[], Any]) -> None:
+        self._changed = changed
+        self._event = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_change = now()
+        self.users = 0
+
+    def event(self) -> asyncio.Event:
+        """The event the next change sets; take it *before* checking state."""
+        return self._event
+
+    def fire(self) -> None:
+        """Wake everyone waiting on the current event."""
+        ev, self._event = self._event, asyncio.Event()
+        ev.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="qanat-ticker")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            idle = now() - self._last_change > IDLE_AFTER
+            await asyncio.sleep(IDLE_POLL if idle else FAST_POLL)
+            try:
+                changed = await self._changed()
+            except Exception:  # noqa: BLE001 - a failed poll is retried on the next tick
+                log.exception("qanat: polling storage for changes failed")
+                continue
+            if changed:
+                self._last_change = now()
+                self.fire()
+
+
+class Watcher:
+    """Waits for executions to finish and reports their progress to callbacks."""
+
+    def __init__(self, queue: Queue) -> None:
+        self._queue = queue
+        self._waiters: dict[str, list[asyncio.Future[ExecutionRecord]]] = {}
+        self._progress: dict[str, tuple[str | None, list[Callable[[Any], Any]]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionRecord:
+        """The record of the execution once it is finished."""
+        fut: asyncio.Future[ExecutionRecord] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(execution_id, []).append(fut)
+        try:
+            rec = await self._queue.storage.get(execution_id)
+            if rec is None:
+                raise QanatError(f"execution {execution_id} does not exist")
+            if rec.status in FINISHED_STATUSES:
+                return rec
+            self._ensure_running()
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        finally:
+            waiters = self._waiters.get(execution_id)
+            if waiters is not None:
+                if fut in waiters:
+                    waiters.remove(fut)
+                if not waiters:
+                    del self._waiters[execution_id]
+
+    def on_progress(self, execution_id: str, callback: Callable[[Any], Any]) -> None:
+        last, cbs = self._progress.get(execution_id, (None, []))
+        cbs.append(callback)
+        self._progress[execution_id] = (last, cbs)
+        self._ensure_running()
+
+    def finished(self, rec: ExecutionRecord) -> None:
+        """A finish committed in this process: wake its waiters without reading storage."""
+        for fut in self._waiters.get(rec.id, ()):
+            if not fut.done():
+                fut.set_result(rec)
+
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._queue.ticker.start()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="qanat-watcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        storage = self._queue.storage
+        ticker = self._queue.ticker
+        while self._waiters or self._progress:
+            ev = ticker.event()
+            ids = list(self._waiters.keys() | self._progress.keys())
+            try:
+                recs = await storage.get_many(ids)
+            except Exception:  # noqa: BLE001 - retried on the next change
+                log.exception("qanat: reading executions for waiters failed")
+                recs = []
+            for rec in recs:
+                self._deliver(rec)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ev.wait(), 0.5)
+
+    def _deliver(self, rec: ExecutionRecord) -> None:
+        if rec.id in self._progress:
+            last, cbs = self._progress[rec.id]
+            if rec.progress is not None and rec.progress != last:
+                from qanat.execution import parse_progress
+
+                self._progress[rec.id] = (rec.progress, cbs)
+                value = parse_progress(rec.progress)
+                for cb in cbs:
+                    try:
+                        res = cb(value)
+                        if asyncio.iscoroutine(res):
+                            asyncio.get_running_loop().create_task(res)
+                    except Exception:  # noqa: BLE001 - a callback never breaks the watcher
+                        log.exception("qanat: progress callback failed")
+            if rec.status in FINISHED_STATUSES:
+                del self._progress[rec.id]
+        if rec.status in FINISHED_STATUSES:
+            self.finished(rec)

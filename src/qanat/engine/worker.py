@@ -1,0 +1,274 @@
+"""The worker: claims executions, runs them, renews their leases, drains on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable
+import concurrent.futures
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from qanat._ids import new_id
+from qanat.engine.runner import execute
+from qanat.engine.state import ExecState
+from qanat.storage.base import LogRecord, Storage, now
+
+if TYPE_CHECKING:
+    from qanat.queue import Queue
+
+log = logging.getLogger("qanat")
+
+DEFAULT_CONCURRENCY = 100
+#: Sleeps shorter than this stay in memory; longer ones free the worker and replay later.
+HOT_SLEEP = 5.0
+#: Without any signal, look for due work this often (delayed executions, lapsed leases).
+FALLBACK_POLL = 0.25
+
+
+class Worker:
+    """Runs a queue's executions in this process until stopped."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        *,
+        concurrency: int | None = None,
+        lease: float = 30.0,
+        threads: int | None = None,
+        hot_sleep: float = HOT_SLEEP,
+    ) -> None:
+        self.queue = queue
+        self.storage: Storage = queue.storage
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
+        self.host = socket.gethostname()
+        self.capacity = concurrency or DEFAULT_CONCURRENCY
+        self.lease = lease
+        self.hot_sleep = hot_sleep
+        self.batch = max(1, min(self.capacity, 256))
+        self._threads = ThreadPoolExecutor(
+            max_workers=threads or min(32, (os.cpu_count() or 1) + 4),
+            thread_name_prefix="qanat-job",
+        )
+        self.active: dict[str, ExecState] = {}
+        self._blocked: dict[str, int] = {}
+        self._pending_io: dict[str, list[concurrent.futures.Future[Any]]] = {}
+        self._wake = asyncio.Event()
+        self._next_due: float | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Register, reclaim work of dead processes on this host, start the loops."""
+        self.loop = asyncio.get_running_loop()
+        await self.storage.register_worker(self.id, self.host, os.getpid(), now())
+        await self.reclaim_dead()
+        self.queue.ticker.start()
+        self._tasks = [
+            self.loop.create_task(self._claim_loop(), name="qanat-claim"),
+            self.loop.create_task(self._heartbeat_loop(), name="qanat-heartbeat"),
+            self.loop.create_task(self._housekeeping_loop(), name="qanat-housekeeping"),
+        ]
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming, let running executions finish for ``grace`` seconds, then hand the
+        rest back to storage for others to resume."""
+        self._stopping = True
+        claim = self._tasks[0] if self._tasks else None
+        if claim is not None:
+            claim.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await claim
+        running = [st.task for st in self.active.values() if st.task is not None]
+        if running:
+            await asyncio.wait(running, timeout=grace)
+        for st in list(self.active.values()):
+            if st.task is not None and not st.task.done():
+                st.stop_reason = "shutdown"
+                st.task.cancel()
+        left = [st.task for st in self.active.values() if st.task is not None]
+        if left:
+            await asyncio.wait(left, timeout=5.0)
+        for t in self._tasks[1:]:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks = []
+        with contextlib.suppress(Exception):
+            await self.storage.unregister_worker(self.id)
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    # --- signals from elsewhere in this process -------------------------------------
+
+    def notify_local(self) -> None:
+        """New work was enqueued by this process: look for it now."""
+        self._wake.set()
+
+    def wake_at(self, at: float) -> None:
+        """Something becomes due at ``at``: look again then."""
+        if self._next_due is None or at < self._next_due:
+            self._next_due = at
+            self._wake.set()
+
+    def block(self, st: ExecState, delta: int) -> None:
+        """Count an execution as waiting on a child (not holding a slot) or not."""
+        n = self._blocked.get(st.id, 0) + delta
+        if n > 0:
+            self._blocked[st.id] = n
+        else:
+            self._blocked.pop(st.id, None)
+        if delta > 0:
+            self._wake.set()
+
+    def free_slots(self) -> int:
+        return self.capacity - (len(self.active) - len(self._blocked))
+
+    # --- claiming ---------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        assert self.loop is not None
+        jobs = list(self.queue.registry)
+        ticker = self.queue.ticker
+        while not self._stopping:
+            ev = ticker.event()
+            self._wake.clear()
+            free = self.free_slots()
+            got = 0
+            if free > 0:
+                try:
+                    recs = await self.storage.claim(
+                        self.id, jobs, min(free, self.batch), self.lease, now()
+                    )
+                except Exception:  # noqa: BLE001 - storage hiccup: retry shortly
+                    log.exception("qanat: claiming executions failed")
+                    recs = []
+                    await asyncio.sleep(0.5)
+                got = len(recs)
+                for rec in recs:
+                    self._spawn(rec)
+            if got and got == min(free, self.batch):
+                await asyncio.sleep(0)
+                continue
+            timeout = FALLBACK_POLL
+            if self._next_due is not None:
+                timeout = max(0.0, min(timeout, self._next_due - now()))
+                if timeout == 0.0:
+                    self._next_due = None
+            wake = self.loop.create_task(self._wake.wait())
+            tick = self.loop.create_task(ev.wait())
+            await asyncio.wait((wake, tick), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            wake.cancel()
+            tick.cancel()
+
+    def _spawn(self, rec: Any) -> None:
+        assert self.loop is not None
+        job = self.queue.registry[rec.job]
+        st = ExecState(rec, job, self)
+        self.active[rec.id] = st
+        st.task = self.loop.create_task(execute(self, rec, st), name=f"qanat-{rec.job}-{rec.id}")
+        st.task.add_done_callback(functools.partial(self._done, st))
+
+    def _done(self, st: ExecState, task: asyncio.Task[Any]) -> None:
+        self.active.pop(st.id, None)
+        self._blocked.pop(st.id, None)
+        self._pending_io.pop(st.id, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("qanat: execution %s crashed in the engine", st.id, exc_info=task.exception())
+        if self.free_slots() >= max(1, self.batch // 4) or not self.active:
+            self._wake.set()
+
+    # --- leases -----------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval = max(0.05, self.lease / 3)
+        while True:
+            await asyncio.sleep(interval)
+            ids = list(self.active)
+            if not ids:
+                continue
+            try:
+                stops = await self.storage.renew(self.id, ids, now() + self.lease)
+            except Exception:  # noqa: BLE001 - the next beat tries again
+                log.exception("qanat: renewing leases failed")
+                continue
+            for ident, why in stops.items():
+                st = self.active.get(ident)
+                if st is None:
+                    continue
+                if why == "paused":
+                    st.pause_requested = True
+                elif st.task is not None and not st.task.done():
+                    st.stop_reason = why
+                    st.task.cancel()
+
+    async def reclaim_dead(self) -> int:
+        """Make the executions of dead worker processes on this host claimable at once."""
+        n = 0
+        for worker_id, pid in await self.storage.workers(self.host):
+            if worker_id != self.id and not _alive(pid):
+                n += await self.storage.expire_owner(worker_id, now())
+        if n:
+            self._wake.set()
+        return n
+
+    async def _housekeeping_loop(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(2.0)
+            ticks += 1
+            try:
+                await self.reclaim_dead()
+                if ticks % 30 == 1:
+                    await self.queue.apply_retention()
+            except Exception:  # noqa: BLE001 - housekeeping never stops the worker
+                log.exception("qanat: housekeeping failed")
+
+    # --- helpers for the runner and the step functions -----------------------------------
+
+    async def run_sync(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a plain function in the worker's thread pool, keeping the execution context."""
+        assert self.loop is not None
+        ctx = contextvars.copy_context()
+        call = functools.partial(ctx.run, fn, *args, **kwargs)
+        return await self.loop.run_in_executor(self._threads, call)
+
+    def _io(self, st: ExecState, coro: Any) -> None:
+        loop = self.loop or asyncio.get_running_loop()
+        fut = asyncio.run_coroutine_threadsafe(coro, loop)
+        self._pending_io.setdefault(st.id, []).append(fut)
+
+    def log(self, st: ExecState, message: str, fields: dict[str, Any]) -> None:
+        line = LogRecord(st.id, now(), str(message), json.dumps(fields, default=str) or None)
+        self._io(st, self.storage.append_logs([line]))
+
+    def progress(self, st: ExecState, pct: float, message: str | None, details: Any) -> None:
+        pct = float(pct)
+        if not 0 <= pct <= 100:
+            raise ValueError(f"progress must be between 0 and 100, got {pct!r}")
+        text = json.dumps({"pct": pct, "message": message, "details": details}, default=str)
+        self._io(st, self.storage.set_progress(st.id, text))
+
+    async def flush(self, st: ExecState) -> None:
+        """Wait until the execution's log lines and progress are stored."""
+        pending = self._pending_io.pop(st.id, [])
+        if pending:
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in pending), return_exceptions=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

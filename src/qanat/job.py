@@ -1,0 +1,445 @@
+"""Jobs: ``@job`` / ``Job``, their options, and how they are called."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, get_type_hints, overload
+
+import pydantic
+
+from qanat import codec
+from qanat._ids import new_id
+from qanat.context import Context
+from qanat.durations import (
+    DEFAULT_BACKOFF,
+    BackoffSpec,
+    parse_duration,
+    to_timestamp,
+    validate_backoff,
+)
+from qanat.engine.state import current_or_none
+from qanat.errors import ConfigurationError
+from qanat.storage.base import ExecutionRecord, now
+
+if TYPE_CHECKING:
+    from qanat.execution import Execution
+    from qanat.queue import Queue
+
+R = TypeVar("R")
+
+Hook = Callable[..., Any]
+DurationLike = float | int | str | timedelta
+
+HOOK_NAMES = (
+    "on_trigger",
+    "on_start",
+    "on_success",
+    "on_failure",
+    "on_error",
+    "on_cancel",
+    "on_settled",
+)
+
+# Options that belong to capabilities not in this version yet: refused, never ignored.
+_LATER_OPTIONS = (
+    "triggers",
+    "cron",
+    "debounce",
+    "throttle",
+    "rate_limit",
+    "concurrency",
+    "singleton",
+    "cancel_on",
+    "batch",
+)
+
+
+class Job(Generic[R]):
+    """A named handler plus its options. ``@job`` builds one from a function.
+
+    Calling: ``await j.run(**input)`` waits for the output, ``await j.start(**input)``
+    returns an ``Execution`` at once. Inside a running job both are checkpointed steps.
+    """
+
+    def __init__(
+        self,
+        name: str | None,
+        handler: Callable[..., Any],
+        *,
+        input: type[pydantic.BaseModel] | None = None,
+        output: Any = None,
+        triggers: Sequence[Any] = (),
+        priority: int | Callable[[Any], int] = 0,
+        cron: Any = None,
+        debounce: Any = None,
+        throttle: Any = None,
+        rate_limit: Any = None,
+        concurrency: Any = None,
+        singleton: Any = None,
+        cancel_on: Sequence[Any] = (),
+        batch: Any = None,
+        timeout: DurationLike | Callable[[Any], Any] | None = None,
+        retry: int | Callable[[Any], int] = 3,
+        backoff: BackoffSpec = DEFAULT_BACKOFF,
+        cache: bool | DurationLike | None = None,
+        on_trigger: Hook | None = None,
+        on_start: Hook | None = None,
+        on_success: Hook | None = None,
+        on_failure: Hook | None = None,
+        on_error: Hook | None = None,
+        on_cancel: Hook | None = None,
+        on_settled: Hook | None = None,
+    ) -> None:
+        if not callable(handler):
+            raise ConfigurationError(f"job handler must be callable, got {handler!r}")
+        self.name: str = name or handler.__name__
+        self.handler = handler
+        self.is_async = inspect.iscoroutinefunction(handler)
+        later = dict(
+            triggers=triggers,
+            cron=cron,
+            debounce=debounce,
+            throttle=throttle,
+            rate_limit=rate_limit,
+            concurrency=concurrency,
+            singleton=singleton,
+            cancel_on=cancel_on,
+            batch=batch,
+        )
+        for opt in _LATER_OPTIONS:
+            if later[opt]:
+                raise ConfigurationError(
+                    f"job {self.name!r}: option {opt}= is not supported by this version of qanat"
+                )
+        self.priority = priority
+        self.retry = _check_retry(self.name, retry)
+        validate_backoff(backoff)
+        self.backoff = backoff
+        if timeout is not None and not callable(timeout):
+            parse_duration(timeout)
+        self.timeout = timeout
+        self.cache: float | None = _cache_window(cache)
+        self.hooks: dict[str, Hook | None] = {
+            "on_trigger": on_trigger,
+            "on_start": on_start,
+            "on_success": on_success,
+            "on_failure": on_failure,
+            "on_error": on_error,
+            "on_cancel": on_cancel,
+            "on_settled": on_settled,
+        }
+        self._schema = _InputSchema(self.name, handler, input)
+        self._output_annotation = output if output is not None else self._schema.return_annotation
+        self._output_adapter = _adapter(self._output_annotation)
+        self._queue: Queue | None = None
+
+    def __repr__(self) -> str:
+        return f"<Job {self.name}>"
+
+    # --- input and output -------------------------------------------------------
+
+    def encode_input(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, Any]:
+        """Validate a call's input; return its JSON text and the validated input."""
+        value = self._schema.validate(args, kwargs)
+        return codec.dumps(self._schema.plain(value), where=f"the input of job {self.name!r}"), value
+
+    def decode_input(self, text: str) -> Any:
+        """The validated input of a stored execution."""
+        data = codec.loads(text)
+        if self._schema.is_model:
+            return self._schema.validate((data,), {})
+        return self._schema.validate((), data)
+
+    def input_for_hooks(self, value: Any) -> Any:
+        """What ``fn(input)`` options and hooks receive: the model, or a dict of arguments."""
+        return self._schema.plain(value)
+
+    def encode_output(self, output: Any) -> str:
+        """Validate the handler's output against the annotation and encode it."""
+        if self._output_adapter is not None:
+            try:
+                output = self._output_adapter.validate_python(output)
+            except pydantic.ValidationError as exc:
+                raise TypeError(
+                    f"job {self.name!r} returned a value that does not match its output "
+                    f"type {self._output_annotation!r}: {exc}"
+                ) from None
+        return codec.dumps(output, where=f"the output of job {self.name!r}")
+
+    def decode_output(self, text: str | None) -> Any:
+        """The output of a completed execution, as the annotated type."""
+        if text is None:
+            return None
+        return codec.revive(codec.loads(text), self._output_annotation)
+
+    async def invoke(self, value: Any, ctx: Context, run_sync: Callable[..., Awaitable[Any]]) -> Any:
+        """Call the handler with validated input (plain handlers through ``run_sync``)."""
+        args, kwargs = self._schema.call_args(value, ctx)
+        if self.is_async:
+            return await self.handler(*args, **kwargs)
+        return await run_sync(self.handler, *args, **kwargs)
+
+    # --- options that depend on the input ----------------------------------------
+
+    def priority_for(self, value: Any) -> int:
+        p = self.priority(self.input_for_hooks(value)) if callable(self.priority) else self.priority
+        return int(p)
+
+    def attempts_for(self, value: Any) -> int:
+        r = self.retry(self.input_for_hooks(value)) if callable(self.retry) else self.retry
+        return max(1, int(r))
+
+    def timeout_for(self, value: Any) -> float | None:
+        t = self.timeout(self.input_for_hooks(value)) if callable(self.timeout) else self.timeout
+        return None if t is None else parse_duration(t)
+
+    # --- calling --------------------------------------------------------------------
+
+    def new_record(
+        self,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        *,
+        key: str | None = None,
+        priority: int | None = None,
+        delay: DurationLike | None = None,
+        run_at: datetime | None = None,
+        deadline: datetime | DurationLike | None = None,
+        group: str | None = None,
+        parent_id: str | None = None,
+    ) -> tuple[ExecutionRecord, Any]:
+        """Validate a call and build the execution record it would store."""
+        text, value = self.encode_input(args, kwargs)
+        at = now()
+        due = at
+        if delay is not None and run_at is not None:
+            raise ValueError("pass delay= or run_at=, not both")
+        if delay is not None:
+            due = at + parse_duration(delay, what="delay")
+        elif run_at is not None:
+            due = to_timestamp(run_at)
+        dl: float | None = None
+        if isinstance(deadline, datetime):
+            dl = to_timestamp(deadline)
+        elif deadline is not None:
+            dl = at + parse_duration(deadline, what="deadline")
+        rec = ExecutionRecord(
+            id=new_id(),
+            job=self.name,
+            input=text,
+            priority=self.priority_for(value) if priority is None else int(priority),
+            key=key,
+            group=group,
+            parent_id=parent_id,
+            max_attempts=self.attempts_for(value),
+            created_at=at,
+            run_at=due,
+            available_at=due,
+            deadline=dl,
+        )
+        return rec, value
+
+    def _bound(self) -> Queue:
+        if self._queue is None:
+            raise ConfigurationError(
+                f"job {self.name!r} is not registered on a queue: pass it in Queue(jobs=[...]) "
+                "and call it through queue.jobs or inside a running job"
+            )
+        return self._queue
+
+    async def start(self, *args: Any, **kwargs: Any) -> Execution:
+        """Start an execution and return its handle at once.
+
+        Keyword options: ``key``, ``priority``, ``delay``, ``run_at``, ``deadline``,
+        ``group``; every other argument is the job's input. Inside a job this is a
+        checkpointed step: a replay returns the same child.
+        """
+        opts = _pop_options(kwargs)
+        st = current_or_none()
+        if st is not None:
+            from qanat.steps import start_child
+
+            return await start_child(self, args, kwargs, opts)
+        return await self._bound().start_execution(self, args, kwargs, opts)
+
+    async def run(self, *args: Any, **kwargs: Any) -> R:
+        """Start an execution and wait for its output (raises its final error)."""
+        handle = await self.start(*args, **kwargs)
+        st = current_or_none()
+        if st is None:
+            out: R = await handle.result()
+            return out
+        from qanat.engine.runner import blocked
+
+        with blocked(st):
+            st.boundary()
+            inner: R = await handle.result()
+        return inner
+
+    async def start_many(self, inputs: Sequence[Mapping[str, Any] | Any]) -> list[Execution]:
+        """Enqueue many executions in one transaction; each item is a dict of input or a model."""
+        q = self._bound()
+        calls = [((), dict(i)) if isinstance(i, Mapping) else ((i,), {}) for i in inputs]
+        return await q.start_executions(self, calls)
+
+    async def cancel(
+        self, *args: Any, where: Callable[[Any], bool] | None = None, **kwargs: Any
+    ) -> int:
+        """Cancel live executions of this job whose input matches (or ``where(input)`` holds).
+
+        Returns how many were cancelled.
+        """
+        q = self._bound()
+        if where is None:
+            text, _ = self.encode_input(args, kwargs)
+            target = codec.canonical(codec.loads(text))
+
+            def where(value: Any) -> bool:
+                return codec.canonical(codec.loads(self.encode_input((), value)[0])) == target
+
+        return await q.cancel_where(self, where)
+
+
+def _pop_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    names = ("key", "priority", "delay", "run_at", "deadline", "group")
+    return {n: kwargs.pop(n) for n in names if n in kwargs}
+
+
+@overload
+def job(fn: Callable[..., Awaitable[R]], /) -> Job[R]: ...
+@overload
+def job(fn: Callable[..., R], /) -> Job[R]: ...
+@overload
+def job(name: str | None = None, /, **options: Any) -> Callable[[Callable[..., Any]], Job[Any]]: ...
+
+
+def job(fn_or_name: Any = None, /, **options: Any) -> Any:
+    """Decorate a function as a job: ``@job``, ``@job()``, ``@job("name", retry=5)``."""
+    if callable(fn_or_name):
+        return Job(None, fn_or_name, **options)
+    name = options.pop("name", fn_or_name)
+
+    def wrap(fn: Callable[..., Any]) -> Job[Any]:
+        return Job(name, fn, **options)
+
+    return wrap
+
+
+def _check_retry(name: str, retry: Any) -> Any:
+    if callable(retry):
+        return retry
+    if isinstance(retry, bool) or not isinstance(retry, int) or retry < 1:
+        raise ConfigurationError(
+            f"job {name!r}: retry must be a whole number of attempts >= 1 (or a function of "
+            f"the input), got {retry!r}"
+        )
+    return retry
+
+
+def _cache_window(cache: Any) -> float | None:
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return float("inf")
+    return parse_duration(cache, what="cache")
+
+
+def _adapter(annotation: Any) -> pydantic.TypeAdapter[Any] | None:
+    if annotation in (None, inspect.Parameter.empty, Any):
+        return None
+    if annotation is type(None):
+        return pydantic.TypeAdapter(type(None))
+    return pydantic.TypeAdapter(annotation)
+
+
+class _InputSchema:
+    """The input of a job: from a pydantic model, or from the handler's own signature."""
+
+    def __init__(self, job: str, handler: Callable[..., Any], model: Any) -> None:
+        self.job = job
+        try:
+            hints = get_type_hints(handler)
+        except Exception:  # noqa: BLE001 - unresolvable hints fall back to raw annotations
+            hints = getattr(handler, "__annotations__", {})
+        self.return_annotation = hints.get("return", inspect.Parameter.empty)
+        sig = inspect.signature(handler)
+        self.ctx_param: str | None = None
+        params: list[inspect.Parameter] = []
+        for p in sig.parameters.values():
+            ann = hints.get(p.name, p.annotation)
+            if ann is Context:
+                self.ctx_param = p.name
+                continue
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise ConfigurationError(
+                    f"job {job!r}: *args and **kwargs can't form an input schema; name each "
+                    "parameter, or pass input=SomeModel"
+                )
+            params.append(p)
+        self.model: type[pydantic.BaseModel]
+        self.fields: list[str]
+        if model is not None:
+            if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
+                raise ConfigurationError(f"job {job!r}: input= must be a pydantic model class")
+            if len(params) != 1:
+                raise ConfigurationError(
+                    f"job {job!r}: with input={model.__name__} the handler takes exactly one "
+                    "argument (plus an optional qanat.Context)"
+                )
+            self.model = model
+            self.fields = []
+            self.arg_name = params[0].name
+        else:
+            defs: dict[str, Any] = {}
+            for p in params:
+                ann = hints.get(p.name, Any if p.annotation is p.empty else p.annotation)
+                default = ... if p.default is p.empty else p.default
+                defs[p.name] = (ann, default)
+            self.model = pydantic.create_model(  # type: ignore[call-overload]
+                f"{job}_input", __config__=pydantic.ConfigDict(extra="forbid"), **defs
+            )
+            self.fields = list(defs)
+            self.arg_name = ""
+
+    @property
+    def is_model(self) -> bool:
+        """True when the input is one pydantic model given as ``input=``."""
+        return bool(self.arg_name)
+
+    def validate(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        """Validated input: a model instance (raises pydantic.ValidationError)."""
+        if self.is_model:
+            if args and not kwargs and len(args) == 1:
+                (data,) = args
+                if isinstance(data, self.model):
+                    return data
+                return self.model.model_validate(data)
+            if args:
+                raise TypeError(f"job {self.job!r} takes one {self.model.__name__} or keywords")
+            return self.model.model_validate(dict(kwargs))
+        if args:
+            if len(args) > len(self.fields):
+                raise TypeError(
+                    f"job {self.job!r} takes {len(self.fields)} input arguments, got {len(args)}"
+                )
+            merged = dict(zip(self.fields, args, strict=False))
+            dup = set(merged) & set(kwargs)
+            if dup:
+                raise TypeError(f"job {self.job!r}: argument {sorted(dup)[0]!r} given twice")
+            merged.update(kwargs)
+            kwargs = merged
+        return self.model.model_validate(dict(kwargs))
+
+    def plain(self, value: Any) -> Any:
+        """The input as the user sees it: the model, or a dict of the handler's arguments."""
+        if self.is_model:
+            return value
+        return {f: getattr(value, f) for f in self.fields}
+
+    def call_args(self, value: Any, ctx: Context) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        kwargs = {self.arg_name: value} if self.arg_name else self.plain(value)
+        if self.ctx_param is not None:
+            kwargs[self.ctx_param] = ctx
+        return (), kwargs

@@ -1,0 +1,458 @@
+"""The ``Queue``: registry of jobs, storage, lifecycle, queries and hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qanat import codec
+from qanat.durations import parse_duration, to_timestamp
+from qanat.engine.watcher import Ticker, Watcher
+from qanat.errors import ConfigurationError, UnknownJob
+from qanat.execution import Execution, outcome_of
+from qanat.job import Job
+from qanat.storage import Storage, from_url
+from qanat.storage.base import (
+    FINISHED_STATUSES,
+    LIVE_STATUSES,
+    STATUSES,
+    ExecutionFilter,
+    ExecutionRecord,
+    now,
+)
+
+if TYPE_CHECKING:
+    from qanat.engine.worker import Worker
+    from qanat.sync import SyncQueue
+
+log = logging.getLogger("qanat")
+
+EVENTS = ("start", "success", "failure", "error", "retry", "cancel", "settled", "progress",
+          "trigger")
+_HOOK_FOR = {"start": "on_start", "success": "on_success", "failure": "on_failure",
+             "error": "on_error", "cancel": "on_cancel", "settled": "on_settled",
+             "trigger": "on_trigger"}
+
+
+@dataclass(frozen=True)
+class Event:
+    """What a global hook (``queue.on(...)``) receives."""
+
+    name: str
+    execution_id: str
+    job: str
+    timestamp: datetime
+    payload: Any
+
+
+class Jobs:
+    """``queue.jobs``: the registered jobs by attribute or by name."""
+
+    def __init__(self, registry: dict[str, Job[Any]]) -> None:
+        self._registry = registry
+
+    def __getitem__(self, name: str) -> Job[Any]:
+        try:
+            return self._registry[name]
+        except KeyError:
+            known = ", ".join(sorted(self._registry)) or "none"
+            raise UnknownJob(f"no job named {name!r} on this queue (jobs: {known})") from None
+
+    def __getattr__(self, name: str) -> Job[Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self[name]
+
+    def __iter__(self) -> Any:
+        return iter(self._registry.values())
+
+    def __len__(self) -> int:
+        return len(self._registry)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._registry
+
+
+class Executions:
+    """``queue.executions``: look up and list executions."""
+
+    def __init__(self, queue: Queue) -> None:
+        self._queue = queue
+
+    async def get(self, execution_id: str) -> Execution | None:
+        """The execution with this id (with ``.info`` filled in), or None."""
+        await self._queue.ensure_open()
+        rec = await self._queue.storage.get(execution_id)
+        return None if rec is None else self._queue.handle(rec)
+
+    async def list(self, *, limit: int | None = None, page_size: int = 200,
+                   **filters: Any) -> AsyncIterator[Execution]:
+        """Matching executions, newest first, fetched from storage a page at a time.
+
+        Filters: ``job``, ``status``, ``group``, ``started_before``, ``started_after``,
+        ``completed_before``, ``completed_after``, ``attempts``, ``attempts_lt``,
+        ``attempts_gt``.
+        """
+        await self._queue.ensure_open()
+        flt = make_filter(**filters)
+        cursor: str | None = None
+        left = limit
+        while True:
+            size = page_size if left is None else min(page_size, left)
+            if size <= 0:
+                return
+            page = await self._queue.storage.list(flt, size, cursor)
+            for rec in page.items:
+                yield self._queue.handle(rec)
+            if left is not None:
+                left -= len(page.items)
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    async def first(self, **filters: Any) -> Execution | None:
+        """The newest matching execution, or None."""
+        async for e in self.list(limit=1, **filters):
+            return e
+        return None
+
+
+def _ts(value: datetime | float | None, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return to_timestamp(value)
+    if isinstance(value, int | float):
+        return float(value)
+    raise TypeError(f"{name} must be a timezone-aware datetime, got {value!r}")
+
+
+def _names(value: str | Iterable[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+def make_filter(**f: Any) -> ExecutionFilter:
+    """An ``ExecutionFilter`` from keyword filters, checking names and statuses."""
+    allowed = {"job", "status", "group", "started_before", "started_after", "completed_before",
+               "completed_after", "attempts", "attempts_lt", "attempts_gt", "parent_id"}
+    unknown = set(f) - allowed
+    if unknown:
+        raise TypeError(f"unknown execution filter {sorted(unknown)[0]!r}; "
+                        f"filters are: {', '.join(sorted(allowed))}")
+    status = _names(f.get("status"))
+    for s in status or ():
+        if s not in STATUSES:
+            raise ValueError(f"unknown status {s!r}; statuses are: {', '.join(STATUSES)}")
+    return ExecutionFilter(
+        job=_names(f.get("job")),
+        status=status,
+        group=f.get("group"),
+        parent_id=f.get("parent_id"),
+        started_before=_ts(f.get("started_before"), "started_before"),
+        started_after=_ts(f.get("started_after"), "started_after"),
+        completed_before=_ts(f.get("completed_before"), "completed_before"),
+        completed_after=_ts(f.get("completed_after"), "completed_after"),
+        attempts=f.get("attempts"),
+        attempts_lt=f.get("attempts_lt"),
+        attempts_gt=f.get("attempts_gt"),
+    )
+
+
+class Queue:
+    """A set of jobs over one storage; ``async with queue:`` also runs a worker here.
+
+    ``storage`` is a backend object or a URL (``memory://``, ``sqlite:///path.db``);
+    ``concurrency`` caps executions running at once in one worker process; ``lease`` is
+    how long a claimed execution stays owned without a heartbeat; ``retention`` deletes
+    old finished executions (``{"completed": "7d", "failed": "30d"}`` or
+    ``{"max_per_status": 10_000}``).
+    """
+
+    def __init__(
+        self,
+        jobs: Sequence[Job[Any]] | str | Path = (),
+        pipes: Sequence[Any] = (),
+        storage: Storage | str | None = None,
+        concurrency: int | None = None,
+        context: Any = None,
+        retention: Mapping[str, Any] | None = None,
+        lease: float | str = "30s",
+        name: str = "default",
+    ) -> None:
+        if pipes:
+            raise ConfigurationError("pipes are not supported by this version of qanat")
+        self.name = name
+        self.storage: Storage = from_url(storage or "sqlite:///qanat.db") if (
+            storage is None or isinstance(storage, str)) else storage
+        if concurrency is not None and (isinstance(concurrency, bool) or concurrency < 1):
+            raise ConfigurationError(f"Queue(concurrency=) must be >= 1, got {concurrency!r}")
+        self.concurrency = concurrency
+        self.context = context
+        self.lease = parse_duration(lease, what="lease")
+        self.retention = _check_retention(retention)
+        self.registry: dict[str, Job[Any]] = {}
+        for j in _load_jobs(jobs):
+            self.add(j)
+        self.jobs = Jobs(self.registry)
+        self.executions = Executions(self)
+        self.ticker = Ticker(self._changed)
+        self.watcher = Watcher(self)
+        self.worker: Worker | None = None
+        self._hooks: dict[str, list[Callable[[Event], Any]]] = {}
+        self._open = False
+        self._open_lock: asyncio.Lock | None = None
+        self._sync: SyncQueue | None = None
+
+    def add(self, j: Job[Any]) -> None:
+        """Register a job (names must be unique)."""
+        if not isinstance(j, Job):
+            raise ConfigurationError(f"Queue(jobs=...) takes Job objects (use @job), got {j!r}")
+        if j.name in self.registry and self.registry[j.name] is not j:
+            raise ConfigurationError(f"two jobs are named {j.name!r}; job names must be unique")
+        self.registry[j.name] = j
+        j._queue = self
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def _changed(self) -> bool:
+        return await self.storage.changed()
+
+    async def ensure_open(self) -> None:
+        """Open storage if no one has yet (client use without ``start``)."""
+        if self._open:
+            return
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if not self._open:
+                await self.storage.open()
+                self._open = True
+
+    async def start(self, worker: bool = True, *, concurrency: int | None = None,
+                    hot_sleep: float | None = None) -> None:
+        """Open storage; with ``worker=True`` also run executions in this process."""
+        await self.ensure_open()
+        if worker and self.worker is None and self.registry:
+            from qanat.engine.worker import Worker
+
+            kw: dict[str, Any] = {}
+            if hot_sleep is not None:
+                kw["hot_sleep"] = hot_sleep
+            self.worker = Worker(self, concurrency=concurrency or self.concurrency,
+                                 lease=self.lease, **kw)
+            await self.worker.start()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop the worker (draining for ``grace`` seconds) and close storage."""
+        if self.worker is not None:
+            await self.worker.stop(grace)
+            self.worker = None
+        await self.watcher.stop()
+        await self.ticker.stop()
+        if self._open:
+            await self.storage.close()
+            self._open = False
+
+    async def __aenter__(self) -> Queue:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def sync(self) -> SyncQueue:
+        """A blocking facade for sync programs: ``queue.sync.jobs.x.run(...)``."""
+        if self._sync is None:
+            from qanat.sync import SyncQueue
+
+            self._sync = SyncQueue(self)
+        return self._sync
+
+    # --- enqueueing --------------------------------------------------------------
+
+    def clock(self) -> float:
+        return now()
+
+    def notify_local(self) -> None:
+        if self.worker is not None:
+            self.worker.notify_local()
+
+    def handle(self, rec: ExecutionRecord) -> Execution:
+        e = Execution(self, rec.id, rec.job)
+        e.info = rec
+        return e
+
+    async def start_execution(self, j: Job[Any], args: Sequence[Any],
+                              kwargs: Mapping[str, Any], opts: dict[str, Any]) -> Execution:
+        rec, value = j.new_record(args, kwargs, **opts)
+        await self.ensure_open()
+        if j.cache is not None:
+            since = now() - j.cache if j.cache != float("inf") else 0.0
+            hit = await self.storage.find_cached(j.name, codec.canonical(codec.loads(rec.input)),
+                                                 since)
+            if hit is not None:
+                return self.handle(hit)
+            rec.input = codec.canonical(codec.loads(rec.input))
+        [stored] = await self.storage.enqueue([rec])
+        self.notify_local()
+        if stored.id == rec.id:
+            await self.fire(j, "trigger", rec.id, value)
+        return self.handle(stored)
+
+    async def start_executions(self, j: Job[Any],
+                               calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]]
+                               ) -> list[Execution]:
+        built = [j.new_record(a, k) for a, k in calls]
+        await self.ensure_open()
+        stored = await self.storage.enqueue([r for r, _ in built])
+        self.notify_local()
+        for (rec, value), s in zip(built, stored, strict=True):
+            if s.id == rec.id:
+                await self.fire(j, "trigger", rec.id, value)
+        return [self.handle(s) for s in stored]
+
+    # --- control -------------------------------------------------------------------
+
+    async def cancel_ids(self, ids: Sequence[str], reason: str | None = None) -> int:
+        """Cancel executions (and their live children); returns how many were live."""
+        await self.ensure_open()
+        before = await self.storage.cancel(ids, reason)
+        for rec in before:
+            if rec.owner is None:  # nobody runs it: settle it here
+                j = self.registry.get(rec.job)
+                done = await self.storage.get(rec.id)
+                if done is not None:
+                    self.watcher.finished(done)
+                if j is not None:
+                    value = j.decode_input(rec.input)
+                    await self.fire(j, "cancel", rec.id, value, reason or "cancelled")
+                    await self.fire(j, "settled", rec.id, value, "cancelled")
+        if before and self.worker is not None:
+            for rec in before:
+                st = self.worker.active.get(rec.id)
+                if st is not None and st.task is not None and not st.task.done():
+                    st.stop_reason = "cancelled"
+                    st.record.reason = reason
+                    st.task.cancel()
+        return len(before)
+
+    async def cancel_where(self, j: Job[Any], pred: Callable[[Any], bool]) -> int:
+        ids = []
+        async for e in self.executions.list(job=j.name, status=list(LIVE_STATUSES)):
+            assert e.info is not None
+            if pred(j.input_for_hooks(j.decode_input(e.info.input))):
+                ids.append(e.id)
+        return await self.cancel_ids(ids) if ids else 0
+
+    def outcome(self, rec: ExecutionRecord) -> Any:
+        """The output of a finished record (raises its error)."""
+        j = self.registry.get(rec.job)
+        return outcome_of(rec, j.decode_output if j else _plain_output)
+
+    # --- hooks -----------------------------------------------------------------------
+
+    def on(self, event: str, handler: Callable[[Event], Any]) -> None:
+        """Call ``handler(event)`` on ``start``, ``success``, ``failure``, ``error``, ``retry``,
+        ``cancel``, ``settled``, ``progress`` or ``trigger`` of any execution."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}; events are: {', '.join(EVENTS)}")
+        self._hooks.setdefault(event, []).append(handler)
+
+    async def fire(self, j: Job[Any], event: str, execution_id: str, value: Any,
+                   *extra: Any) -> None:
+        """Run the job's hook for ``event``, then the global ones. Errors are logged only."""
+        hook = j.hooks.get(_HOOK_FOR.get(event, ""))
+        handlers = self._hooks.get(event)
+        if hook is None and not handlers:
+            return
+        data = j.input_for_hooks(value)
+        if hook is not None:
+            await _call_hook(hook, data, *extra)
+        if handlers:
+            ev = Event(event, execution_id, j.name, datetime.now(UTC),
+                       {"input": data, **({"detail": extra[0]} if extra else {})})
+            for h in handlers:
+                await _call_hook(h, ev)
+
+    # --- queries -----------------------------------------------------------------------
+
+    async def stats(self) -> dict[str, Any]:
+        """Counts by status and job, total retries, mean and p95 run time (seconds)."""
+        await self.ensure_open()
+        s = await self.storage.stats()
+        return {"by_status": s.by_status, "by_job": s.by_job, "retries": s.retries,
+                "mean_runtime": s.mean_runtime, "p95_runtime": s.p95_runtime}
+
+    async def apply_retention(self) -> int:
+        """Delete finished executions past the retention policy; returns how many."""
+        if not self.retention:
+            return 0
+        n = 0
+        keep = self.retention.get("max_per_status")
+        for status in FINISHED_STATUSES:
+            age = self.retention.get(status)
+            before = None if age is None else now() - age
+            if before is not None or keep is not None:
+                n += await self.storage.purge(status, before, keep)
+        return n
+
+
+def _plain_output(text: str | None) -> Any:
+    return None if text is None else codec.loads(text)
+
+
+async def _call_hook(hook: Callable[..., Any], *args: Any) -> None:
+    try:
+        res = hook(*args)
+        if inspect.isawaitable(res):
+            await res
+    except Exception:  # noqa: BLE001 - a hook never breaks the execution
+        log.exception("qanat: hook %r raised", getattr(hook, "__name__", hook))
+
+
+def _check_retention(retention: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not retention:
+        return {}
+    out: dict[str, Any] = {}
+    for k, v in retention.items():
+        if k == "max_per_status":
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigurationError(f"retention max_per_status must be an int >= 0, got {v!r}")
+            out[k] = v
+        elif k in FINISHED_STATUSES:
+            out[k] = parse_duration(v, what=f"retention {k}")
+        else:
+            raise ConfigurationError(
+                f"unknown retention key {k!r}; use {', '.join(FINISHED_STATUSES)} or max_per_status"
+            )
+    return out
+
+
+def _load_jobs(jobs: Sequence[Job[Any]] | str | Path) -> list[Job[Any]]:
+    if not isinstance(jobs, str | Path):
+        return list(jobs)
+    folder = Path(jobs)
+    if not folder.is_dir():
+        raise ConfigurationError(f"Queue(jobs={str(jobs)!r}): not a folder")
+    found: list[Job[Any]] = []
+    for path in sorted(folder.glob("*.py")):
+        mod_name = f"qanat_jobs_{folder.name}_{path.stem}"
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        spec.loader.exec_module(module)
+        found.extend(v for v in vars(module).values() if isinstance(v, Job))
+    return found
