@@ -143,7 +143,9 @@ class Job(Generic[R]):
     def encode_input(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, Any]:
         """Validate a call's input; return its JSON text and the validated input."""
         value = self._schema.validate(args, kwargs)
-        return codec.dumps(self._schema.plain(value), where=f"the input of job {self.name!r}"), value
+        return codec.dumps(
+            self._schema.plain(value), where=f"the input of job {self.name!r}"
+        ), value
 
     def decode_input(self, text: str) -> Any:
         """The validated input of a stored execution."""
@@ -174,7 +176,9 @@ class Job(Generic[R]):
             return None
         return codec.revive(codec.loads(text), self._output_annotation)
 
-    async def invoke(self, value: Any, ctx: Context, run_sync: Callable[..., Awaitable[Any]]) -> Any:
+    async def invoke(
+        self, value: Any, ctx: Context, run_sync: Callable[..., Awaitable[Any]]
+    ) -> Any:
         """Call the handler with validated input (plain handlers through ``run_sync``)."""
         args, kwargs = self._schema.call_args(value, ctx)
         if self.is_async:
@@ -361,7 +365,7 @@ class _InputSchema:
         self.job = job
         try:
             hints = get_type_hints(handler)
-        except Exception:  # noqa: BLE001 - unresolvable hints fall back to raw annotations
+        except Exception:
             hints = getattr(handler, "__annotations__", {})
         self.return_annotation = hints.get("return", inspect.Parameter.empty)
         sig = inspect.signature(handler)
@@ -397,7 +401,7 @@ class _InputSchema:
                 ann = hints.get(p.name, Any if p.annotation is p.empty else p.annotation)
                 default = ... if p.default is p.empty else p.default
                 defs[p.name] = (ann, default)
-            self.model = pydantic.create_model(  # type: ignore[call-overload]
+            self.model = pydantic.create_model(
                 f"{job}_input", __config__=pydantic.ConfigDict(extra="forbid"), **defs
             )
             self.fields = list(defs)

@@ -35,11 +35,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qanat")
 
-EVENTS = ("start", "success", "failure", "error", "retry", "cancel", "settled", "progress",
-          "trigger")
-_HOOK_FOR = {"start": "on_start", "success": "on_success", "failure": "on_failure",
-             "error": "on_error", "cancel": "on_cancel", "settled": "on_settled",
-             "trigger": "on_trigger"}
+EVENTS = (
+    "start",
+    "success",
+    "failure",
+    "error",
+    "retry",
+    "cancel",
+    "settled",
+    "progress",
+    "trigger",
+)
+_HOOK_FOR = {
+    "start": "on_start",
+    "success": "on_success",
+    "failure": "on_failure",
+    "error": "on_error",
+    "cancel": "on_cancel",
+    "settled": "on_settled",
+    "trigger": "on_trigger",
+}
 
 
 @dataclass(frozen=True)
@@ -93,8 +108,9 @@ class Executions:
         rec = await self._queue.storage.get(execution_id)
         return None if rec is None else self._queue.handle(rec)
 
-    async def list(self, *, limit: int | None = None, page_size: int = 200,
-                   **filters: Any) -> AsyncIterator[Execution]:
+    async def list(
+        self, *, limit: int | None = None, page_size: int = 200, **filters: Any
+    ) -> AsyncIterator[Execution]:
         """Matching executions, newest first, fetched from storage a page at a time.
 
         Filters: ``job``, ``status``, ``group``, ``started_before``, ``started_after``,
@@ -109,7 +125,7 @@ class Executions:
             size = page_size if left is None else min(page_size, left)
             if size <= 0:
                 return
-            page = await self._queue.storage.list(flt, size, cursor)
+            page = await self._queue.storage.query(flt, size, cursor)
             for rec in page.items:
                 yield self._queue.handle(rec)
             if left is not None:
@@ -143,12 +159,25 @@ def _names(value: str | Iterable[str] | None) -> list[str] | None:
 
 def make_filter(**f: Any) -> ExecutionFilter:
     """An ``ExecutionFilter`` from keyword filters, checking names and statuses."""
-    allowed = {"job", "status", "group", "started_before", "started_after", "completed_before",
-               "completed_after", "attempts", "attempts_lt", "attempts_gt", "parent_id"}
+    allowed = {
+        "job",
+        "status",
+        "group",
+        "started_before",
+        "started_after",
+        "completed_before",
+        "completed_after",
+        "attempts",
+        "attempts_lt",
+        "attempts_gt",
+        "parent_id",
+    }
     unknown = set(f) - allowed
     if unknown:
-        raise TypeError(f"unknown execution filter {sorted(unknown)[0]!r}; "
-                        f"filters are: {', '.join(sorted(allowed))}")
+        raise TypeError(
+            f"unknown execution filter {sorted(unknown)[0]!r}; "
+            f"filters are: {', '.join(sorted(allowed))}"
+        )
     status = _names(f.get("status"))
     for s in status or ():
         if s not in STATUSES:
@@ -192,8 +221,11 @@ class Queue:
         if pipes:
             raise ConfigurationError("pipes are not supported by this version of qanat")
         self.name = name
-        self.storage: Storage = from_url(storage or "sqlite:///qanat.db") if (
-            storage is None or isinstance(storage, str)) else storage
+        self.storage: Storage = (
+            from_url(storage or "sqlite:///qanat.db")
+            if (storage is None or isinstance(storage, str))
+            else storage
+        )
         if concurrency is not None and (isinstance(concurrency, bool) or concurrency < 1):
             raise ConfigurationError(f"Queue(concurrency=) must be >= 1, got {concurrency!r}")
         self.concurrency = concurrency
@@ -238,8 +270,9 @@ class Queue:
                 await self.storage.open()
                 self._open = True
 
-    async def start(self, worker: bool = True, *, concurrency: int | None = None,
-                    hot_sleep: float | None = None) -> None:
+    async def start(
+        self, worker: bool = True, *, concurrency: int | None = None, hot_sleep: float | None = None
+    ) -> None:
         """Open storage; with ``worker=True`` also run executions in this process."""
         await self.ensure_open()
         if worker and self.worker is None and self.registry:
@@ -248,8 +281,9 @@ class Queue:
             kw: dict[str, Any] = {}
             if hot_sleep is not None:
                 kw["hot_sleep"] = hot_sleep
-            self.worker = Worker(self, concurrency=concurrency or self.concurrency,
-                                 lease=self.lease, **kw)
+            self.worker = Worker(
+                self, concurrency=concurrency or self.concurrency, lease=self.lease, **kw
+            )
             await self.worker.start()
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -293,14 +327,16 @@ class Queue:
         e.info = rec
         return e
 
-    async def start_execution(self, j: Job[Any], args: Sequence[Any],
-                              kwargs: Mapping[str, Any], opts: dict[str, Any]) -> Execution:
+    async def start_execution(
+        self, j: Job[Any], args: Sequence[Any], kwargs: Mapping[str, Any], opts: dict[str, Any]
+    ) -> Execution:
         rec, value = j.new_record(args, kwargs, **opts)
         await self.ensure_open()
         if j.cache is not None:
             since = now() - j.cache if j.cache != float("inf") else 0.0
-            hit = await self.storage.find_cached(j.name, codec.canonical(codec.loads(rec.input)),
-                                                 since)
+            hit = await self.storage.find_cached(
+                j.name, codec.canonical(codec.loads(rec.input)), since
+            )
             if hit is not None:
                 return self.handle(hit)
             rec.input = codec.canonical(codec.loads(rec.input))
@@ -310,9 +346,9 @@ class Queue:
             await self.fire(j, "trigger", rec.id, value)
         return self.handle(stored)
 
-    async def start_executions(self, j: Job[Any],
-                               calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]]
-                               ) -> list[Execution]:
+    async def start_executions(
+        self, j: Job[Any], calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]]
+    ) -> list[Execution]:
         built = [j.new_record(a, k) for a, k in calls]
         await self.ensure_open()
         stored = await self.storage.enqueue([r for r, _ in built])
@@ -369,8 +405,9 @@ class Queue:
             raise ValueError(f"unknown event {event!r}; events are: {', '.join(EVENTS)}")
         self._hooks.setdefault(event, []).append(handler)
 
-    async def fire(self, j: Job[Any], event: str, execution_id: str, value: Any,
-                   *extra: Any) -> None:
+    async def fire(
+        self, j: Job[Any], event: str, execution_id: str, value: Any, *extra: Any
+    ) -> None:
         """Run the job's hook for ``event``, then the global ones. Errors are logged only."""
         hook = j.hooks.get(_HOOK_FOR.get(event, ""))
         handlers = self._hooks.get(event)
@@ -380,8 +417,13 @@ class Queue:
         if hook is not None:
             await _call_hook(hook, data, *extra)
         if handlers:
-            ev = Event(event, execution_id, j.name, datetime.now(UTC),
-                       {"input": data, **({"detail": extra[0]} if extra else {})})
+            ev = Event(
+                event,
+                execution_id,
+                j.name,
+                datetime.now(UTC),
+                {"input": data, **({"detail": extra[0]} if extra else {})},
+            )
             for h in handlers:
                 await _call_hook(h, ev)
 
@@ -391,8 +433,13 @@ class Queue:
         """Counts by status and job, total retries, mean and p95 run time (seconds)."""
         await self.ensure_open()
         s = await self.storage.stats()
-        return {"by_status": s.by_status, "by_job": s.by_job, "retries": s.retries,
-                "mean_runtime": s.mean_runtime, "p95_runtime": s.p95_runtime}
+        return {
+            "by_status": s.by_status,
+            "by_job": s.by_job,
+            "retries": s.retries,
+            "mean_runtime": s.mean_runtime,
+            "p95_runtime": s.p95_runtime,
+        }
 
     async def apply_retention(self) -> int:
         """Delete finished executions past the retention policy; returns how many."""
@@ -417,7 +464,7 @@ async def _call_hook(hook: Callable[..., Any], *args: Any) -> None:
         res = hook(*args)
         if inspect.isawaitable(res):
             await res
-    except Exception:  # noqa: BLE001 - a hook never breaks the execution
+    except Exception:
         log.exception("qanat: hook %r raised", getattr(hook, "__name__", hook))
 
 

@@ -58,7 +58,7 @@ class Step:
 def _return_annotation(fn: Callable[..., Any]) -> Any:
     try:
         return get_type_hints(fn).get("return")
-    except Exception:  # noqa: BLE001 - no usable hints: return plain data on replay
+    except Exception:
         return None
 
 
@@ -112,15 +112,37 @@ async def run(step: str | Step, fn: Callable[..., Any], *args: Any, **kwargs: An
             delay = _retry_delay(exc, opts, attempt)
             if delay is None:
                 await st.checkpoint(
-                    StepRecord(st.id, key, "run", opts.name, FAILED, None, encode_error(exc),
-                               attempt, st.attempt, started, now())
+                    StepRecord(
+                        st.id,
+                        key,
+                        "run",
+                        opts.name,
+                        FAILED,
+                        None,
+                        encode_error(exc),
+                        attempt,
+                        st.attempt,
+                        started,
+                        now(),
+                    )
                 )
                 raise
             await asyncio.sleep(delay)
             continue
         await st.checkpoint(
-            StepRecord(st.id, key, "run", opts.name, COMPLETED, text, None, attempt, st.attempt,
-                       started, now())
+            StepRecord(
+                st.id,
+                key,
+                "run",
+                opts.name,
+                COMPLETED,
+                text,
+                None,
+                attempt,
+                st.attempt,
+                started,
+                now(),
+            )
         )
         return result
 
@@ -157,8 +179,9 @@ async def _sleep(st: ExecState, name: str, until: Callable[[], float]) -> None:
         wake = until()
         at = now()
         await st.checkpoint(
-            StepRecord(st.id, key, "sleep", name, COMPLETED, codec.dumps(wake), None, 1,
-                       st.attempt, at, at)
+            StepRecord(
+                st.id, key, "sleep", name, COMPLETED, codec.dumps(wake), None, 1, st.attempt, at, at
+            )
         )
     remaining = wake - now()
     if remaining <= 0:
@@ -200,8 +223,19 @@ async def start_child(
     child, _ = job.new_record(args, kwargs, parent_id=st.id, **opts)
     at = now()
     await st.checkpoint(
-        StepRecord(st.id, key, "start", job.name, COMPLETED, codec.dumps(child.id), None, 1,
-                   st.attempt, at, at),
+        StepRecord(
+            st.id,
+            key,
+            "start",
+            job.name,
+            COMPLETED,
+            codec.dumps(child.id),
+            None,
+            1,
+            st.attempt,
+            at,
+            at,
+        ),
         [child],
     )
     st.worker.notify_local()

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def _on_worker_loop(st: ExecState, coro_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any,
-                    **kwargs: Any) -> T:
+def _on_worker_loop(
+    st: ExecState, coro_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any
+) -> T:
     loop = st.worker.loop
     assert loop is not None
 
@@ -60,8 +61,7 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="qanat-sync",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.loop.run_forever, name="qanat-sync", daemon=True)
         self.thread.start()
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -83,6 +83,7 @@ class _Blocking:
 
     def _wrap(self, value: Any) -> Any:
         if callable(value) and not isinstance(value, type):
+
             def call(*args: Any, **kwargs: Any) -> Any:
                 res = value(*args, **kwargs)
                 if inspect.iscoroutine(res):

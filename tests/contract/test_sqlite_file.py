@@ -121,7 +121,7 @@ async def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
         a = await store.get("a")
         assert a is not None and a.status == "running" and a.owner == "w"
         assert (await store.enqueue([rec("c", key="k")]))[0].id == "a"
-        page = await store.list(ExecutionFilter(), 10, None)
+        page = await store.query(ExecutionFilter(), 10, None)
         assert sorted(r.id for r in page.items) == ["a", "b"]
     finally:
         await store.close()

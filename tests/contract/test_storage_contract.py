@@ -488,7 +488,7 @@ async def test_list_pages_newest_first_without_overlap(storage: Storage) -> None
     sizes = []
     cursor = None
     while True:
-        page = await storage.list(ExecutionFilter(), 10, cursor)
+        page = await storage.query(ExecutionFilter(), 10, cursor)
         sizes.append(len(page.items))
         seen.extend(r.id for r in page.items)
         cursor = page.cursor
@@ -500,10 +500,10 @@ async def test_list_pages_newest_first_without_overlap(storage: Storage) -> None
 
 async def test_list_exact_page_has_no_next_cursor(storage: Storage) -> None:
     await storage.enqueue([rec(f"e{i}", created_at=T0 + i) for i in range(10)])
-    page = await storage.list(ExecutionFilter(), 10, None)
+    page = await storage.query(ExecutionFilter(), 10, None)
     assert len(page.items) == 10 and page.cursor is None
     with pytest.raises(ValueError):
-        await storage.list(ExecutionFilter(), 10, "not-a-cursor")
+        await storage.query(ExecutionFilter(), 10, "not-a-cursor")
 
 
 async def test_list_filters(storage: Storage) -> None:
@@ -523,7 +523,7 @@ async def test_list_filters(storage: Storage) -> None:
     t_end = now()
 
     async def ids(**kw: Any) -> list[str]:
-        page = await storage.list(ExecutionFilter(**kw), 100, None)
+        page = await storage.query(ExecutionFilter(**kw), 100, None)
         return [r.id for r in page.items]
 
     assert await ids() == ["started", "d", "c", "b", "a"]
@@ -668,7 +668,7 @@ async def test_purge_by_age_and_keep_with_steps_and_logs(storage: Storage) -> No
     assert await storage.steps("e0") == [] and await storage.logs("e1") == []
     # by count: keep the newest 1 of e2, e3, e4
     assert await storage.purge("completed", None, 1) == 2
-    left = await storage.list(ExecutionFilter(status=["completed"]), 10, None)
+    left = await storage.query(ExecutionFilter(status=["completed"]), 10, None)
     assert [r.id for r in left.items] == ["e4"]
     assert await storage.steps("e2") == [] and await storage.logs("e3") == []
     assert [s.key for s in await storage.steps("e4")] == ["s"]

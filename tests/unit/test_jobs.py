@@ -378,7 +378,7 @@ async def test_unknown_job_name_is_clear() -> None:
     async def a() -> None: ...
 
     q = Queue(jobs=[a], storage="memory://")
-    with pytest.raises(qanat.UnknownJob, match="no job named 'nope'.*jobs: a"):
+    with pytest.raises(qanat.UnknownJob, match=r"no job named 'nope'.*jobs: a"):
         q.jobs["nope"]
 
 

@@ -40,6 +40,6 @@ def decode_error(text: str, execution_id: str | None = None) -> Exception:
                 exc = cls(message)
                 if str(exc) == message:
                     return exc
-        except Exception:  # noqa: BLE001 - any failure means "use the generic form"
+        except Exception:
             pass
     return ExecutionFailed(name, message, execution_id)

@@ -42,7 +42,7 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
     storage = worker.storage
     try:
         value = job.decode_input(rec.input)
-    except Exception as exc:  # noqa: BLE001 - stored input no longer fits the code
+    except Exception as exc:
         await _final_failure(worker, st, None, exc)
         return
     if rec.claims > 1 or rec.attempt > 1:
@@ -85,7 +85,7 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
             raise
         await _stopped(worker, st, value, st.stop_reason)
         return
-    except Exception as exc:  # noqa: BLE001 - every handler error is recorded
+    except Exception as exc:
         await _failed(worker, st, value, exc)
         return
     await worker.flush(st)

@@ -65,7 +65,9 @@ class ExecState:
             self.suspend_status = PAUSED
             raise Suspend("paused")
 
-    async def checkpoint(self, step: StepRecord, children: list[ExecutionRecord] | None = None) -> None:
+    async def checkpoint(
+        self, step: StepRecord, children: list[ExecutionRecord] | None = None
+    ) -> None:
         """Store a step (and children it starts); return once it is committed."""
         why = await self.worker.storage.checkpoint(
             self.id, self.worker.id, Checkpoint(step, children or [])

@@ -63,7 +63,7 @@ class Ticker:
             await asyncio.sleep(IDLE_POLL if idle else FAST_POLL)
             try:
                 changed = await self._changed()
-            except Exception:  # noqa: BLE001 - a failed poll is retried on the next tick
+            except Exception:
                 log.exception("qanat: polling storage for changes failed")
                 continue
             if changed:
@@ -132,7 +132,7 @@ class Watcher:
             ids = list(self._waiters.keys() | self._progress.keys())
             try:
                 recs = await storage.get_many(ids)
-            except Exception:  # noqa: BLE001 - retried on the next change
+            except Exception:
                 log.exception("qanat: reading executions for waiters failed")
                 recs = []
             for rec in recs:
@@ -153,7 +153,7 @@ class Watcher:
                         res = cb(value)
                         if asyncio.iscoroutine(res):
                             asyncio.get_running_loop().create_task(res)
-                    except Exception:  # noqa: BLE001 - a callback never breaks the watcher
+                    except Exception:
                         log.exception("qanat: progress callback failed")
             if rec.status in FINISHED_STATUSES:
                 del self._progress[rec.id]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import functools
@@ -11,7 +12,6 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-import concurrent.futures
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -148,7 +148,7 @@ class Worker:
                     recs = await self.storage.claim(
                         self.id, jobs, min(free, self.batch), self.lease, now()
                     )
-                except Exception:  # noqa: BLE001 - storage hiccup: retry shortly
+                except Exception:
                     log.exception("qanat: claiming executions failed")
                     recs = []
                     await asyncio.sleep(0.5)
@@ -197,7 +197,7 @@ class Worker:
                 continue
             try:
                 stops = await self.storage.renew(self.id, ids, now() + self.lease)
-            except Exception:  # noqa: BLE001 - the next beat tries again
+            except Exception:
                 log.exception("qanat: renewing leases failed")
                 continue
             for ident, why in stops.items():
@@ -229,7 +229,7 @@ class Worker:
                 await self.reclaim_dead()
                 if ticks % 30 == 1:
                     await self.queue.apply_retention()
-            except Exception:  # noqa: BLE001 - housekeeping never stops the worker
+            except Exception:
                 log.exception("qanat: housekeeping failed")
 
     # --- helpers for the runner and the step functions -----------------------------------

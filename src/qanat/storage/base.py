@@ -175,10 +175,10 @@ class Storage(abc.ABC):
     #: True when commits by other processes can only be noticed by polling.
     polls: bool = True
 
-    async def open(self) -> None:
+    async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect, create or migrate the schema, refuse an incompatible store."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; pending writes are committed first."""
 
     async def changed(self) -> bool:
@@ -290,7 +290,7 @@ class Storage(abc.ABC):
         """The executions among ``ids`` that exist, in no particular order."""
 
     @abc.abstractmethod
-    async def list(self, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
+    async def query(self, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
         """A page of executions matching ``flt``, newest first (``created_at``, ``id``)."""
 
     @abc.abstractmethod

@@ -279,7 +279,7 @@ class MemoryStorage(Storage):
     async def get_many(self, ids: Sequence[str]) -> list[ExecutionRecord]:
         return [e.copy() for i in ids if (e := self._execs.get(i)) is not None]
 
-    async def list(self, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
+    async def query(self, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
         rows = [e for e in self._execs.values() if matches(e, flt)]
         rows.sort(key=lambda e: (e.created_at, e.id), reverse=True)
         if cursor is not None:

@@ -1048,7 +1048,7 @@ class SqliteStorage(Storage):
             return []
         return await self._r(_op_get_many, list(ids))
 
-    async def list(self, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
+    async def query(self, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
         if cursor is not None:
             decode_cursor(cursor)  # a bad cursor is the caller's error, raised here
         return await self._r(_op_list, flt, limit, cursor)

@@ -10,5 +10,5 @@ def runtime_stats(runtimes: Sequence[float]) -> tuple[float | None, float | None
     if not runtimes:
         return None, None
     ordered = sorted(runtimes)
-    rank = max(0, min(len(ordered) - 1, int(round(0.95 * len(ordered) + 0.5)) - 1))
+    rank = max(0, min(len(ordered) - 1, round(0.95 * len(ordered) + 0.5) - 1))
     return sum(ordered) / len(ordered), ordered[rank]
