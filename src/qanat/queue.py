@@ -296,6 +296,7 @@ class Queue:
         if self._open:
             await self.storage.close()
             self._open = False
+        self._open_lock = None
 
     async def __aenter__(self) -> Queue:
         await self.start()
@@ -405,6 +406,10 @@ class Queue:
             raise ValueError(f"unknown event {event!r}; events are: {', '.join(EVENTS)}")
         self._hooks.setdefault(event, []).append(handler)
 
+    def has_hooks(self, event: str) -> bool:
+        """Whether any global hook listens to ``event``."""
+        return bool(self._hooks.get(event))
+
     async def fire(
         self, j: Job[Any], event: str, execution_id: str, value: Any, *extra: Any
     ) -> None:
@@ -413,7 +418,7 @@ class Queue:
         handlers = self._hooks.get(event)
         if hook is None and not handlers:
             return
-        data = j.input_for_hooks(value)
+        data = None if value is None else j.input_for_hooks(value)
         if hook is not None:
             await _call_hook(hook, data, *extra)
         if handlers:

@@ -190,7 +190,10 @@ async def _sleep(st: ExecState, name: str, until: Callable[[], float]) -> None:
         st.suspend_status = WAITING
         st.suspend_until = wake
         raise Suspend("sleep")
-    await asyncio.sleep(remaining)
+    from qanat.engine.runner import blocked
+
+    with blocked(st):
+        await asyncio.sleep(remaining)
     st.boundary()
 
 
@@ -220,23 +223,19 @@ async def start_child(
     if rec is not None and rec.result is not None:
         return Execution(queue, str(codec.loads(rec.result)), job.name)
     opts.setdefault("group", st.record.group)
-    child, _ = job.new_record(args, kwargs, parent_id=st.id, **opts)
+    child, value = job.new_record(args, kwargs, parent_id=st.id, **opts)
+    children = [child]
+    if job.cache is not None:
+        child.input = codec.canonical(codec.loads(child.input))
+        since = 0.0 if job.cache == float("inf") else now() - job.cache
+        hit = await st.worker.storage.find_cached(job.name, child.input, since)
+        if hit is not None:
+            child, children = hit, []
     at = now()
-    await st.checkpoint(
-        StepRecord(
-            st.id,
-            key,
-            "start",
-            job.name,
-            COMPLETED,
-            codec.dumps(child.id),
-            None,
-            1,
-            st.attempt,
-            at,
-            at,
-        ),
-        [child],
-    )
-    st.worker.notify_local()
+    text = codec.dumps(child.id)
+    step = StepRecord(st.id, key, "start", job.name, COMPLETED, text, None, 1, st.attempt, at, at)
+    await st.checkpoint(step, children)
+    if children:
+        st.worker.notify_local()
+        await queue.fire(job, "trigger", child.id, value)
     return Execution(queue, child.id, job.name)

@@ -90,6 +90,8 @@ class _Blocking:
                     res = self._runner.call(res)
                 elif inspect.isasyncgen(res):
                     res = self._runner.call(_collect(res))
+                if isinstance(res, list):
+                    return [_Blocking(x, self._runner) if _wrappable(x) else x for x in res]
                 return _Blocking(res, self._runner) if _wrappable(res) else res
 
             return call

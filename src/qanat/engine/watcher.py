@@ -56,6 +56,7 @@ class Ticker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self._event = asyncio.Event()  # a new loop may use this queue next
 
     async def _run(self) -> None:
         while True:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from qanat._ids import new_id
 from qanat.engine.runner import execute
 from qanat.engine.state import ExecState
-from qanat.storage.base import LogRecord, Storage, now
+from qanat.storage.base import CANCELLED, PAUSED, RUNNING, WAITING, LogRecord, Storage, now
 
 if TYPE_CHECKING:
     from qanat.queue import Queue
@@ -30,6 +30,8 @@ DEFAULT_CONCURRENCY = 100
 HOT_SLEEP = 5.0
 #: Without any signal, look for due work this often (delayed executions, lapsed leases).
 FALLBACK_POLL = 0.25
+#: How often, at most, to look for cancels and pauses made by other processes.
+CONTROL_EVERY = 0.1
 
 
 class Worker:
@@ -77,6 +79,7 @@ class Worker:
             self.loop.create_task(self._claim_loop(), name="qanat-claim"),
             self.loop.create_task(self._heartbeat_loop(), name="qanat-heartbeat"),
             self.loop.create_task(self._housekeeping_loop(), name="qanat-housekeeping"),
+            self.loop.create_task(self._control_loop(), name="qanat-control"),
         ]
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -121,11 +124,14 @@ class Worker:
 
     def block(self, st: ExecState, delta: int) -> None:
         """Count an execution as waiting on a child (not holding a slot) or not."""
-        n = self._blocked.get(st.id, 0) + delta
+        before = self._blocked.get(st.id, 0)
+        n = before + delta
         if n > 0:
             self._blocked[st.id] = n
         else:
             self._blocked.pop(st.id, None)
+        if (before == 0) != (n == 0) and st.stop_reason is None:
+            self._io(st, self.storage.mark(st.id, self.id, WAITING if n else RUNNING))
         if delta > 0:
             self._wake.set()
 
@@ -210,6 +216,33 @@ class Worker:
                     st.stop_reason = why
                     st.task.cancel()
 
+    async def _control_loop(self) -> None:
+        """Notice cancels and pauses made by other processes soon after they commit.
+
+        The heartbeat would notice too, but only every lease/3; this reads (never writes)
+        the active executions when storage changed, at most every ``CONTROL_EVERY``.
+        """
+        ticker = self.queue.ticker
+        while True:
+            await ticker.event().wait()
+            ids = [i for i, st in self.active.items() if st.stop_reason is None]
+            if ids:
+                try:
+                    recs = await self.storage.get_many(ids)
+                except Exception:
+                    recs = []
+                for rec in recs:
+                    st = self.active.get(rec.id)
+                    if st is None or rec.owner != self.id:
+                        continue
+                    if rec.pause_requested or rec.status == PAUSED:
+                        st.pause_requested = True
+                    elif rec.status == CANCELLED and st.task is not None and not st.task.done():
+                        st.stop_reason = "cancelled"
+                        st.record.reason = rec.reason
+                        st.task.cancel()
+            await asyncio.sleep(CONTROL_EVERY)
+
     async def reclaim_dead(self) -> int:
         """Make the executions of dead worker processes on this host claimable at once."""
         n = 0
@@ -256,6 +289,9 @@ class Worker:
             raise ValueError(f"progress must be between 0 and 100, got {pct!r}")
         text = json.dumps({"pct": pct, "message": message, "details": details}, default=str)
         self._io(st, self.storage.set_progress(st.id, text))
+        if self.queue.has_hooks("progress"):
+            value = {"pct": pct, "message": message, "details": details}
+            self._io(st, self.queue.fire(st.job, "progress", st.id, None, value))
 
     async def flush(self, st: ExecState) -> None:
         """Wait until the execution's log lines and progress are stored."""

@@ -243,6 +243,11 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def mark(self, execution_id: str, owner: str, status: str) -> bool:
+        """Switch an owned execution between ``running`` and ``waiting`` (on a child, or in
+        a short sleep held in memory). The owner and lease are kept. False if not owned."""
+
+    @abc.abstractmethod
     async def release(self, owner: str, ids: Sequence[str]) -> None:
         """Give executions back for others to take at once (graceful shutdown)."""
 

@@ -191,6 +191,14 @@ class MemoryStorage(Storage):
         self._touch()
         return True
 
+    async def mark(self, execution_id: str, owner: str, status: str) -> bool:
+        e = self._execs.get(execution_id)
+        if e is None or e.owner != owner or e.status not in (RUNNING, WAITING):
+            return False
+        e.status = status
+        self._touch()
+        return True
+
     async def release(self, owner: str, ids: Sequence[str]) -> None:
         at = now()
         for i in ids:

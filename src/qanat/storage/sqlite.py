@@ -504,6 +504,15 @@ def _op_suspend(
     return conn.execute(SUSPEND, (status, available_at, eid, owner)).rowcount == 1
 
 
+def _op_mark(conn: sqlite3.Connection, eid: str, owner: str, status: str) -> bool:
+    cur = conn.execute(
+        "UPDATE executions SET status = ? WHERE id = ? AND owner = ?"
+        " AND status IN ('running', 'waiting')",
+        (status, eid, owner),
+    )
+    return cur.rowcount == 1
+
+
 def _op_release(conn: sqlite3.Connection, owner: str, ids: list[str]) -> None:
     at = now()
     conn.executemany(RELEASE, [(at, i, owner) for i in ids])
@@ -1013,6 +1022,10 @@ class SqliteStorage(Storage):
         self, execution_id: str, owner: str, status: str, available_at: float | None
     ) -> bool:
         return await self._w(_op_suspend, execution_id, owner, status, available_at)
+
+    async def mark(self, execution_id: str, owner: str, status: str) -> bool:
+        result: bool = await self._w(_op_mark, execution_id, owner, status)
+        return result
 
     async def release(self, owner: str, ids: Sequence[str]) -> None:
         if ids:
