@@ -136,3 +136,4 @@ class SyncQueue(_Blocking):
         self._runner.call(self._target.stop())
         self._runner.loop.call_soon_threadsafe(self._runner.loop.stop)
         self._runner.thread.join(timeout=5)
+        self._runner.loop.close()

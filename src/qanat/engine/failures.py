@@ -17,6 +17,11 @@ def encode_error(exc: BaseException, *, with_traceback: bool = True) -> str:
         "module": type(exc).__module__,
         "message": str(exc),
     }
+    try:
+        json.dumps(exc.args)
+        data["args"] = list(exc.args)
+    except (TypeError, ValueError):
+        pass
     if with_traceback and exc.__traceback__ is not None:
         data["traceback"] = "".join(traceback.format_exception(exc))[-8000:]
     return json.dumps(data)
@@ -37,7 +42,8 @@ def decode_error(text: str, execution_id: str | None = None) -> Exception:
         try:
             cls = getattr(importlib.import_module(module), name)
             if isinstance(cls, type) and issubclass(cls, Exception):
-                exc = cls(message)
+                args = data.get("args")
+                exc = cls(*args) if isinstance(args, list) else cls(message)
                 if str(exc) == message:
                     return exc
         except Exception:
