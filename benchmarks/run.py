@@ -2,9 +2,12 @@
 
     python benchmarks/run.py [--only NAME ...] [--runs N] [--quick]
 
-Workloads: raw (baseline loops), enqueue, drain, latency, steps, fanout. Each run uses
-a fresh database in a temporary folder; figures are medians over ``--runs``. Results
-are printed as a table and written to ``benchmarks/out/results.json``.
+Workloads: raw (the sqlite3 baseline loops), enqueue, drain, latency, steps, fanout.
+Every run of every workload is a fresh Python process on a fresh database in its own
+temporary folder; figures are medians over ``--runs`` (3 by default). The table is
+printed and the figures are written to ``benchmarks/out/results-<time>.json`` and
+``benchmarks/out/results.json``. ``--quick`` runs small sizes once (a smoke test that
+takes well under 30 s).
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
+import platform
 import signal
 import sqlite3
 import statistics
@@ -20,73 +25,121 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "benchmarks" / "out"
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = HERE / "out"
+WORKLOADS = ("raw", "enqueue", "drain", "latency", "steps", "fanout")
+SIZES = {"raw": 5000, "enqueue": 5000, "drain": 20000, "latency": 300, "steps": 100, "fanout": 200}
+QUICK = {"raw": 500, "enqueue": 500, "drain": 2000, "latency": 30, "steps": 10, "fanout": 200}
+LATENCY_WARMUP = 20
+DRAIN_CHUNK = 1000
+POLL = 0.05  # how often the drain's parent looks for the end (does not bound the figures)
+
+#: (workload, metric, label, target, higher is better); the targets of the issue.
+TARGETS: list[tuple[str, str, str, float | None, bool]] = [
+    ("raw", "one_row_per_s", "raw sqlite3, 1 row/commit (rows/s)", None, True),
+    ("raw", "hundred_rows_per_s", "raw sqlite3, 100 rows/commit (rows/s)", None, True),
+    ("enqueue", "per_s", "enqueue, 1 per call (jobs/s)", None, True),
+    ("enqueue", "pct_of_raw", "enqueue, % of raw 1-row loop", 80.0, True),
+    ("drain", "with_startup_per_s", "drain incl. start-up (jobs/s)", 9800.0, True),
+    ("drain", "steady_per_s", "drain steady (jobs/s)", 10000.0, True),
+    ("drain", "startup_s", "drain: spawn to first claim (s)", None, False),
+    ("drain", "peak_rss_mb", "drain: worker peak RSS (MB)", 100.0, False),
+    ("latency", "p50_ms", "latency p50 (ms)", 2.0, False),
+    ("latency", "p95_ms", "latency p95 (ms)", 5.0, False),
+    ("steps", "sequential_per_s", "steps sequential (steps/s)", None, True),
+    ("steps", "sequential_pct_of_raw", "steps sequential, % of raw 1-row loop", 70.0, True),
+    ("steps", "concurrent_per_s", "steps concurrent (steps/s)", 20000.0, True),
+    ("fanout", "children_per_s", "fan-out (children/s)", 5000.0, True),
+]
+
+
+# --- the workloads (each runs in a child process: ``run.py --child NAME``) --------------
 
 
 def _app(db: Path) -> Any:
-    """Import the benchmark app fresh, bound to ``db``."""
+    """The benchmark app module, its ``queue`` bound to ``db``."""
     os.environ["QANAT_BENCH_DB"] = str(db)
-    sys.modules.pop("benchmarks.bench_app", None)
-    sys.path.insert(0, str(ROOT))
-    import benchmarks.bench_app as app
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    import bench_app
 
-    return app
+    return bench_app
 
 
-# --- baseline -----------------------------------------------------------------------
+RAW_COLUMNS = (
+    "id TEXT PRIMARY KEY, job TEXT NOT NULL, input TEXT NOT NULL, status TEXT NOT NULL, "
+    "priority INTEGER NOT NULL, key TEXT, \"group\" TEXT, parent_id TEXT, "
+    "attempt INTEGER NOT NULL, max_attempts INTEGER NOT NULL, created_at REAL NOT NULL, "
+    "run_at REAL NOT NULL, available_at REAL, deadline REAL, started_at REAL, "
+    "completed_at REAL, owner TEXT, output TEXT, error TEXT, reason TEXT, progress TEXT, "
+    "pause_requested INTEGER NOT NULL, claims INTEGER NOT NULL"
+)
 
 
 def raw_loop(db: Path, n: int, per_commit: int) -> float:
-    """Rows/s of plain sqlite3 (WAL, synchronous=FULL) inserting execution-shaped rows."""
+    """Rows/s of plain sqlite3 (WAL, synchronous=FULL) inserting rows shaped like an
+    execution (qanat's 23 columns, text primary key), ``per_commit`` rows a transaction."""
     conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute(
-        "CREATE TABLE t (id TEXT PRIMARY KEY, job TEXT, input TEXT, status TEXT,"
-        " priority INTEGER, created_at REAL, available_at REAL)"
-    )
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute(f"CREATE TABLE executions ({RAW_COLUMNS})")
+    sql = f"INSERT INTO executions VALUES ({', '.join('?' * 23)})"
     start = time.perf_counter()
     for i in range(0, n, per_commit):
-        now = time.time()
-        rows = [(f"{i + j:024x}", "noop", "{}", "pending", 0, now, now) for j in range(per_commit)]
+        at = time.time()
+        rows = [
+            (f"{i + j:026x}", "noop", "{}", "pending", 0, None, None, None, 1, 3, at, at, at,
+             None, None, None, None, None, None, None, None, 0, 0)
+            for j in range(per_commit)
+        ]  # fmt: skip
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany(sql, rows)
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - start
     conn.close()
     return n / elapsed
 
 
-# --- workloads ----------------------------------------------------------------------
+async def w_raw(tmp: Path, n: int) -> dict[str, float]:
+    return {
+        "n": n,
+        "one_row_per_s": raw_loop(tmp / "raw1.db", n, 1),
+        "hundred_rows_per_s": raw_loop(tmp / "raw100.db", n * 4, 100),
+    }
 
 
-async def enqueue(db: Path, n: int) -> dict[str, float]:
-    """``await start()`` one call at a time, each durable before it returns."""
-    q = _app(db).queue
+async def w_enqueue(tmp: Path, n: int) -> dict[str, float]:
+    """``await job.start()`` one call at a time, each durable before it returns; a short
+    raw one-row loop right before it, in the same process, pairs it with the disk's
+    fsync speed of the moment."""
+    paired = raw_loop(tmp / "raw.db", max(200, n // 5), 1)
+    q = _app(tmp / "q.db").queue
     await q.start(worker=False)
     try:
+        for _ in range(20):  # warm-up: imports, statement cache
+            await q.jobs.noop.start()
         start = time.perf_counter()
         for _ in range(n):
             await q.jobs.noop.start()
         elapsed = time.perf_counter() - start
     finally:
         await q.stop()
-    return {"per_s": n / elapsed}
+    return {"n": n, "per_s": n / elapsed, "paired_raw_per_s": paired}
 
 
-def _worker(db: Path, *extra: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "QANAT_BENCH_DB": str(db), "PYTHONPATH": str(ROOT)}
+def _spawn_worker(db: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "QANAT_BENCH_DB": str(db)}
     return subprocess.Popen(
-        [sys.executable, "-m", "qanat", "worker", "benchmarks.bench_app:queue", *extra],
-        cwd=ROOT,
+        [sys.executable, "-m", "qanat", "worker", "bench_app:queue"],
+        cwd=HERE,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -94,169 +147,254 @@ def _peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-    return float("nan")
+    return math.nan
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
+def _stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(30)
+        _, err = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait()
+        _, err = proc.communicate()
+    if proc.returncode not in (0, -signal.SIGTERM):
+        raise RuntimeError(f"the worker exited with {proc.returncode}: {err.decode()[-2000:]}")
 
 
-async def drain(db: Path, n: int) -> dict[str, float]:
+async def w_drain(tmp: Path, n: int) -> dict[str, float]:
     """Pre-enqueue ``n`` no-op jobs, then one ``qanat worker`` process drains them."""
+    db = tmp / "q.db"
     q = _app(db).queue
     await q.start(worker=False)
-    for i in range(0, n, 1000):
-        await q.jobs.noop.start_many([{}] * min(1000, n - i))
-    await q.stop()
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    spawned = time.time()
-    proc = _worker(db)
     try:
-        while True:
-            (done,) = conn.execute(
-                "SELECT count(*) FROM executions WHERE status = 'completed'"
-            ).fetchone()
-            if done >= n:
-                break
-            if proc.poll() is not None:
-                raise RuntimeError("the worker exited before the drain finished")
-            await asyncio.sleep(0.02)  # polling for the end of a benchmark run
-        rss = _peak_rss_mb(proc.pid)
+        for i in range(0, n, DRAIN_CHUNK):
+            await q.jobs.noop.start_many([{}] * min(DRAIN_CHUNK, n - i))
+        spawned = time.time()
+        proc = _spawn_worker(db)
+        try:
+            while True:
+                stats = await q.stats()
+                if stats["by_status"].get("completed", 0) >= n:
+                    break
+                if proc.poll() is not None:
+                    raise RuntimeError("the worker exited before the drain finished")
+                await asyncio.sleep(POLL)
+            rss = _peak_rss_mb(proc.pid)
+        finally:
+            _stop_worker(proc)
     finally:
-        _stop(proc)
-    first, last = conn.execute(
-        "SELECT min(started_at), max(completed_at) FROM executions"
-    ).fetchone()
-    conn.close()
+        await q.stop()
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        first, last = conn.execute(
+            "SELECT min(started_at), max(completed_at) FROM executions"
+        ).fetchone()
     return {
+        "n": n,
         "with_startup_per_s": n / (last - spawned),
         "steady_per_s": n / (last - first),
+        "startup_s": first - spawned,
         "peak_rss_mb": rss,
     }
 
 
-async def latency(db: Path, n: int) -> dict[str, float]:
-    """Enqueue -> result round trips with the worker in another process."""
+def _pct(sorted_ms: list[float], p: float) -> float:
+    return sorted_ms[max(0, math.ceil(p * len(sorted_ms)) - 1)]
+
+
+async def w_latency(tmp: Path, n: int) -> dict[str, float]:
+    """Enqueue, then await ``result()``, one at a time; the worker is another process."""
+    db = tmp / "q.db"
     q = _app(db).queue
     await q.start(worker=False)
-    proc = _worker(db)
+    proc = _spawn_worker(db)
     try:
-        for _ in range(20):  # warm-up, and waits for the worker to be up
+        for _ in range(LATENCY_WARMUP):  # also waits for the worker to be up
             await (await q.jobs.noop.start()).result(timeout=60)
-        times = []
+        times: list[float] = []
         for _ in range(n):
             t = time.perf_counter()
             await (await q.jobs.noop.start()).result(timeout=60)
             times.append((time.perf_counter() - t) * 1000)
     finally:
-        _stop(proc)
+        _stop_worker(proc)
         await q.stop()
     times.sort()
-    return {"p50_ms": times[len(times) // 2], "p95_ms": times[int(len(times) * 0.95) - 1]}
+    return {
+        "n": n,
+        "p50_ms": statistics.median(times),
+        "p95_ms": _pct(times, 0.95),
+        "p99_ms": _pct(times, 0.99),
+        "mean_ms": statistics.fmean(times),
+    }
 
 
-async def steps(db: Path, n: int) -> dict[str, float]:
-    """``n`` executions of 10 checkpointed steps: one after another, then all at once."""
-    q = _app(db).queue
-    async with q:
+async def w_steps(tmp: Path, n: int) -> dict[str, float]:
+    """``n`` executions of 10 checkpointed no-op steps, in-process worker: one after
+    another, then (on a fresh database) all ``n`` started at once."""
+    app = _app(tmp / "seq.db")
+    async with app.queue as q:
         await q.jobs.ten_steps.run()  # warm-up
         t = time.perf_counter()
         for _ in range(n):
             await q.jobs.ten_steps.run()
         seq = n * 10 / (time.perf_counter() - t)
+    paired = raw_loop(tmp / "raw.db", 1000, 1)
+    async with app.make_queue(tmp / "conc.db") as q:
+        await q.jobs.ten_steps.run()  # warm-up
         t = time.perf_counter()
         await asyncio.gather(*[q.jobs.ten_steps.run() for _ in range(n)])
         conc = n * 10 / (time.perf_counter() - t)
-    return {"sequential_per_s": seq, "concurrent_per_s": conc}
+    return {
+        "n": n,
+        "sequential_per_s": seq,
+        "concurrent_per_s": conc,
+        "paired_raw_per_s": paired,
+    }
 
 
-async def fanout(db: Path, n: int) -> dict[str, float]:
-    """One parent starts ``n`` children and awaits them all."""
-    q = _app(db).queue
-    async with q:
+async def w_fanout(tmp: Path, n: int) -> dict[str, float]:
+    """One parent job starts ``n`` children at once and awaits them all."""
+    async with _app(tmp / "q.db").queue as q:
         await q.jobs.fan_out.run(n=10)  # warm-up
         t = time.perf_counter()
-        assert await q.jobs.fan_out.run(n=n) == n
+        done = await q.jobs.fan_out.run(n=n)
         elapsed = time.perf_counter() - t
-    return {"children_per_s": n / elapsed}
+    assert done == n, done
+    return {"n": n, "children_per_s": n / elapsed}
 
 
-# --- the suite ----------------------------------------------------------------------
+CHILDREN: dict[str, Callable[[Path, int], Awaitable[dict[str, float]]]] = {
+    "raw": w_raw,
+    "enqueue": w_enqueue,
+    "drain": w_drain,
+    "latency": w_latency,
+    "steps": w_steps,
+    "fanout": w_fanout,
+}
 
 
-def _median(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+# --- the suite ----------------------------------------------------------------------------
+
+
+def run_child(name: str, n: int) -> dict[str, float]:
+    """One run of a workload in a fresh process on a fresh temporary folder."""
+    with tempfile.TemporaryDirectory(prefix=f"qanat-bench-{name}-") as tmp:
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--child", name, "--n", str(n),
+             "--dir", tmp],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark {name} failed:\n{proc.stderr[-4000:]}")
+    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def derive(results: dict[str, Any]) -> None:
+    """Ratios to the raw loop: to the suite's raw median, and to the paired loop."""
+    raw = results.get("raw", {}).get("one_row_per_s")
+    enq = results.get("enqueue")
+    if enq:
+        enq["pct_of_paired_raw"] = 100 * enq["per_s"] / enq["paired_raw_per_s"]
+        if raw:
+            enq["pct_of_raw"] = 100 * enq["per_s"] / raw
+    steps = results.get("steps")
+    if steps:
+        steps["sequential_pct_of_paired_raw"] = (
+            100 * steps["sequential_per_s"] / steps["paired_raw_per_s"]
+        )
+        if raw:
+            steps["sequential_pct_of_raw"] = 100 * steps["sequential_per_s"] / raw
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = [("metric", "value", "target", "met")]
+    for workload, metric, label, target, higher in TARGETS:
+        value = results.get(workload, {}).get(metric)
+        if value is None:
+            continue
+        if target is None:
+            tgt, met = "", ""
+        else:
+            tgt = f"{'>=' if higher else '<='} {target:g}"
+            met = "yes" if (value >= target if higher else value <= target) else "NO"
+        rows.append((label, f"{value:,.1f}" if value < 100 else f"{value:,.0f}", tgt, met))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _git_rev() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{rev}{' (src modified)' if dirty else ''}"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", nargs="*", help="workloads to run (default: all)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per workload (median)")
-    parser.add_argument("--quick", action="store_true", help="small sizes, one run (smoke)")
+    parser = argparse.ArgumentParser(
+        description="qanat benchmarks", formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", nargs="+", choices=WORKLOADS, help="workloads to run")
+    parser.add_argument("--runs", type=int, default=None, help="runs per workload (median)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run each")
+    parser.add_argument("--child", choices=WORKLOADS, help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    scale = 10 if args.quick else 1
-    runs = 1 if args.quick else args.runs
-    sizes = {
-        "enqueue": 5000 // scale,
-        "drain": 20000 // scale,
-        "latency": 300 // scale,
-        "steps": 100 // scale,
-        "fanout": 200,
-    }
-    workloads: dict[str, Callable[[Path, int], Any]] = {
-        "enqueue": enqueue,
-        "drain": drain,
-        "latency": latency,
-        "steps": steps,
-        "fanout": fanout,
-    }
-    chosen = args.only or ["raw", *workloads]
+
+    if args.child:
+        out = asyncio.run(CHILDREN[args.child](Path(args.dir), args.n))
+        print(json.dumps(out))
+        return
+
+    sizes = QUICK if args.quick else SIZES
+    runs = args.runs or (1 if args.quick else 3)
+    chosen = [w for w in WORKLOADS if not args.only or w in args.only]
     results: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "python": sys.version.split()[0],
-        "sqlite": sqlite3.sqlite_version,
-        "cores": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "command": " ".join(["python", "benchmarks/run.py", *sys.argv[1:]]),
+        "machine": {
+            "nproc": os.cpu_count(),
+            "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version,
+            "platform": platform.platform(),
+        },
+        "qanat": _git_rev(),
+        "runs": runs,
+        "sizes": {w: sizes[w] for w in chosen},
+        "all_runs": {},
     }
-    with tempfile.TemporaryDirectory(prefix="qanat-bench-") as tmp:
-        counter = iter(range(10_000))
-
-        def fresh() -> Path:
-            return Path(tmp) / f"b{next(counter)}.db"
-
-        if "raw" in chosen:
-            n = 5000 // scale
-            results["raw"] = _median(
-                [
-                    {
-                        "one_row_per_s": raw_loop(fresh(), n, 1),
-                        "hundred_rows_per_s": raw_loop(fresh(), n * 4, 100),
-                    }
-                    for _ in range(runs)
-                ]
-            )
-            print(f"raw        {results['raw']}", flush=True)
-        for name, fn in workloads.items():
-            if name not in chosen:
-                continue
-            out = [asyncio.run(fn(fresh(), sizes[name])) for _ in range(runs)]
-            results[name] = {"n": sizes[name], **_median(out)}
-            print(f"{name:10} {results[name]}", flush=True)
-    if "raw" in results and "enqueue" in results:
-        results["enqueue"]["pct_of_raw"] = (
-            100 * results["enqueue"]["per_s"] / results["raw"]["one_row_per_s"]
-        )
-    if "raw" in results and "steps" in results:
-        results["steps"]["sequential_pct_of_raw"] = (
-            100 * results["steps"]["sequential_per_s"] / results["raw"]["one_row_per_s"]
-        )
+    suite_start = time.perf_counter()
+    for name in chosen:
+        t = time.perf_counter()
+        each = [run_child(name, sizes[name]) for _ in range(runs)]
+        results["all_runs"][name] = each
+        results[name] = {k: statistics.median(r[k] for r in each) for k in each[0]}
+        shown = ", ".join(f"{k}={v:,.1f}" for k, v in results[name].items() if k != "n")
+        print(f"{name:8} ({time.perf_counter() - t:5.1f}s)  {shown}", flush=True)
+    results["seconds"] = time.perf_counter() - suite_start
+    derive(results)
+    print()
+    print(table(results))
     OUT.mkdir(exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    text = json.dumps(results, indent=2)
+    (OUT / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(text)
+    (OUT / "results.json").write_text(text)
+    print(f"\n{results['seconds']:.0f}s; written to {OUT / 'results.json'}")
 
 
 if __name__ == "__main__":

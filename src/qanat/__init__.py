@@ -21,9 +21,11 @@ from qanat.errors import (
     StorageError,
     Timeout,
     UnknownJob,
+    UnknownPipe,
 )
 from qanat.execution import Execution, LogLine, Progress, StepInfo
 from qanat.job import Job, job
+from qanat.pipe import EventInfo, FailedTrigger, Pipe, Trigger
 from qanat.queue import Event, Queue
 from qanat.steps import Step, log, progress, run, sleep, sleep_until
 
@@ -34,13 +36,16 @@ __all__ = [
     "ConfigurationError",
     "Context",
     "Event",
+    "EventInfo",
     "Execution",
     "ExecutionFailed",
+    "FailedTrigger",
     "Job",
     "LogLine",
     "NonDeterminism",
     "NonRetryable",
     "NotInJob",
+    "Pipe",
     "Progress",
     "QanatError",
     "Queue",
@@ -50,7 +55,9 @@ __all__ = [
     "StepInfo",
     "StorageError",
     "Timeout",
+    "Trigger",
     "UnknownJob",
+    "UnknownPipe",
     "job",
     "log",
     "progress",

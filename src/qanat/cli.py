@@ -22,9 +22,11 @@ import click
 import pydantic
 
 from qanat import cli_format as fmt
-from qanat.errors import StorageError, UnknownJob
+from qanat import codec
+from qanat.errors import StorageError, UnknownJob, UnknownPipe
 from qanat.execution import Execution
 from qanat.job import Job
+from qanat.pipe import EventInfo, Pipe
 from qanat.queue import Queue
 from qanat.storage.base import (
     COMPLETED,
@@ -173,7 +175,7 @@ def main(app: str | None) -> None:
 @click.option(
     "--hot-sleep",
     type=click.FloatRange(min=0),
-    help="Durable sleeps shorter than this stay in memory (seconds, default 5).",
+    help="Durable sleeps up to this long stay in memory (seconds, default 5).",
 )
 @click.option(
     "--log-level",
@@ -416,6 +418,88 @@ async def _wait(h: Execution, limit: float | None, as_json: bool) -> int:
         what = fmt.error_line(rec.error) if rec.error else (rec.reason or rec.status)
         click.echo(f"execution {rec.id} {rec.status}: {what}", err=True)
     return 1
+
+
+# --- pipes ------------------------------------------------------------------------------
+
+
+def _event_json(e: EventInfo) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "pipe": e.pipe,
+        "data": fmt.payload(codec.dumps(e.data)),  # plain JSON, not the revived type
+        "sent_at": e.sent_at.isoformat(),
+        "source": e.source,
+        "executions": e.executions,
+        "failed": [{"job": f.job, "error": f.error, "at": f.at.isoformat()} for f in e.failed],
+    }
+
+
+@main.command()
+@click.argument("pipe_name", metavar="PIPE")
+@click.option(
+    "--data", "data_text", default="null", show_default=True, metavar="JSON",
+    help="The event's data as JSON.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def send(ctx: click.Context, pipe_name: str, data_text: str, as_json: bool) -> None:
+    """Send an event on PIPE: print its id and the executions it triggered."""
+    import json
+
+    queue = _queue(ctx)
+    try:
+        pipe: Pipe[Any] = queue.pipes[pipe_name]
+    except UnknownPipe as exc:
+        raise CliError(str(exc)) from None
+    try:
+        data = json.loads(data_text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"--data is not valid JSON: {exc}") from None
+    try:  # validate before anything is opened or stored
+        pipe.encode(data)
+    except (pydantic.ValidationError, TypeError) as exc:
+        raise CliError(f"invalid data for pipe {pipe.name!r}: {exc}") from None
+
+    e = _run(queue, lambda q: q.send_event(pipe, data))
+    if as_json:
+        _echo_json(_event_json(e))
+        return
+    click.echo(e.id)
+    for eid in e.executions:
+        click.echo(eid)
+    for f in e.failed:
+        click.echo(f"failed trigger of job {f.job}: {f.error}", err=True)
+
+
+@main.command()
+@click.option("--pipe", "pipe_name", help="Only events of this pipe.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of events.")
+@click.pass_context
+def events(ctx: click.Context, pipe_name: str | None, limit: int, as_json: bool) -> None:
+    """List sent events, newest first, with the executions each triggered."""
+
+    async def body(q: Queue) -> list[EventInfo]:
+        return [e async for e in q.events.list(pipe=pipe_name, limit=limit)]
+
+    found = _run(_queue(ctx), body)
+    if as_json:
+        _echo_json([_event_json(e) for e in found])
+    elif found:
+        rows = [
+            [
+                e.id,
+                e.pipe,
+                fmt.local_time(e.sent_at.timestamp()),
+                ", ".join(e.executions) or "-",
+                "; ".join(f"{f.job}: {f.error}" for f in e.failed) or "-",
+            ]
+            for e in found
+        ]
+        click.echo(fmt.table(["ID", "PIPE", "SENT", "EXECUTIONS", "FAILED TRIGGERS"], rows))
+    else:
+        click.echo("no events", err=True)
 
 
 # --- inspecting ------------------------------------------------------------------------

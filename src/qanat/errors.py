@@ -68,6 +68,13 @@ class UnknownJob(QanatError, KeyError):
         return str(self.args[0]) if self.args else "unknown job"
 
 
+class UnknownPipe(QanatError, KeyError):
+    """No pipe with that name is registered on the queue."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown pipe"
+
+
 class NonRetryable(Exception):
     """Raise from a handler or step to fail at once, without further attempts."""
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from qanat import codec
 from qanat.engine.failures import decode_error, error_fields
+from qanat.engine.state import current_or_none
 from qanat.errors import Cancelled, QanatError, Skipped
 from qanat.storage.base import CANCELLED, COMPLETED, FAILED, SKIPPED, ExecutionRecord
 
@@ -91,7 +92,16 @@ class Execution:
         Raises its final error, ``qanat.Cancelled``, ``qanat.Skipped``, or
         ``TimeoutError`` if ``timeout`` seconds pass first.
         """
-        rec = await self._queue.watcher.wait(self.id, timeout)
+        st = current_or_none()
+        if st is None:
+            rec = await self._queue.watcher.wait(self.id, timeout)
+        else:
+            from qanat.engine.runner import blocked
+
+            # inside a job: waiting on another execution frees this one's slot
+            with blocked(st):
+                st.boundary()
+                rec = await self._queue.watcher.wait(self.id, timeout)
         return self._queue.outcome(rec)
 
     async def cancel(self, reason: str | None = None) -> bool:

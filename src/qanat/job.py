@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -21,6 +22,7 @@ from qanat.durations import (
 )
 from qanat.engine.state import current_or_none
 from qanat.errors import ConfigurationError
+from qanat.pipe import Pipe, Trigger
 from qanat.storage.base import ExecutionRecord, now
 
 if TYPE_CHECKING:
@@ -44,7 +46,6 @@ HOOK_NAMES = (
 
 # Options that belong to capabilities not in this version yet: refused, never ignored.
 _LATER_OPTIONS = (
-    "triggers",
     "cron",
     "debounce",
     "throttle",
@@ -98,7 +99,6 @@ class Job(Generic[R]):
         self.handler = handler
         self.is_async = inspect.iscoroutinefunction(handler)
         later = dict(
-            triggers=triggers,
             cron=cron,
             debounce=debounce,
             throttle=throttle,
@@ -113,6 +113,7 @@ class Job(Generic[R]):
                 raise ConfigurationError(
                     f"job {self.name!r}: option {opt}= is not supported by this version of qanat"
                 )
+        self.triggers: tuple[Trigger, ...] = _check_triggers(self.name, triggers)
         self.priority = priority
         self.retry = _check_retry(self.name, retry)
         validate_backoff(backoff)
@@ -153,6 +154,23 @@ class Job(Generic[R]):
         if self._schema.is_model:
             return self._schema.validate((data,), {})
         return self._schema.validate((), data)
+
+    def call_from(self, data: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The call that makes ``data`` (an event, a transform's result) this job's input.
+
+        With ``input=Model`` the data is that one argument; otherwise a mapping (or a
+        pydantic model or dataclass) gives the keyword arguments, anything else is the
+        one positional argument.
+        """
+        if self._schema.is_model:
+            return (data,), {}
+        if isinstance(data, Mapping):
+            return (), dict(data)
+        if isinstance(data, pydantic.BaseModel):
+            return (), {k: getattr(data, k) for k in type(data).model_fields}
+        if dataclasses.is_dataclass(data) and not isinstance(data, type):
+            return (), {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
+        return (data,), {}
 
     def input_for_hooks(self, value: Any) -> Any:
         """What ``fn(input)`` options and hooks receive: the model, or a dict of arguments."""
@@ -245,6 +263,13 @@ class Job(Generic[R]):
         )
         return rec, value
 
+    def into(self, fn: Callable[[Any], Any]) -> Trigger:
+        """A trigger: when an execution of this job completes, ``fn(output)`` becomes the
+        input of the job that lists it in ``triggers``."""
+        if not callable(fn):
+            raise ConfigurationError(f"job {self.name!r}: into() takes a function, got {fn!r}")
+        return Trigger(self, fn)
+
     def _bound(self) -> Queue:
         if self._queue is None:
             raise ConfigurationError(
@@ -271,16 +296,8 @@ class Job(Generic[R]):
     async def run(self, *args: Any, **kwargs: Any) -> R:
         """Start an execution and wait for its output (raises its final error)."""
         handle = await self.start(*args, **kwargs)
-        st = current_or_none()
-        if st is None:
-            out: R = await handle.result()
-            return out
-        from qanat.engine.runner import blocked
-
-        with blocked(st):
-            st.boundary()
-            inner: R = await handle.result()
-        return inner
+        out: R = await handle.result()
+        return out
 
     async def start_many(self, inputs: Sequence[Mapping[str, Any] | Any]) -> list[Execution]:
         """Enqueue many executions in one transaction; each item is a dict of input or a model."""
@@ -329,6 +346,27 @@ def job(fn_or_name: Any = None, /, **options: Any) -> Any:
         return Job(name, fn, **options)
 
     return wrap
+
+
+def _check_triggers(name: str, triggers: Sequence[Any]) -> tuple[Trigger, ...]:
+    if isinstance(triggers, Pipe | Trigger):
+        triggers = [triggers]
+    out: list[Trigger] = []
+    for t in triggers or ():
+        if isinstance(t, Pipe):
+            out.append(Trigger(t, None))
+        elif isinstance(t, Trigger):
+            out.append(t)
+        elif isinstance(t, Job):
+            raise ConfigurationError(
+                f"job {name!r}: triggers=[{t.name}] lists a job; use {t.name}.into(fn), "
+                "where fn(output) returns this job's input"
+            )
+        else:
+            raise ConfigurationError(
+                f"job {name!r}: triggers= takes pipes, pipe.into(fn) and job.into(fn), got {t!r}"
+            )
+    return tuple(out)
 
 
 def _check_retry(name: str, retry: Any) -> Any:

@@ -14,18 +14,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qanat import codec
+from qanat._ids import new_id
 from qanat.durations import parse_duration, to_timestamp
 from qanat.engine.watcher import Ticker, Watcher
-from qanat.errors import ConfigurationError, UnknownJob
+from qanat.errors import ConfigurationError, UnknownJob, UnknownPipe
 from qanat.execution import Execution, outcome_of
 from qanat.job import Job
+from qanat.pipe import EventInfo, Pipe, event_info
 from qanat.storage import Storage, from_url
 from qanat.storage.base import (
     FINISHED_STATUSES,
     LIVE_STATUSES,
     STATUSES,
+    EventRecord,
     ExecutionFilter,
     ExecutionRecord,
+    TriggerFailure,
     now,
 )
 
@@ -94,6 +98,75 @@ class Jobs:
 
     def __contains__(self, name: object) -> bool:
         return name in self._registry
+
+
+class Pipes:
+    """``queue.pipes``: the registered pipes by attribute or by name."""
+
+    def __init__(self, registry: dict[str, Pipe[Any]]) -> None:
+        self._registry = registry
+
+    def __getitem__(self, name: str) -> Pipe[Any]:
+        try:
+            return self._registry[name]
+        except KeyError:
+            known = ", ".join(sorted(self._registry)) or "none"
+            raise UnknownPipe(f"no pipe named {name!r} on this queue (pipes: {known})") from None
+
+    def __getattr__(self, name: str) -> Pipe[Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self[name]
+
+    def __iter__(self) -> Any:
+        return iter(self._registry.values())
+
+    def __len__(self) -> int:
+        return len(self._registry)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._registry
+
+
+class Events:
+    """``queue.events``: the log of events sent on pipes."""
+
+    def __init__(self, queue: Queue) -> None:
+        self._queue = queue
+
+    async def list(
+        self,
+        *,
+        pipe: str | Pipe[Any] | None = None,
+        since: datetime | float | None = None,
+        limit: int | None = None,
+        page_size: int = 200,
+    ) -> AsyncIterator[EventInfo]:
+        """Sent events (of ``pipe``, sent at or after ``since``), newest first, each with
+        the ids of the executions it triggered and its failed triggers; fetched from
+        storage a page at a time."""
+        q = self._queue
+        await q.ensure_open()
+        name = pipe.name if isinstance(pipe, Pipe) else pipe
+        after = _ts(since, "since")
+        cursor: str | None = None
+        left = limit
+        while True:
+            size = page_size if left is None else min(page_size, left)
+            if size <= 0:
+                return
+            page = await q.storage.events(name, after, size, cursor)
+            for rec in page.items:
+                yield event_info(q.pipe_registry.get(rec.pipe), rec)
+            if left is not None:
+                left -= len(page.items)
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+
+#: A job a trigger starts, and the transform from the trigger's data to its input.
+Target = tuple[Job[Any], Callable[[Any], Any] | None]
 
 
 class Executions:
@@ -218,8 +291,6 @@ class Queue:
         lease: float | str = "30s",
         name: str = "default",
     ) -> None:
-        if pipes:
-            raise ConfigurationError("pipes are not supported by this version of qanat")
         self.name = name
         self.storage: Storage = (
             from_url(storage or "sqlite:///qanat.db")
@@ -235,8 +306,16 @@ class Queue:
         self.registry: dict[str, Job[Any]] = {}
         for j in _load_jobs(jobs):
             self.add(j)
+        self.pipe_registry: dict[str, Pipe[Any]] = {}
+        for p in pipes:
+            self.add_pipe(p)
+        self.pipe_targets: dict[str, list[Target]] = {}
+        self.job_targets: dict[str, list[Target]] = {}
+        self._link_triggers()
         self.jobs = Jobs(self.registry)
+        self.pipes = Pipes(self.pipe_registry)
         self.executions = Executions(self)
+        self.events = Events(self)
         self.ticker = Ticker(self._changed)
         self.watcher = Watcher(self)
         self.worker: Worker | None = None
@@ -253,6 +332,39 @@ class Queue:
             raise ConfigurationError(f"two jobs are named {j.name!r}; job names must be unique")
         self.registry[j.name] = j
         j._queue = self
+
+    def add_pipe(self, p: Pipe[Any]) -> None:
+        """Register a pipe (names must be unique)."""
+        if not isinstance(p, Pipe):
+            raise ConfigurationError(f"Queue(pipes=...) takes Pipe objects, got {p!r}")
+        if p.name in self.pipe_registry and self.pipe_registry[p.name] is not p:
+            raise ConfigurationError(f"two pipes are named {p.name!r}; pipe names must be unique")
+        self.pipe_registry[p.name] = p
+        p._queue = self
+
+    def _link_triggers(self) -> None:
+        """Index every job's triggers by pipe and by upstream job; each must be ours."""
+        for j in self.registry.values():
+            for t in j.triggers:
+                src = t.source
+                if isinstance(src, Pipe):
+                    if self.pipe_registry.get(src.name) is not src:
+                        known = ", ".join(sorted(self.pipe_registry)) or "none"
+                        raise ConfigurationError(
+                            f"job {j.name!r} is triggered by pipe {src.name!r}, which is not "
+                            f"registered on this queue (pipes: {known}); add it to "
+                            "Queue(pipes=[...])"
+                        )
+                    self.pipe_targets.setdefault(src.name, []).append((j, t.transform))
+                else:
+                    if self.registry.get(src.name) is not src:
+                        known = ", ".join(sorted(self.registry)) or "none"
+                        raise ConfigurationError(
+                            f"job {j.name!r} is triggered by the output of job {src.name!r}, "
+                            f"which is not registered on this queue (jobs: {known}); add it "
+                            "to Queue(jobs=[...])"
+                        )
+                    self.job_targets.setdefault(src.name, []).append((j, t.transform))
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -341,7 +453,16 @@ class Queue:
             if hit is not None:
                 return self.handle(hit)
             rec.input = codec.canonical(codec.loads(rec.input))
-        [stored] = await self.storage.enqueue([rec])
+        w = self.worker
+        adopted = w is not None and w.adopt(rec)
+        try:
+            [stored] = await self.storage.enqueue([rec])
+        except BaseException:
+            if w is not None and adopted:
+                w.unadopt()
+            raise
+        if w is not None and adopted:
+            w.spawn_adopted(rec, stored)
         self.notify_local()
         if stored.id == rec.id:
             await self.fire(j, "trigger", rec.id, value)
@@ -358,6 +479,77 @@ class Queue:
             if s.id == rec.id:
                 await self.fire(j, "trigger", rec.id, value)
         return [self.handle(s) for s in stored]
+
+    # --- events and triggers --------------------------------------------------------
+
+    async def triggered(
+        self, targets: Sequence[Target], data: Any, source: str, group: str | None = None
+    ) -> tuple[list[ExecutionRecord], list[TriggerFailure], list[tuple[Job[Any], Any]]]:
+        """The executions ``data`` triggers in ``targets``, the triggers that failed, and
+        (job, validated input) per execution for the ``trigger`` hooks."""
+        records: list[ExecutionRecord] = []
+        failures: list[TriggerFailure] = []
+        fired: list[tuple[Job[Any], Any]] = []
+        for j, transform in targets:
+            value = data
+            if transform is not None:
+                try:
+                    value = transform(data)
+                    if inspect.isawaitable(value):
+                        value = await value
+                except Exception as exc:
+                    what = getattr(transform, "__name__", repr(transform))
+                    error = f"transform {what} raised {type(exc).__name__}: {exc}"
+                    failures.append(TriggerFailure(source, j.name, error, now()))
+                    continue
+            try:
+                args, kwargs = j.call_from(value)
+                rec, validated = j.new_record(args, kwargs, group=group)
+                if j.cache is not None:
+                    rec.input = codec.canonical(codec.loads(rec.input))
+            except Exception as exc:
+                error = f"invalid input for job {j.name!r}: {type(exc).__name__}: {exc}"
+                failures.append(TriggerFailure(source, j.name, error, now()))
+                continue
+            records.append(rec)
+            fired.append((j, validated))
+        return records, failures, fired
+
+    async def send_event(
+        self,
+        pipe: Pipe[Any],
+        data: Any,
+        *,
+        event_id: str | None = None,
+        source: str | None = None,
+    ) -> EventInfo:
+        """Validate and send an event on ``pipe``: record it and enqueue the executions it
+        triggers in one transaction (``pipe.send`` and ``qanat send`` come here)."""
+        text, value = pipe.encode(data)
+        await self.ensure_open()
+        eid = event_id or new_id()
+        records, failures, fired = await self.triggered(
+            self.pipe_targets.get(pipe.name, ()), value, eid
+        )
+        # Whole microseconds: sent_at as a datetime round-trips into since= exactly.
+        event = EventRecord(eid, pipe.name, text, round(now(), 6), source)
+        stored = await self.storage.send(event, records, failures)
+        await self.after_trigger(records, fired, set(stored.executions))
+        return event_info(pipe, stored)
+
+    async def after_trigger(
+        self,
+        records: Sequence[ExecutionRecord],
+        fired: Sequence[tuple[Job[Any], Any]],
+        stored: set[str] | None = None,
+    ) -> None:
+        """Once triggered executions are committed: wake the local worker, run hooks."""
+        if not records:
+            return
+        self.notify_local()
+        for rec, (j, value) in zip(records, fired, strict=True):
+            if stored is None or rec.id in stored:
+                await self.fire(j, "trigger", rec.id, value)
 
     # --- control -------------------------------------------------------------------
 
@@ -447,16 +639,28 @@ class Queue:
         }
 
     async def apply_retention(self) -> int:
-        """Delete finished executions past the retention policy; returns how many."""
+        """Delete finished executions and sent events past the retention policy; returns
+        how many (executions plus events).
+
+        Events older than the longest finished-status window are deleted (with
+        ``{"completed": "7d", "failed": "30d"}``, events older than 30 days), and with
+        ``max_per_status`` all but that many newest events are kept.
+        """
         if not self.retention:
             return 0
         n = 0
         keep = self.retention.get("max_per_status")
+        windows: list[float] = []
         for status in FINISHED_STATUSES:
             age = self.retention.get(status)
             before = None if age is None else now() - age
+            if age is not None:
+                windows.append(age)
             if before is not None or keep is not None:
                 n += await self.storage.purge(status, before, keep)
+        events_before = now() - max(windows) if windows else None
+        if events_before is not None or keep is not None:
+            n += await self.storage.purge_events(events_before, keep)
         return n
 
 

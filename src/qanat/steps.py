@@ -8,6 +8,7 @@ stored result (or raises its stored error) instead of running again.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,12 +20,13 @@ from qanat.durations import DEFAULT_BACKOFF, BackoffSpec, backoff_delay, parse_d
 from qanat.durations import to_timestamp as _to_ts
 from qanat.engine.failures import decode_error, encode_error
 from qanat.engine.state import ExecState, current
-from qanat.errors import NonRetryable, RetryAfter, Suspend, Timeout
-from qanat.storage.base import WAITING, StepRecord, now
+from qanat.errors import ConfigurationError, NonRetryable, RetryAfter, Suspend, Timeout
+from qanat.storage.base import WAITING, EventRecord, StepRecord, TriggerFailure, now
 
 if TYPE_CHECKING:
     from qanat.execution import Execution
     from qanat.job import Job
+    from qanat.pipe import EventInfo, Pipe
 
 T = TypeVar("T")
 
@@ -231,11 +233,81 @@ async def start_child(
         hit = await st.worker.storage.find_cached(job.name, child.input, since)
         if hit is not None:
             child, children = hit, []
+    fresh = bool(children)
+    if child.key is not None and children:
+        # a keyed child may exist already: store it first (idempotent by key) so the
+        # step records the id that really is in storage
+        new_id = child.id
+        [child] = await st.worker.storage.enqueue([child])
+        children, fresh = [], child.id == new_id
     at = now()
     text = codec.dumps(child.id)
     step = StepRecord(st.id, key, "start", job.name, COMPLETED, text, None, 1, st.attempt, at, at)
-    await st.checkpoint(step, children)
-    if children:
+    adopted = bool(children) and st.worker.adopt(child)
+    try:
+        await st.checkpoint(step, children)
+    except BaseException:
+        if adopted:
+            st.worker.unadopt()
+        raise
+    if adopted:
+        st.worker.spawn_adopted(child, child)
+    if fresh:
         st.worker.notify_local()
         await queue.fire(job, "trigger", child.id, value)
     return Execution(queue, child.id, job.name)
+
+
+async def send_step(pipe: Pipe[Any], data: Any) -> EventInfo:
+    """``pipe.send`` inside a job: a checkpointed step; a replay never sends again.
+
+    The event id is derived from the execution, its current run and the step key, and
+    storage refuses a second event with one id: a crash between the send and its
+    checkpoint replays into the stored event rather than a second one.
+    """
+    from qanat.pipe import event_info
+
+    st = current("send")
+    st.boundary()
+    key = st.next_key(pipe.name)
+    rec = st.recorded(key, "send", pipe.name)
+    queue = st.worker.queue
+    if rec is not None and rec.status == COMPLETED and rec.result is not None:
+        return event_info(pipe, _event_from_step(codec.loads(rec.result)))
+    if pipe.name not in queue.pipe_registry:
+        known = ", ".join(sorted(queue.pipe_registry)) or "none"
+        raise ConfigurationError(
+            f"job {st.record.job!r} sends on pipe {pipe.name!r}, which is not registered on "
+            f"its queue (pipes: {known}); add it to Queue(pipes=[...])"
+        )
+    started = now()
+    seed = f"{st.id}|{st.record.started_at!r}|{key}"
+    event_id = "ev" + hashlib.sha256(seed.encode()).hexdigest()[:22]
+    info = await queue.send_event(pipe, data, event_id=event_id, source=st.id)
+    stored = {
+        "id": info.id,
+        "pipe": info.pipe,
+        "data": codec.dumps(info.data, where=f"the data of pipe {pipe.name!r}"),
+        "sent_at": info.sent_at.timestamp(),
+        "source": info.source,
+        "executions": info.executions,
+        "failed": [[f.source, f.job, f.error, f.at.timestamp()] for f in info.failed],
+    }
+    text = codec.dumps(stored)
+    step = StepRecord(
+        st.id, key, "send", pipe.name, COMPLETED, text, None, 1, st.attempt, started, now()
+    )
+    await st.checkpoint(step)
+    return info
+
+
+def _event_from_step(d: dict[str, Any]) -> EventRecord:
+    return EventRecord(
+        d["id"],
+        d["pipe"],
+        d["data"],
+        float(d["sent_at"]),
+        d.get("source"),
+        list(d["executions"]),
+        [TriggerFailure(s, j, e, float(a)) for s, j, e, a in d["failed"]],
+    )

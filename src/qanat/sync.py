@@ -134,6 +134,7 @@ class SyncQueue(_Blocking):
     def close(self) -> None:
         """Close storage and stop the loop thread."""
         self._runner.call(self._target.stop())
+        self._target._sync = None
         self._runner.loop.call_soon_threadsafe(self._runner.loop.stop)
         self._runner.thread.join(timeout=5)
         self._runner.loop.close()

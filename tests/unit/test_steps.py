@@ -319,3 +319,24 @@ async def test_progress_and_logs_through_module_functions(make_queue: Any) -> No
     assert seen == [10, 60, 100]
     with pytest.raises(ValueError, match="retry must be an int >= 1"):
         Step("x", retry=0)
+
+
+async def test_keyed_child_and_awaiting_a_handle_inside_a_job(make_queue: Any) -> None:
+    runs: list[int] = []
+
+    @job
+    async def once(n: int) -> int:
+        runs.append(n)
+        return n
+
+    @job
+    async def caller() -> list[int]:
+        a = await once.run(n=1, key="only-once")
+        b = await once.run(n=1, key="only-once")  # same key: the same child
+        h = await once.start(n=2)
+        c: int = await h.result()  # awaiting a handle frees the slot, like .run()
+        return [a, b, c]
+
+    q = await make_queue(once, caller, concurrency=1)
+    assert await asyncio.wait_for(q.jobs.caller.run(), 10) == [1, 1, 2]
+    assert runs == [1, 2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +21,14 @@ from qanat.storage.base import (
     WAITING,
     ExecutionRecord,
     Finish,
+    LogRecord,
     now,
 )
 
 if TYPE_CHECKING:
     from qanat.engine.worker import Worker
+
+log = logging.getLogger("qanat")
 
 
 async def execute(worker: Worker, rec: ExecutionRecord, st: ExecState) -> None:
@@ -90,11 +94,34 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
         return
     await worker.flush(st)
     fin = Finish(COMPLETED, output=text)
+    targets = queue.job_targets.get(job.name)
+    fired: list[Any] = []
+    if targets:  # job.into triggers: enqueued in the finishing transaction
+        fin.children, fin.failures, fired = await queue.triggered(
+            targets, job.decode_output(text), rec.id, group=rec.group
+        )
     if await storage.finish(rec.id, worker.id, fin):
         done = rec.copy(status=COMPLETED, output=text, completed_at=now(), owner=None)
         queue.watcher.finished(done)
+        if targets:
+            await _after_output_triggers(worker, rec.id, fin, fired)
         await queue.fire(job, "success", rec.id, value, out)
         await queue.fire(job, "settled", rec.id, value, COMPLETED)
+
+
+async def _after_output_triggers(
+    worker: Worker, execution_id: str, fin: Finish, fired: list[Any]
+) -> None:
+    """Hooks for what the output triggered; failed triggers also go to the log."""
+    await worker.queue.after_trigger(fin.children, fired)
+    if fin.failures:
+        lines = [
+            LogRecord(execution_id, f.at, f"trigger of job {f.job!r} failed: {f.error}")
+            for f in fin.failures
+        ]
+        for line in lines:
+            log.warning("qanat: execution %s: %s", execution_id, line.message)
+        await worker.storage.append_logs(lines)
 
 
 async def _stopped(worker: Worker, st: ExecState, value: Any, why: str | None) -> None:

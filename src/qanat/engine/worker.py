@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING, Any
 from qanat._ids import new_id
 from qanat.engine.runner import execute
 from qanat.engine.state import ExecState
-from qanat.storage.base import CANCELLED, PAUSED, RUNNING, WAITING, LogRecord, Storage, now
+from qanat.storage.base import (
+    CANCELLED,
+    PAUSED,
+    RUNNING,
+    WAITING,
+    ExecutionRecord,
+    LogRecord,
+    Storage,
+    now,
+)
 
 if TYPE_CHECKING:
     from qanat.queue import Queue
@@ -60,6 +69,7 @@ class Worker:
         )
         self.active: dict[str, ExecState] = {}
         self._blocked: dict[str, int] = {}
+        self._reserved = 0
         self._pending_io: dict[str, list[concurrent.futures.Future[Any]]] = {}
         self._wake = asyncio.Event()
         self._next_due: float | None = None
@@ -136,7 +146,36 @@ class Worker:
             self._wake.set()
 
     def free_slots(self) -> int:
-        return self.capacity - (len(self.active) - len(self._blocked))
+        return self.capacity - (len(self.active) - len(self._blocked)) - self._reserved
+
+    def adopt(self, rec: ExecutionRecord) -> bool:
+        """Mark a record about to be enqueued by this process as already claimed by this
+        worker, when it has a free slot: it is stored claimed, in the enqueue's own
+        transaction, and runs here without a claim round trip. ``spawn_adopted`` (after
+        the commit) or ``unadopt`` (if it was not stored) must follow."""
+        at = now()
+        if self._stopping or rec.job not in self.queue.registry or self.free_slots() <= 0:
+            return False
+        if rec.available_at is None or rec.available_at > at:
+            return False
+        rec.status = RUNNING
+        rec.owner = self.id
+        rec.available_at = at + self.lease
+        rec.claims = 1
+        rec.started_at = at
+        self._reserved += 1
+        return True
+
+    def unadopt(self) -> None:
+        """An adopted record was not stored after all: give its slot back."""
+        self._reserved -= 1
+
+    def spawn_adopted(self, adopted: ExecutionRecord, stored: ExecutionRecord) -> None:
+        """Run an adopted record now that its enqueue committed (unless a key matched an
+        existing execution, which then stays where it is)."""
+        self._reserved -= 1
+        if stored.id == adopted.id and not self._stopping:
+            self._spawn(adopted)
 
     # --- claiming ---------------------------------------------------------------------
 

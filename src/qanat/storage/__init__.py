@@ -12,6 +12,8 @@ import urllib.parse
 from qanat.errors import StorageError
 from qanat.storage.base import (
     Checkpoint,
+    EventPage,
+    EventRecord,
     ExecutionFilter,
     ExecutionRecord,
     Finish,
@@ -20,6 +22,7 @@ from qanat.storage.base import (
     Stats,
     StepRecord,
     Storage,
+    TriggerFailure,
 )
 from qanat.storage.memory import MemoryStorage
 from qanat.storage.sqlite import SqliteStorage
@@ -94,6 +97,8 @@ def from_url(url: str) -> Storage:
 
 __all__ = [
     "Checkpoint",
+    "EventPage",
+    "EventRecord",
     "ExecutionFilter",
     "ExecutionRecord",
     "Finish",
@@ -104,5 +109,6 @@ __all__ = [
     "Stats",
     "StepRecord",
     "Storage",
+    "TriggerFailure",
     "from_url",
 ]

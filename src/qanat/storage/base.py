@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 PENDING = "pending"
@@ -70,8 +70,16 @@ class ExecutionRecord:
     claims: int = 0
 
     def copy(self, **changes: Any) -> ExecutionRecord:
-        """A copy with some fields changed."""
-        return replace(self, **changes)
+        """A copy with some fields changed (without ``dataclasses.replace``: this is hot)."""
+        new = object.__new__(ExecutionRecord)
+        for name in _EXECUTION_FIELDS:
+            object.__setattr__(new, name, getattr(self, name))
+        for name, value in changes.items():
+            object.__setattr__(new, name, value)
+        return new
+
+
+_EXECUTION_FIELDS = tuple(f.name for f in fields(ExecutionRecord))
 
 
 @dataclass(slots=True)
@@ -142,6 +150,43 @@ class Finish:
     attempt: int | None = None
     available_at: float | None = None
     reason: str | None = None
+    #: With ``completed``: executions its output triggers (``job.into``), enqueued in the
+    #: same transaction, and the triggers that could not be built. Ignored otherwise.
+    children: list[ExecutionRecord] = field(default_factory=list)
+    failures: list[TriggerFailure] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class TriggerFailure:
+    """A trigger that could not start its job: the transform raised or its result was not
+    valid input. ``source`` is the event id (pipe triggers) or the id of the execution
+    whose output was the trigger (``job.into``)."""
+
+    source: str
+    job: str
+    error: str
+    at: float = 0.0
+
+
+@dataclass(slots=True)
+class EventRecord:
+    """An event sent on a pipe, with what it triggered (filled in by the storage)."""
+
+    id: str
+    pipe: str
+    data: str
+    sent_at: float
+    source: str | None = None  # the execution that sent it, if a job did
+    executions: list[str] = field(default_factory=list)
+    failures: list[TriggerFailure] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class EventPage:
+    """A page of events, newest first, and the cursor of the next page (None at the end)."""
+
+    items: list[EventRecord]
+    cursor: str | None
 
 
 @dataclass(slots=True)
@@ -230,6 +275,8 @@ class Storage(abc.ABC):
 
         A final status sets ``completed_at``, clears the owner and ``available_at``, and
         makes the parent due (``available_at = now``) if it is suspended waiting.
+        With ``completed``, ``fin.children`` are enqueued (as ``enqueue``) and
+        ``fin.failures`` recorded in the same transaction.
         Returns False if ``owner`` no longer owns it (nothing written).
         """
 
@@ -347,6 +394,41 @@ class Storage(abc.ABC):
     async def purge(self, status: str, before: float | None, keep: int | None) -> int:
         """Delete finished executions of ``status`` completed before ``before``, or all but
         the newest ``keep``, with their steps and logs. Returns how many."""
+
+    # --- events (pipes) -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def send(
+        self,
+        event: EventRecord,
+        executions: Sequence[ExecutionRecord],
+        failures: Sequence[TriggerFailure],
+    ) -> EventRecord:
+        """Store an event, enqueue the executions it triggers and record its failed
+        triggers, in one transaction.
+
+        The result is the stored event with ``executions`` (the ids stored, in order; an
+        execution whose ``(job, key)`` exists is the existing one, as in ``enqueue``) and
+        ``failures``. An event whose id is already stored is not stored again: the stored
+        one is returned as it is and nothing is written (a replayed send).
+        """
+
+    @abc.abstractmethod
+    async def events(
+        self, pipe: str | None, since: float | None, limit: int, cursor: str | None
+    ) -> EventPage:
+        """A page of events (of ``pipe``, sent at or after ``since``), newest first
+        (``sent_at``, ``id``), each with its triggered executions and failed triggers."""
+
+    @abc.abstractmethod
+    async def trigger_failures(self, source: str) -> list[TriggerFailure]:
+        """The failed triggers recorded for an event id or an upstream execution id."""
+
+    @abc.abstractmethod
+    async def purge_events(self, before: float | None, keep: int | None) -> int:
+        """Delete events sent before ``before``, or all but the newest ``keep``, with their
+        links to executions and their failed triggers; failed triggers of job outputs
+        recorded before ``before`` go too. Returns how many events."""
 
 
 def encode_cursor(created_at: float, execution_id: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 
 from qanat.storage.base import (
     CANCELLED,
@@ -17,6 +18,8 @@ from qanat.storage.base import (
     STATUSES,
     WAITING,
     Checkpoint,
+    EventPage,
+    EventRecord,
     ExecutionFilter,
     ExecutionRecord,
     Finish,
@@ -25,6 +28,7 @@ from qanat.storage.base import (
     Stats,
     StepRecord,
     Storage,
+    TriggerFailure,
     decode_cursor,
     encode_cursor,
     now,
@@ -47,6 +51,8 @@ class MemoryStorage(Storage):
         self._steps: dict[str, dict[str, StepRecord]] = {}
         self._logs: dict[str, list[LogRecord]] = {}
         self._workers: dict[str, tuple[str, int]] = {}
+        self._events: dict[str, EventRecord] = {}
+        self._failures: dict[str, list[TriggerFailure]] = {}
         self._version = 0
         self._seen = -1
 
@@ -173,6 +179,11 @@ class MemoryStorage(Storage):
             e.run_at = e.available_at
         else:
             self._final(e, fin.status, fin.output, fin.error, at, fin.reason)
+            if fin.status == COMPLETED:
+                for child in fin.children:
+                    self._insert(child)
+                for f in fin.failures:
+                    self._failures.setdefault(f.source, []).append(replace(f))
         self._touch()
         return True
 
@@ -380,6 +391,72 @@ class MemoryStorage(Storage):
                 self._keys.pop((e.job, e.key), None)
             self._steps.pop(i, None)
             self._logs.pop(i, None)
+        self._touch()
+        return len(gone)
+
+    # --- events (pipes) -------------------------------------------------------------
+
+    def _event_copy(self, ev: EventRecord) -> EventRecord:
+        return replace(
+            ev,
+            executions=list(ev.executions),
+            failures=[replace(f) for f in self._failures.get(ev.id, [])],
+        )
+
+    async def send(
+        self,
+        event: EventRecord,
+        executions: Sequence[ExecutionRecord],
+        failures: Sequence[TriggerFailure],
+    ) -> EventRecord:
+        existing = self._events.get(event.id)
+        if existing is not None:
+            return self._event_copy(existing)
+        stored = [self._insert(r).id for r in executions]
+        self._events[event.id] = replace(event, executions=stored, failures=[])
+        if failures:
+            self._failures.setdefault(event.id, []).extend(replace(f) for f in failures)
+        self._touch()
+        return self._event_copy(self._events[event.id])
+
+    async def events(
+        self, pipe: str | None, since: float | None, limit: int, cursor: str | None
+    ) -> EventPage:
+        rows = [
+            ev
+            for ev in self._events.values()
+            if (pipe is None or ev.pipe == pipe) and (since is None or ev.sent_at >= since)
+        ]
+        rows.sort(key=lambda ev: (ev.sent_at, ev.id), reverse=True)
+        if cursor is not None:
+            at, ident = decode_cursor(cursor)
+            rows = [ev for ev in rows if (ev.sent_at, ev.id) < (at, ident)]
+        limit = max(limit, 0)
+        page = [self._event_copy(ev) for ev in rows[:limit]]
+        more = len(rows) > limit
+        nxt = encode_cursor(page[-1].sent_at, page[-1].id) if more and page else None
+        return EventPage(page, nxt)
+
+    async def trigger_failures(self, source: str) -> list[TriggerFailure]:
+        return [replace(f) for f in self._failures.get(source, [])]
+
+    async def purge_events(self, before: float | None, keep: int | None) -> int:
+        rows = sorted(self._events.values(), key=lambda ev: (ev.sent_at, ev.id), reverse=True)
+        gone: set[str] = set()
+        if keep is not None:
+            gone.update(ev.id for ev in rows[max(keep, 0) :])
+        if before is not None:
+            gone.update(ev.id for ev in rows if ev.sent_at < before)
+        for ident in gone:
+            del self._events[ident]
+            self._failures.pop(ident, None)
+        if before is not None:
+            for source in list(self._failures):
+                kept = [f for f in self._failures[source] if f.at >= before]
+                if kept:
+                    self._failures[source] = kept
+                else:
+                    del self._failures[source]
         self._touch()
         return len(gone)
 

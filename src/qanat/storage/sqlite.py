@@ -55,6 +55,7 @@ from qanat.storage.base import (
     now,
 )
 from qanat.storage.memory import DEADLINE_ERROR
+from qanat.storage.sqlite_events import SqliteEvents
 
 T = TypeVar("T")
 
@@ -885,7 +886,7 @@ def _stop(conn: sqlite3.Connection) -> None:  # a marker, never called
 # --- the backend ---------------------------------------------------------------------------
 
 
-class SqliteStorage(Storage):
+class SqliteStorage(SqliteEvents, Storage):
     """Executions, steps and logs in one SQLite file (WAL mode, group commit)."""
 
     polls = True
@@ -1016,6 +1017,8 @@ class SqliteStorage(Storage):
         return await self._w(_op_checkpoint, execution_id, owner, cp)
 
     async def finish(self, execution_id: str, owner: str, fin: Finish) -> bool:
+        if fin.children or fin.failures:  # what its output triggers (sqlite_events.py)
+            return await self._finish_triggers(execution_id, owner, fin)
         return await self._w(_op_finish, execution_id, owner, fin)
 
     async def suspend(

@@ -1,0 +1,168 @@
+"""Pipes: named streams of events that trigger jobs (``Pipe``, ``pipe.into``, ``job.into``).
+
+``await pipe.send(data)`` validates ``data`` against the pipe's ``input`` type, records the
+event and starts one execution of every job that lists the pipe in its ``triggers``, all
+in one storage transaction. Inside a running job the send is a checkpointed step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import pydantic
+
+from qanat import codec
+from qanat.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from qanat.job import Job
+    from qanat.queue import Queue
+    from qanat.storage.base import EventRecord, TriggerFailure
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What a job lists in ``triggers=``: a pipe or another job, and an optional transform.
+
+    Made by ``pipe.into(fn)`` or ``job.into(fn)`` (a bare pipe in ``triggers`` is
+    ``Trigger(pipe, None)``): ``fn(data)`` (sync or async) returns the input of the job
+    that lists the trigger; without it the event data itself is the input.
+    """
+
+    source: Pipe[Any] | Job[Any]
+    transform: Callable[[Any], Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+
+@dataclass(frozen=True)
+class FailedTrigger:
+    """A trigger that did not start its job: the transform raised, or its result was not
+    valid input for the job. ``source`` is the event id (or, for ``job.into``, the id of
+    the execution whose output was the trigger)."""
+
+    source: str
+    job: str
+    error: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class EventInfo:
+    """A sent event, as ``pipe.send`` returns it and ``queue.events.list`` yields it."""
+
+    id: str
+    pipe: str
+    data: Any
+    sent_at: datetime
+    executions: list[str]
+    """Ids of the executions the event triggered, in trigger order."""
+    failed: list[FailedTrigger]
+    """Triggers that could not start their job."""
+    source: str | None = None
+    """The id of the execution that sent the event, if a job sent it."""
+
+
+def failed_trigger(f: TriggerFailure) -> FailedTrigger:
+    return FailedTrigger(f.source, f.job, f.error, datetime.fromtimestamp(f.at, UTC))
+
+
+class Pipe(Generic[T]):
+    """A named stream of events. ``input`` is a pydantic model or any type pydantic
+    validates (``None``: any JSON-encodable data).
+
+    Register it with ``Queue(pipes=[...])``; send from application code with
+    ``await queue.pipes.<name>.send(data)`` (or the pipe object itself once registered),
+    and from inside a job with ``await pipe.send(data)`` (a checkpointed step).
+    """
+
+    def __init__(self, name: str, input: Any = None) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError(f"a pipe needs a non-empty name, got {name!r}")
+        self.name = name
+        self.input = input
+        try:
+            self._adapter: pydantic.TypeAdapter[Any] | None = (
+                None if input is None else pydantic.TypeAdapter(input)
+            )
+        except pydantic.PydanticUserError as exc:
+            raise ConfigurationError(
+                f"pipe {name!r}: input={input!r} is not usable: {exc}"
+            ) from None
+        except pydantic.PydanticSchemaGenerationError as exc:
+            raise ConfigurationError(
+                f"pipe {name!r}: input={input!r} is not usable: {exc}"
+            ) from None
+        self._queue: Queue | None = None
+
+    def __repr__(self) -> str:
+        return f"<Pipe {self.name}>"
+
+    def into(self, fn: Callable[[Any], Any]) -> Trigger:
+        """A trigger: each event's ``fn(data)`` becomes the input of the job listing it."""
+        if not callable(fn):
+            raise ConfigurationError(f"pipe {self.name!r}: into() takes a function, got {fn!r}")
+        return Trigger(self, fn)
+
+    # --- data -------------------------------------------------------------------------
+
+    def encode(self, data: Any) -> tuple[str, Any]:
+        """Validate event data; its JSON text and the validated value.
+
+        Raises ``pydantic.ValidationError`` (or ``TypeError`` for data JSON can't hold).
+        """
+        value = data if self._adapter is None else self._adapter.validate_python(data)
+        return codec.dumps(value, where=f"the data of pipe {self.name!r}"), value
+
+    def decode(self, text: str) -> Any:
+        """Stored event data, revived to the pipe's input type."""
+        value = codec.loads(text)
+        if self.input is None:
+            return value
+        try:
+            return codec.revive(value, self.input)
+        except pydantic.ValidationError:  # the type changed since: the data as stored
+            return value
+
+    # --- sending --------------------------------------------------------------------
+
+    async def send(self, data: T | Any) -> EventInfo:
+        """Send an event: record it and start every job it triggers, in one transaction.
+
+        Invalid data raises ``pydantic.ValidationError`` here and nothing is stored.
+        Inside a running job this is a checkpointed step: a replay returns the recorded
+        event and never sends again.
+        """
+        from qanat.engine.state import current_or_none
+
+        if current_or_none() is not None:
+            from qanat.steps import send_step
+
+            return await send_step(self, data)
+        if self._queue is None:
+            raise ConfigurationError(
+                f"pipe {self.name!r} is not registered on a queue: pass it in "
+                "Queue(pipes=[...]) and send through queue.pipes or inside a running job"
+            )
+        return await self._queue.send_event(self, data)
+
+
+def event_info(pipe: Pipe[Any] | None, rec: EventRecord) -> EventInfo:
+    """The public view of a stored event."""
+    data = pipe.decode(rec.data) if pipe is not None else codec.loads(rec.data)
+    return EventInfo(
+        rec.id,
+        rec.pipe,
+        data,
+        datetime.fromtimestamp(rec.sent_at, UTC),
+        list(rec.executions),
+        [failed_trigger(f) for f in rec.failures],
+        rec.source,
+    )
