@@ -130,9 +130,12 @@ class Watcher:
         ticker = self._queue.ticker
         while self._waiters or self._progress:
             ev = ticker.event()
-            ids = list(self._waiters.keys() | self._progress.keys())
+            worker = self._queue.worker
+            local = worker.active if worker is not None else {}
+            # executions this process runs resolve their waiters directly when they finish
+            ids = [i for i in self._waiters if i not in local] + list(self._progress)
             try:
-                recs = await storage.get_many(ids)
+                recs = await storage.get_many(ids) if ids else []
             except Exception:
                 log.exception("qanat: reading executions for waiters failed")
                 recs = []

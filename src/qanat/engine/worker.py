@@ -183,12 +183,16 @@ class Worker:
         assert self.loop is not None
         jobs = list(self.queue.registry)
         ticker = self.queue.ticker
+        forced = True
         while not self._stopping:
             ev = ticker.event()
+            # a local signal or a timer means "claim"; a storage change alone (often our
+            # own commits) first asks cheaply whether anything is claimable at all
+            forced = forced or self._wake.is_set()
             self._wake.clear()
             free = self.free_slots()
             got = 0
-            if free > 0:
+            if free > 0 and (forced or await self.storage.has_ready(jobs, now())):
                 try:
                     recs = await self.storage.claim(
                         self.id, jobs, min(free, self.batch), self.lease, now()
@@ -200,7 +204,9 @@ class Worker:
                 got = len(recs)
                 for rec in recs:
                     self._spawn(rec)
+            forced = False
             if got and got == min(free, self.batch):
+                forced = True
                 await asyncio.sleep(0)
                 continue
             timeout = FALLBACK_POLL
@@ -210,9 +216,13 @@ class Worker:
                     self._next_due = None
             wake = self.loop.create_task(self._wake.wait())
             tick = self.loop.create_task(ev.wait())
-            await asyncio.wait((wake, tick), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                (wake, tick), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             wake.cancel()
             tick.cancel()
+            if not done:
+                forced = True
 
     def _spawn(self, rec: Any) -> None:
         assert self.loop is not None

@@ -253,6 +253,14 @@ class Storage(abc.ABC):
         they are failed with a Timeout error in the same transaction.
         """
 
+    async def has_ready(self, jobs: Sequence[str], at: float) -> bool:
+        """A read-only hint: might ``claim`` find something now? (True when unsure.)
+
+        Lets a worker skip a write transaction when storage changed but nothing became
+        claimable, e.g. after its own checkpoints.
+        """
+        return True
+
     @abc.abstractmethod
     async def renew(self, owner: str, ids: Sequence[str], until: float) -> dict[str, str]:
         """Extend the lease of ``ids`` held by ``owner`` to ``until``.

@@ -259,6 +259,7 @@ CLAIM_LEVEL = (
     f"SELECT id, deadline {READY} AND priority = ? AND available_at <= ? AND job IN {IDS} "
     "ORDER BY available_at, id LIMIT ?"
 )
+HAS_READY = f"SELECT 1 {READY} AND available_at <= ? AND job IN {IDS} LIMIT 1"
 CLAIM_TAKE = (
     "UPDATE executions SET status = 'running', owner = ?, available_at = ?, "
     f"claims = claims + 1, started_at = COALESCE(started_at, ?) WHERE id IN {IDS} "
@@ -427,6 +428,10 @@ def _op_claim(
                 break
         level = conn.execute(NEXT_PRIORITY, (priority,)).fetchone()
     return taken
+
+
+def _op_has_ready(conn: sqlite3.Connection, jobs: list[str], at: float) -> bool:
+    return conn.execute(HAS_READY, (at, json.dumps(jobs))).fetchone() is not None
 
 
 def _op_renew(conn: sqlite3.Connection, owner: str, ids: list[str], until: float) -> dict[str, str]:
@@ -1007,6 +1012,10 @@ class SqliteStorage(SqliteEvents, Storage):
         self, owner: str, jobs: Sequence[str], limit: int, lease: float, at: float
     ) -> list[ExecutionRecord]:
         return await self._w(_op_claim, owner, list(jobs), limit, lease, at)
+
+    async def has_ready(self, jobs: Sequence[str], at: float) -> bool:
+        found: bool = await self._r(_op_has_ready, list(jobs), at)
+        return found
 
     async def renew(self, owner: str, ids: Sequence[str], until: float) -> dict[str, str]:
         if not ids:
