@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, get_type_hints, overload
 
 import pydantic
@@ -20,6 +20,7 @@ from qanat.durations import (
     to_timestamp,
     validate_backoff,
 )
+from qanat.engine.cron import CronSchedule, check_cron_input, check_missed_policy
 from qanat.engine.state import current_or_none
 from qanat.errors import ConfigurationError
 from qanat.pipe import Pipe, Trigger
@@ -46,7 +47,6 @@ HOOK_NAMES = (
 
 # Options that belong to capabilities not in this version yet: refused, never ignored.
 _LATER_OPTIONS = (
-    "cron",
     "debounce",
     "throttle",
     "rate_limit",
@@ -73,7 +73,9 @@ class Job(Generic[R]):
         output: Any = None,
         triggers: Sequence[Any] = (),
         priority: int | Callable[[Any], int] = 0,
-        cron: Any = None,
+        cron: str | Sequence[str] | None = None,
+        tz: str | tzinfo | None = None,
+        cron_missed: str = "latest",
         debounce: Any = None,
         throttle: Any = None,
         rate_limit: Any = None,
@@ -99,7 +101,6 @@ class Job(Generic[R]):
         self.handler = handler
         self.is_async = inspect.iscoroutinefunction(handler)
         later = dict(
-            cron=cron,
             debounce=debounce,
             throttle=throttle,
             rate_limit=rate_limit,
@@ -132,6 +133,19 @@ class Job(Generic[R]):
             "on_settled": on_settled,
         }
         self._schema = _InputSchema(self.name, handler, input)
+        self.cron: CronSchedule | None = None
+        self.cron_missed = check_missed_policy(self.name, cron_missed)
+        self.cron_scheduled_at = False
+        if cron is not None:
+            self.cron = CronSchedule(self.name, cron, tz)
+            self.cron_scheduled_at = check_cron_input(
+                self.name,
+                self._schema.fields,
+                self._schema.model if self._schema.is_model else None,
+                self._schema.hints,
+            )
+        elif tz is not None:
+            raise ConfigurationError(f"job {self.name!r}: tz= only applies to cron=")
         self._output_annotation = output if output is not None else self._schema.return_annotation
         self._output_adapter = _adapter(self._output_annotation)
         self._queue: Queue | None = None
@@ -406,6 +420,7 @@ class _InputSchema:
         except Exception:
             hints = getattr(handler, "__annotations__", {})
         self.return_annotation = hints.get("return", inspect.Parameter.empty)
+        self.hints: dict[str, Any] = dict(hints)
         sig = inspect.signature(handler)
         self.ctx_param: str | None = None
         params: list[inspect.Parameter] = []

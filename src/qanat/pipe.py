@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pydantic
@@ -152,6 +152,21 @@ class Pipe(Generic[T]):
                 "Queue(pipes=[...]) and send through queue.pipes or inside a running job"
             )
         return await self._queue.send_event(self, data)
+
+    async def wait_for(
+        self, match: Any = None, timeout: float | str | timedelta | None = None
+    ) -> T | None:
+        """Inside a job: wait durably for an event on this pipe sent after this step began.
+
+        ``match`` is a dict of expected fields (exact equality of each field given;
+        nested dicts name nested fields; None matches any event) or a predicate called
+        with the event data. Returns the event data (revived to the pipe's ``input``
+        type), or None when ``timeout`` (a duration) passes first. The execution holds
+        no concurrency slot while it waits, and a worker restart loses nothing.
+        """
+        from qanat.steps import wait_step
+
+        return await wait_step(self, match, timeout)  # type: ignore[no-any-return]
 
 
 def event_info(pipe: Pipe[Any] | None, rec: EventRecord) -> EventInfo:

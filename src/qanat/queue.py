@@ -534,6 +534,8 @@ class Queue:
         # Whole microseconds: sent_at as a datetime round-trips into since= exactly.
         event = EventRecord(eid, pipe.name, text, round(now(), 6), source)
         stored = await self.storage.send(event, records, failures)
+        if self.worker is not None:
+            self.worker.notify_local()  # it may have woken a waiting execution here
         await self.after_trigger(records, fired, set(stored.executions))
         return event_info(pipe, stored)
 

@@ -20,8 +20,24 @@ from qanat.durations import DEFAULT_BACKOFF, BackoffSpec, backoff_delay, parse_d
 from qanat.durations import to_timestamp as _to_ts
 from qanat.engine.failures import decode_error, encode_error
 from qanat.engine.state import ExecState, current
-from qanat.errors import ConfigurationError, NonRetryable, RetryAfter, Suspend, Timeout
-from qanat.storage.base import WAITING, EventRecord, StepRecord, TriggerFailure, now
+from qanat.errors import (
+    ConfigurationError,
+    LeaseLost,
+    NonRetryable,
+    RetryAfter,
+    Suspend,
+    Timeout,
+)
+from qanat.storage.base import (
+    WAITING,
+    Checkpoint,
+    EventRecord,
+    StepRecord,
+    TriggerFailure,
+    Waiter,
+    now,
+)
+from qanat.storage.matching import shape_and_value
 
 if TYPE_CHECKING:
     from qanat.execution import Execution
@@ -311,3 +327,109 @@ def _event_from_step(d: dict[str, Any]) -> EventRecord:
         list(d["executions"]),
         [TriggerFailure(s, j, e, float(a)) for s, j, e, a in d["failed"]],
     )
+
+
+async def wait_step(pipe: Pipe[Any], match: Any, timeout: float | str | timedelta | None) -> Any:
+    """``pipe.wait_for`` inside a job: a durable wait for an event sent after it began.
+
+    The first time it is reached it records a waiter and suspends the execution in one
+    storage transaction (status ``waiting`` until the deadline; no slot held). A send
+    that matches stores itself as the waiter's delivery and wakes the execution; the
+    replay then checkpoints the event's data as this step's result. Past the deadline
+    the result is None. Predicate waiters are woken by every send on the pipe and test
+    the predicate on the events since they began, suspending again if none fits.
+    """
+    st = current("wait_for")
+    st.boundary()
+    name = f"wait:{pipe.name}"
+    key = st.next_key(name)
+    rec = st.recorded(key, "wait", name)
+    if rec is not None and rec.status == COMPLETED:
+        return _wait_result(pipe, rec.result)
+    queue = st.worker.queue
+    if pipe.name not in queue.pipe_registry:
+        known = ", ".join(sorted(queue.pipe_registry)) or "none"
+        raise ConfigurationError(
+            f"job {st.record.job!r} waits on pipe {pipe.name!r}, which is not registered on "
+            f"its queue (pipes: {known}); add it to Queue(pipes=[...])"
+        )
+    predicate = match if callable(match) else None
+    shape = value = None
+    if predicate is None:
+        if match is None:
+            match = {}
+        if not isinstance(match, Mapping):
+            raise TypeError(
+                f"wait_for on pipe {pipe.name!r}: match must be a dict of expected fields or "
+                f"a predicate, got {match!r}"
+            )
+        plain = codec.loads(codec.dumps(dict(match), where=f"the match of {name!r}"))
+        shape, value = shape_and_value(plain)
+    started = round(now(), 6)
+    deadline = None if timeout is None else started + parse_duration(timeout, what="timeout")
+    waiter = Waiter(st.id, key, pipe.name, shape, value, started, deadline)
+    storage = st.worker.storage
+    await st.worker.flush(st)
+    expect: int | None = 0 if predicate is not None else None
+    while True:
+        state = await storage.wait(st.id, st.worker.id, waiter, expect, now())
+        if state.stop == "paused":
+            st.pause_requested = True
+        elif state.stop is not None:
+            st.stop_reason = state.stop
+            raise LeaseLost(state.stop)
+        w = state.waiter
+        assert w is not None
+        if state.suspended:
+            st.suspended = True
+            st.suspend_until = w.deadline
+            raise Suspend("wait")
+        result: Any = None
+        if w.event_id is not None:
+            result = {"event": w.event_id, "data": w.data}
+        elif predicate is not None:
+            result = await _first_fitting(storage, pipe, predicate, w.since)
+            if result is None and (w.deadline is None or w.deadline > now()):
+                expect = w.pokes  # nothing fits yet: suspend unless another send came
+                continue
+        break
+    text = codec.dumps(result)
+    step = StepRecord(
+        st.id, key, "wait", name, COMPLETED, text, None, 1, st.attempt, w.since, now()
+    )
+    why = await storage.end_wait(st.id, st.worker.id, Checkpoint(step))
+    st.memo[key] = step
+    if why == "paused":
+        st.pause_requested = True
+    elif why is not None:
+        st.stop_reason = why
+        raise LeaseLost(why)
+    return _wait_result(pipe, text)
+
+
+async def _first_fitting(
+    storage: Any, pipe: Pipe[Any], predicate: Callable[[Any], Any], since: float
+) -> dict[str, Any] | None:
+    """The oldest event of ``pipe`` sent at or after ``since`` that ``predicate`` accepts."""
+    events: list[EventRecord] = []
+    cursor = None
+    while True:
+        page = await storage.events(pipe.name, since, 500, cursor)
+        events.extend(page.items)
+        cursor = page.cursor
+        if cursor is None:
+            break
+    for ev in reversed(events):
+        ok = predicate(pipe.decode(ev.data))
+        if inspect.isawaitable(ok):
+            ok = await ok
+        if ok:
+            return {"event": ev.id, "data": ev.data}
+    return None
+
+
+def _wait_result(pipe: Pipe[Any], text: str | None) -> Any:
+    got = codec.loads(text) if text is not None else None
+    if got is None:
+        return None
+    return pipe.decode(got["data"])

@@ -75,6 +75,10 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
                 raise err from exc
         text = job.encode_output(out)
     except Suspend:
+        if st.suspended:  # a wait step suspended it in its own transaction
+            if st.suspend_until is not None:
+                worker.wake_at(st.suspend_until)
+            return
         await worker.flush(st)
         status = st.suspend_status or WAITING
         if await storage.suspend(rec.id, worker.id, status, st.suspend_until):

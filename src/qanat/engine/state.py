@@ -31,6 +31,8 @@ class ExecState:
     task: asyncio.Task[Any] | None = None
     suspend_status: str | None = None
     suspend_until: float | None = None
+    #: True when a step already suspended the execution in storage (``pipe.wait_for``).
+    suspended: bool = False
 
     @property
     def id(self) -> str:

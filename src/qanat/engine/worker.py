@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from qanat._ids import new_id
+from qanat.engine.cron import CronScheduler
 from qanat.engine.runner import execute
 from qanat.engine.state import ExecState
 from qanat.storage.base import (
@@ -90,6 +91,7 @@ class Worker:
             self.loop.create_task(self._heartbeat_loop(), name="qanat-heartbeat"),
             self.loop.create_task(self._housekeeping_loop(), name="qanat-housekeeping"),
             self.loop.create_task(self._control_loop(), name="qanat-control"),
+            self.loop.create_task(CronScheduler(self).run(), name="qanat-cron"),
         ]
 
     async def stop(self, grace: float = 10.0) -> None:

@@ -198,6 +198,38 @@ class Checkpoint:
 
 
 @dataclass(slots=True)
+class Waiter:
+    """An execution waiting in ``pipe.wait_for`` at step ``key``.
+
+    ``shape``/``value`` are the indexable form of a dict match (see
+    ``qanat.storage.matching``); both None for a predicate waiter, which every send on
+    its pipe wakes (``pokes + 1``) to evaluate its predicate on the events since it
+    began. ``event_id`` is the delivered event of a dict waiter (set once, by a send).
+    """
+
+    execution_id: str
+    key: str
+    pipe: str
+    shape: str | None
+    value: str | None
+    since: float
+    deadline: float | None = None
+    event_id: str | None = None
+    pokes: int = 0
+    data: str | None = None  # the delivered event's data (JSON text)
+
+
+@dataclass(slots=True)
+class WaitState:
+    """What ``Storage.wait`` found: why the owner must stop (or None), the stored waiter,
+    and whether the execution was suspended."""
+
+    stop: str | None
+    waiter: Waiter | None
+    suspended: bool
+
+
+@dataclass(slots=True)
 class Stats:
     """Counts for ``queue.stats()``."""
 
@@ -419,6 +451,11 @@ class Storage(abc.ABC):
         execution whose ``(job, key)`` exists is the existing one, as in ``enqueue``) and
         ``failures``. An event whose id is already stored is not stored again: the stored
         one is returned as it is and nothing is written (a replayed send).
+
+        In the same transaction, waiters of the event's pipe are served: each open dict
+        waiter whose (shape, value) the event's data matches gets the event as its
+        delivery, each open predicate waiter gets ``pokes + 1``, and their executions,
+        if suspended waiting, become due now. Found by index, never by scanning.
         """
 
     @abc.abstractmethod
@@ -431,6 +468,31 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def trigger_failures(self, source: str) -> list[TriggerFailure]:
         """The failed triggers recorded for an event id or an upstream execution id."""
+
+    # --- waiting (pipe.wait_for) -----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def wait(
+        self, execution_id: str, owner: str, waiter: Waiter, pokes: int | None, at: float
+    ) -> WaitState:
+        """Record a waiter (if none is stored at its execution and key) and, in the same
+        transaction, suspend the execution unless the wait is over.
+
+        With a stop reason other than ``paused`` (see ``checkpoint``) nothing is written.
+        The execution is suspended (``waiting`` until ``waiter.deadline``, or ``paused``
+        if a pause was requested; owner cleared) when the stored waiter has no delivery,
+        its deadline is after ``at``, and ``pokes`` is None or equals its ``pokes``
+        (a predicate waiter suspends only if no send came since it last looked).
+        """
+
+    @abc.abstractmethod
+    async def end_wait(self, execution_id: str, owner: str, cp: Checkpoint) -> str | None:
+        """Checkpoint the wait step's result (as ``checkpoint``) and forget the waiter at
+        ``cp.step.key`` in one transaction."""
+
+    @abc.abstractmethod
+    async def waiter(self, execution_id: str, key: str) -> Waiter | None:
+        """The stored waiter of an execution at a step key, or None."""
 
     @abc.abstractmethod
     async def purge_events(self, before: float | None, keep: int | None) -> int:

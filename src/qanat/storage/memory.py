@@ -29,10 +29,13 @@ from qanat.storage.base import (
     StepRecord,
     Storage,
     TriggerFailure,
+    Waiter,
+    WaitState,
     decode_cursor,
     encode_cursor,
     now,
 )
+from qanat.storage.matching import project
 from qanat.storage.stats import runtime_stats
 
 DEADLINE_ERROR = json.dumps(
@@ -53,6 +56,12 @@ class MemoryStorage(Storage):
         self._workers: dict[str, tuple[str, int]] = {}
         self._events: dict[str, EventRecord] = {}
         self._failures: dict[str, list[TriggerFailure]] = {}
+        self._waiters: dict[tuple[str, str], Waiter] = {}
+        # open dict waiters by (pipe, shape, value); open predicate waiters by pipe;
+        # the distinct shapes waited on per pipe (with how many open waiters use each)
+        self._wait_index: dict[tuple[str, str, str], dict[tuple[str, str], None]] = {}
+        self._wait_preds: dict[str, dict[tuple[str, str], None]] = {}
+        self._wait_shapes: dict[str, dict[str, int]] = {}
         self._version = 0
         self._seen = -1
 
@@ -279,6 +288,7 @@ class MemoryStorage(Storage):
         e.claims = 0
         self._steps.pop(execution_id, None)
         self._logs.pop(execution_id, None)
+        self._drop_waiters(execution_id)
         self._touch()
         return e.copy()
 
@@ -391,6 +401,7 @@ class MemoryStorage(Storage):
                 self._keys.pop((e.job, e.key), None)
             self._steps.pop(i, None)
             self._logs.pop(i, None)
+            self._drop_waiters(i)
         self._touch()
         return len(gone)
 
@@ -414,6 +425,7 @@ class MemoryStorage(Storage):
             return self._event_copy(existing)
         stored = [self._insert(r).id for r in executions]
         self._events[event.id] = replace(event, executions=stored, failures=[])
+        self._serve_waiters(event)
         if failures:
             self._failures.setdefault(event.id, []).extend(replace(f) for f in failures)
         self._touch()
@@ -436,6 +448,103 @@ class MemoryStorage(Storage):
         more = len(rows) > limit
         nxt = encode_cursor(page[-1].sent_at, page[-1].id) if more and page else None
         return EventPage(page, nxt)
+
+    # --- waiting (pipe.wait_for) -----------------------------------------------------------
+
+    def _index_waiter(self, w: Waiter) -> None:
+        k = (w.execution_id, w.key)
+        if w.shape is None:
+            self._wait_preds.setdefault(w.pipe, {})[k] = None
+            return
+        self._wait_index.setdefault((w.pipe, w.shape, w.value or ""), {})[k] = None
+        shapes = self._wait_shapes.setdefault(w.pipe, {})
+        shapes[w.shape] = shapes.get(w.shape, 0) + 1
+
+    def _unindex_waiter(self, w: Waiter) -> None:
+        k = (w.execution_id, w.key)
+        if w.shape is None:
+            self._wait_preds.get(w.pipe, {}).pop(k, None)
+            return
+        slot = (w.pipe, w.shape, w.value or "")
+        bucket = self._wait_index.get(slot)
+        if bucket is None or k not in bucket:
+            return
+        del bucket[k]
+        if not bucket:
+            del self._wait_index[slot]
+        shapes = self._wait_shapes[w.pipe]
+        shapes[w.shape] -= 1
+        if not shapes[w.shape]:
+            del shapes[w.shape]
+
+    def _drop_waiters(self, execution_id: str) -> None:
+        for k in [k for k in self._waiters if k[0] == execution_id]:
+            self._unindex_waiter(self._waiters.pop(k))
+
+    def _wake_one(self, execution_id: str, at: float) -> None:
+        e = self._execs.get(execution_id)
+        if e is not None and e.status == WAITING and e.owner is None:
+            e.available_at = at
+
+    def _serve_waiters(self, event: EventRecord) -> None:
+        shapes = self._wait_shapes.get(event.pipe)
+        preds = self._wait_preds.get(event.pipe)
+        if not shapes and not preds:
+            return
+        at = now()
+        if shapes:
+            data = json.loads(event.data)
+            for shape in list(shapes):
+                value = project(data, shape)
+                if value is None:
+                    continue
+                bucket = self._wait_index.get((event.pipe, shape, value))
+                for k in list(bucket or ()):
+                    w = self._waiters[k]
+                    self._unindex_waiter(w)
+                    w.event_id = event.id
+                    w.data = event.data
+                    self._wake_one(w.execution_id, at)
+        for k in list(preds or ()):
+            w = self._waiters[k]
+            w.pokes += 1
+            self._wake_one(w.execution_id, at)
+
+    async def wait(
+        self, execution_id: str, owner: str, waiter: Waiter, pokes: int | None, at: float
+    ) -> WaitState:
+        e = self._execs.get(execution_id)
+        why = self._stop_reason(e, owner)
+        if e is None or (why is not None and why != "paused"):
+            return WaitState(why, None, False)
+        k = (execution_id, waiter.key)
+        w = self._waiters.get(k)
+        if w is None:
+            w = self._waiters[k] = replace(waiter, event_id=None, pokes=0, data=None)
+            self._index_waiter(w)
+        done = w.deadline is not None and w.deadline <= at
+        if w.event_id is None and not done and (pokes is None or pokes == w.pokes):
+            status = PAUSED if e.pause_requested else WAITING
+            e.status = status
+            e.owner = None
+            e.pause_requested = False
+            e.available_at = None if status == PAUSED else w.deadline
+            self._touch()
+            return WaitState(why, replace(w), True)
+        self._touch()
+        return WaitState(why, replace(w), False)
+
+    async def end_wait(self, execution_id: str, owner: str, cp: Checkpoint) -> str | None:
+        why = await self.checkpoint(execution_id, owner, cp)
+        if why is None or why == "paused":
+            w = self._waiters.pop((execution_id, cp.step.key), None)
+            if w is not None:
+                self._unindex_waiter(w)
+        return why
+
+    async def waiter(self, execution_id: str, key: str) -> Waiter | None:
+        w = self._waiters.get((execution_id, key))
+        return replace(w) if w is not None else None
 
     async def trigger_failures(self, source: str) -> list[TriggerFailure]:
         return [replace(f) for f in self._failures.get(source, [])]

@@ -552,6 +552,7 @@ def _op_restart(conn: sqlite3.Connection, eid: str, at: float) -> ExecutionRecor
         return None
     conn.execute("DELETE FROM steps WHERE execution_id = ?", (eid,))
     conn.execute("DELETE FROM logs WHERE execution_id = ?", (eid,))
+    conn.execute("DELETE FROM waiters WHERE execution_id = ?", (eid,))
     return _exec(rows[0])
 
 
@@ -591,7 +592,8 @@ def _op_purge(conn: sqlite3.Connection, status: str, before: float | None, keep:
     if before is not None:
         gone.update(r[0] for r in conn.execute(PURGE_BEFORE, (status, before)).fetchall())
     doomed = json.dumps(sorted(gone))
-    for table, col in (("steps", "execution_id"), ("logs", "execution_id"), ("executions", "id")):
+    tables = (("steps", "execution_id"), ("logs", "execution_id"), ("waiters", "execution_id"))
+    for table, col in (*tables, ("executions", "id")):
         conn.execute(f"DELETE FROM {table} WHERE {col} IN {IDS}", (doomed,))
     return len(gone)
 

@@ -17,14 +17,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from qanat.storage.base import (
     COMPLETED,
+    PAUSED,
+    WAITING,
+    Checkpoint,
     EventPage,
     EventRecord,
     ExecutionRecord,
     Finish,
     TriggerFailure,
+    Waiter,
+    WaitState,
     decode_cursor,
     encode_cursor,
 )
+from qanat.storage.matching import project
 
 T = TypeVar("T")
 
@@ -92,7 +98,105 @@ def _op_send(
     if stored:
         conn.executemany(INSERT_LINK, [(e.id, i) for i in stored])
     _add_failures(conn, failures)
+    _serve_waiters(conn, e)
     return EventRecord(e.id, e.pipe, e.data, e.sent_at, e.source, stored, list(failures))
+
+
+# --- waiting (pipe.wait_for) -------------------------------------------------------------
+
+WAITER_COLS = "execution_id, key, pipe, shape, value, since, deadline, event_id, pokes, data"
+SHAPES = "SELECT shape FROM wait_shapes WHERE pipe = ?"
+DELIVER = (
+    "UPDATE waiters INDEXED BY waiters_open SET event_id = ?1, data = ?5 "
+    "WHERE pipe = ?2 AND shape = ?3 AND value = ?4 AND event_id IS NULL "
+    "RETURNING execution_id"
+)
+SHAPE_USED = (
+    "SELECT 1 FROM waiters INDEXED BY waiters_open "
+    "WHERE pipe = ? AND shape = ? AND event_id IS NULL LIMIT 1"
+)
+UNUSED_SHAPE = "DELETE FROM wait_shapes WHERE pipe = ? AND shape = ?"
+POKE = (
+    "UPDATE waiters INDEXED BY waiters_open SET pokes = pokes + 1 "
+    "WHERE pipe = ? AND shape IS NULL AND event_id IS NULL RETURNING execution_id"
+)
+WAKE_WAITING = (
+    "UPDATE executions SET available_at = ?1 WHERE id = ?2 AND status = 'waiting' AND owner IS NULL"
+)
+INSERT_WAITER = (
+    f"INSERT INTO waiters ({WAITER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0, NULL) "
+    "ON CONFLICT (execution_id, key) DO NOTHING"
+)
+SELECT_WAITER = f"SELECT {WAITER_COLS} FROM waiters WHERE execution_id = ? AND key = ?"
+SUSPEND_WAIT = (
+    "UPDATE executions SET status = ?1, available_at = ?2, owner = NULL, pause_requested = 0 "
+    "WHERE id = ?3"
+)
+
+
+def _serve_waiters(conn: sqlite3.Connection, e: EventRecord) -> None:
+    """Deliver the event to the dict waiters it matches and poke the predicate waiters
+    of its pipe; wake their executions. Index look-ups only: one per distinct shape."""
+    from qanat.storage.base import now
+
+    at = now()
+    woken: list[str] = []
+    shapes = [r[0] for r in conn.execute(SHAPES, (e.pipe,)).fetchall()]
+    if shapes:
+        data = json.loads(e.data)
+        for shape in shapes:
+            value = project(data, shape)
+            if value is not None:
+                woken.extend(
+                    r[0] for r in conn.execute(DELIVER, (e.id, e.pipe, shape, value, e.data))
+                )
+            if conn.execute(SHAPE_USED, (e.pipe, shape)).fetchone() is None:
+                conn.execute(
+                    "DELETE FROM wait_shapes WHERE pipe = ? AND shape = ?", (e.pipe, shape)
+                )
+    woken.extend(r[0] for r in conn.execute(POKE, (e.pipe,)).fetchall())
+    if woken:
+        conn.executemany(WAKE_WAITING, [(at, i) for i in woken])
+
+
+def _waiter(row: Any) -> Waiter:
+    return Waiter(*row)
+
+
+def _op_wait(
+    conn: sqlite3.Connection, eid: str, owner: str, w: Waiter, pokes: int | None, at: float
+) -> WaitState:
+    from qanat.storage.sqlite import OWNER_STATE, _stop_reason
+
+    state = conn.execute(OWNER_STATE, (eid,)).fetchone()
+    why = _stop_reason(state, owner)
+    if why is not None and why != "paused":
+        return WaitState(why, None, False)
+    params = (eid, w.key, w.pipe, w.shape, w.value, w.since, w.deadline)
+    if conn.execute(INSERT_WAITER, params).rowcount == 1 and w.shape is not None:
+        conn.execute("INSERT OR IGNORE INTO wait_shapes VALUES (?, ?)", (w.pipe, w.shape))
+    stored = _waiter(conn.execute(SELECT_WAITER, (eid, w.key)).fetchone())
+    done = stored.deadline is not None and stored.deadline <= at
+    if stored.event_id is None and not done and (pokes is None or pokes == stored.pokes):
+        status = PAUSED if state[2] else WAITING
+        available = None if status == PAUSED else stored.deadline
+        conn.execute(SUSPEND_WAIT, (status, available, eid))
+        return WaitState(why, stored, True)
+    return WaitState(why, stored, False)
+
+
+def _op_end_wait(conn: sqlite3.Connection, eid: str, owner: str, cp: Checkpoint) -> str | None:
+    from qanat.storage.sqlite import _op_checkpoint
+
+    why = _op_checkpoint(conn, eid, owner, cp)
+    if why is None or why == "paused":
+        conn.execute("DELETE FROM waiters WHERE execution_id = ? AND key = ?", (eid, cp.step.key))
+    return why
+
+
+def _op_waiter(conn: sqlite3.Connection, eid: str, key: str) -> Waiter | None:
+    row = conn.execute(SELECT_WAITER, (eid, key)).fetchone()
+    return _waiter(row) if row is not None else None
 
 
 def _op_finish_triggers(conn: sqlite3.Connection, eid: str, owner: str, fin: Finish) -> bool:
@@ -193,6 +297,17 @@ class SqliteEvents:
         if cursor is not None:
             decode_cursor(cursor)  # a bad cursor is the caller's error, raised here
         return await self._r(_op_events, pipe, since, limit, cursor)
+
+    async def wait(
+        self, execution_id: str, owner: str, waiter: Waiter, pokes: int | None, at: float
+    ) -> WaitState:
+        return await self._w(_op_wait, execution_id, owner, waiter, pokes, at)
+
+    async def end_wait(self, execution_id: str, owner: str, cp: Checkpoint) -> str | None:
+        return await self._w(_op_end_wait, execution_id, owner, cp)
+
+    async def waiter(self, execution_id: str, key: str) -> Waiter | None:
+        return await self._r(_op_waiter, execution_id, key)
 
     async def trigger_failures(self, source: str) -> list[TriggerFailure]:
         return await self._r(_op_trigger_failures, source)

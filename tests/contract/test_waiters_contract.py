@@ -1,0 +1,119 @@
+"""The storage contract for waiters (``pipe.wait_for``), run against every backend."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from qanat.storage import EventRecord, ExecutionRecord, Storage
+from qanat.storage.base import Checkpoint, StepRecord, Waiter, now
+from qanat.storage.matching import project, shape_and_value
+
+LEASE = 30.0
+
+
+def rec(ident: str) -> ExecutionRecord:
+    t = now()
+    return ExecutionRecord(id=ident, job="j", input="{}", created_at=t, run_at=t, available_at=t)
+
+
+def waiter(eid: str, match: dict[str, Any] | None, deadline: float | None = None) -> Waiter:
+    shape, value = shape_and_value(match) if match is not None else (None, None)
+    return Waiter(eid, "wait:p", "p", shape, value, now(), deadline)
+
+
+async def running(storage: Storage, *ids: str) -> None:
+    await storage.enqueue([rec(i) for i in ids])
+    got = await storage.claim("w1", ["j"], 1000, LEASE, now())
+    assert {g.id for g in got} >= set(ids)
+
+
+def test_shape_and_value_and_projection() -> None:
+    shape, value = shape_and_value({"b": {"y": 2, "x": 1}, "a": "s"})
+    assert shape == '[["a"],["b","x"],["b","y"]]' and value == '["s",1,2]'
+    assert project({"a": "s", "b": {"x": 1, "y": 2, "z": 0}, "c": 3}, shape) == value
+    assert project({"a": "s", "b": {"x": 1}}, shape) is None
+    assert project({"a": "s", "b": 5}, shape) is None
+    assert shape_and_value({}) == ("[]", "[]") and project({"any": 1}, "[]") == "[]"
+
+
+async def test_wait_records_and_suspends_then_send_delivers_and_wakes(storage: Storage) -> None:
+    await running(storage, "e1", "e2")
+    st = await storage.wait("e1", "w1", waiter("e1", {"order": {"id": 1}}, now() + 60), None, now())
+    assert st.stop is None and st.suspended and st.waiter is not None
+    e1 = await storage.get("e1")
+    assert e1 is not None and e1.status == "waiting" and e1.owner is None
+    assert e1.available_at == st.waiter.deadline
+    assert (await storage.wait("e2", "nobody", waiter("e2", {}), None, now())).stop == "lost"
+    assert await storage.waiter("e2", "wait:p") is None
+
+    await storage.send(EventRecord("x", "p", '{"order": {"id": 2}}', now()), [], [])
+    await storage.send(EventRecord("y", "q", '{"order": {"id": 1}}', now()), [], [])
+    assert (await storage.waiter("e1", "wait:p")).event_id is None  # type: ignore[union-attr]
+    before = now()
+    await storage.send(EventRecord("z", "p", '{"order": {"id": 1}, "k": 0}', now()), [], [])
+    await storage.send(EventRecord("z2", "p", '{"order": {"id": 1}}', now()), [], [])
+    w = await storage.waiter("e1", "wait:p")
+    assert w is not None and w.event_id == "z" and w.data == '{"order": {"id": 1}, "k": 0}'
+    e1 = await storage.get("e1")
+    assert e1 is not None and e1.available_at is not None and before <= e1.available_at <= now()
+
+    [_again] = await storage.claim("w2", ["j"], 10, LEASE, now())
+    st = await storage.wait("e1", "w2", waiter("e1", {"order": {"id": 1}}), None, now())
+    assert not st.suspended and st.waiter is not None and st.waiter.event_id == "z"
+    step = StepRecord("e1", "wait:p", "wait", "wait:p", "completed", "null", None, 1, 1, 0, 0)
+    assert await storage.end_wait("e1", "w2", Checkpoint(step)) is None
+    assert await storage.waiter("e1", "wait:p") is None
+    assert [s.key for s in await storage.steps("e1")] == ["wait:p"]
+
+
+async def test_predicate_waiters_are_poked_and_suspend_only_without_news(storage: Storage) -> None:
+    await running(storage, "e1")
+    st = await storage.wait("e1", "w1", waiter("e1", None), 0, now())
+    assert st.suspended
+    await storage.send(EventRecord("a", "p", "{}", now()), [], [])
+    [_] = await storage.claim("w1", ["j"], 10, LEASE, now())
+    st = await storage.wait("e1", "w1", waiter("e1", None), -1, now())
+    assert not st.suspended and st.waiter is not None and st.waiter.pokes == 1
+    await storage.send(EventRecord("b", "p", "{}", now()), [], [])  # came while it looked
+    st = await storage.wait("e1", "w1", waiter("e1", None), 1, now())
+    assert not st.suspended and st.waiter is not None and st.waiter.pokes == 2
+    st = await storage.wait("e1", "w1", waiter("e1", None), 2, now())
+    assert st.suspended
+
+
+async def test_past_deadline_does_not_suspend_and_pause_request_pauses(storage: Storage) -> None:
+    await running(storage, "e1", "e2")
+    st = await storage.wait("e1", "w1", waiter("e1", {"a": 1}, now() - 1), None, now())
+    assert not st.suspended and st.waiter is not None and st.waiter.event_id is None
+    assert await storage.pause("e2") in ("running", "waiting")
+    st = await storage.wait("e2", "w1", waiter("e2", {"a": 1}), None, now())
+    assert st.suspended and st.stop == "paused"
+    e2 = await storage.get("e2")
+    assert e2 is not None and e2.status == "paused" and e2.available_at is None
+
+
+async def test_two_waiters_one_event_and_restart_forgets_waiters(storage: Storage) -> None:
+    await running(storage, "e1", "e2")
+    for e in ("e1", "e2"):
+        assert (await storage.wait(e, "w1", waiter(e, {"n": 1}), None, now())).suspended
+    await storage.send(EventRecord("v", "p", '{"n": 1}', now()), [], [])
+    await storage.send(EventRecord("v2", "p", '{"n": 1}', now()), [], [])
+    for e in ("e1", "e2"):
+        w = await storage.waiter(e, "wait:p")
+        assert w is not None and w.event_id == "v"
+    await storage.cancel(["e1"], "x")
+    assert await storage.restart("e1", now()) is not None
+    assert await storage.waiter("e1", "wait:p") is None
+
+
+async def test_send_cost_does_not_grow_with_waiters(storage: Storage) -> None:
+    ids = [f"e{i}" for i in range(300)]
+    await running(storage, *ids)
+    for i in ids:
+        await storage.wait(i, "w1", waiter(i, {"id": i}), None, now())
+    t = time.perf_counter()
+    for n in range(200):
+        await storage.send(EventRecord(f"n{n}", "p", '{"id": "none"}', now()), [], [])
+    elapsed = time.perf_counter() - t
+    assert elapsed < 2.0  # generous: an index look-up per send, not a scan of waiters
