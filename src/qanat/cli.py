@@ -431,6 +431,7 @@ def _event_json(e: EventInfo) -> dict[str, Any]:
         "sent_at": e.sent_at.isoformat(),
         "source": e.source,
         "executions": e.executions,
+        "woke": e.woke,
         "failed": [{"job": f.job, "error": f.error, "at": f.at.isoformat()} for f in e.failed],
     }
 

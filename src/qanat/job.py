@@ -284,6 +284,25 @@ class Job(Generic[R]):
             raise ConfigurationError(f"job {self.name!r}: into() takes a function, got {fn!r}")
         return Trigger(self, fn)
 
+    async def wait_for(
+        self, match: Any = None, timeout: float | str | timedelta | None = None
+    ) -> R | None:
+        """Wait for an execution of this job that completes after the wait began and
+        whose input matches; its output (as the output type), or None after ``timeout``.
+
+        ``match`` is a dict of expected input fields (nested dicts name nested fields;
+        None matches any) or a predicate called with the input. Inside a job this is a
+        durable step (the execution holds no slot while it waits; each waiter receives
+        a completion exactly once). Outside a job it is a plain call that polls storage.
+        """
+        if current_or_none() is not None:
+            from qanat.steps import job_wait_step
+
+            return await job_wait_step(self, match, timeout)  # type: ignore[no-any-return]
+        from qanat.steps import wait_for_completion
+
+        return await wait_for_completion(self, match, timeout)  # type: ignore[no-any-return]
+
     def _bound(self) -> Queue:
         if self._queue is None:
             raise ConfigurationError(

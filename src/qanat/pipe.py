@@ -8,7 +8,7 @@ in one storage transaction. Inside a running job the send is a checkpointed step
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -68,6 +68,8 @@ class EventInfo:
     """Triggers that could not start their job."""
     source: str | None = None
     """The id of the execution that sent the event, if a job sent it."""
+    woke: list[str] = field(default_factory=list)
+    """Ids of the executions whose ``wait_for`` (dict match) received the event."""
 
 
 def failed_trigger(f: TriggerFailure) -> FailedTrigger:
@@ -180,4 +182,5 @@ def event_info(pipe: Pipe[Any] | None, rec: EventRecord) -> EventInfo:
         list(rec.executions),
         [failed_trigger(f) for f in rec.failures],
         rec.source,
+        list(rec.woke),
     )

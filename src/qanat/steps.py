@@ -32,12 +32,14 @@ from qanat.storage.base import (
     WAITING,
     Checkpoint,
     EventRecord,
+    ExecutionFilter,
+    ExecutionRecord,
     StepRecord,
     TriggerFailure,
     Waiter,
     now,
 )
-from qanat.storage.matching import shape_and_value
+from qanat.storage.matching import project, shape_and_value
 
 if TYPE_CHECKING:
     from qanat.execution import Execution
@@ -307,6 +309,7 @@ async def send_step(pipe: Pipe[Any], data: Any) -> EventInfo:
         "sent_at": info.sent_at.timestamp(),
         "source": info.source,
         "executions": info.executions,
+        "woke": info.woke,
         "failed": [[f.source, f.job, f.error, f.at.timestamp()] for f in info.failed],
     }
     text = codec.dumps(stored)
@@ -326,7 +329,40 @@ def _event_from_step(d: dict[str, Any]) -> EventRecord:
         d.get("source"),
         list(d["executions"]),
         [TriggerFailure(s, j, e, float(a)) for s, j, e, a in d["failed"]],
+        list(d.get("woke", [])),
     )
+
+
+@dataclass(frozen=True)
+class _WaitOn:
+    """What a durable wait listens to: a pipe, or a job's completions (pseudo-pipe
+    ``job:<name>``, event data ``{"input": ..., "output": ...}``)."""
+
+    pipe: str  # the (pseudo-)pipe name waiters are stored under
+    what: str  # for messages
+    decode: Callable[[str], Any]  # event data text -> what a predicate is called with
+    result: Callable[[str], Any]  # event data text -> what wait_for returns
+    field: str | None = None  # a dict match applies to this field of the event data
+
+
+def _pipe_wait(pipe: Pipe[Any]) -> _WaitOn:
+    return _WaitOn(pipe.name, f"pipe {pipe.name!r}", pipe.decode, pipe.decode)
+
+
+def _job_wait(j: Job[Any]) -> _WaitOn:
+    def decode(text: str) -> Any:
+        data = codec.loads(text)["input"]
+        return j.input_for_hooks(j.decode_input(codec.dumps(data)))
+
+    def result(text: str) -> Any:
+        return j.decode_output(codec.dumps(codec.loads(text)["output"]))
+
+    return _WaitOn(job_pipe(j.name), f"job {j.name!r}", decode, result, "input")
+
+
+def job_pipe(name: str) -> str:
+    """The pseudo-pipe whose events are the completions of job ``name``."""
+    return f"job:{name}"
 
 
 async def wait_step(pipe: Pipe[Any], match: Any, timeout: float | str | timedelta | None) -> Any:
@@ -340,12 +376,6 @@ async def wait_step(pipe: Pipe[Any], match: Any, timeout: float | str | timedelt
     the predicate on the events since they began, suspending again if none fits.
     """
     st = current("wait_for")
-    st.boundary()
-    name = f"wait:{pipe.name}"
-    key = st.next_key(name)
-    rec = st.recorded(key, "wait", name)
-    if rec is not None and rec.status == COMPLETED:
-        return _wait_result(pipe, rec.result)
     queue = st.worker.queue
     if pipe.name not in queue.pipe_registry:
         known = ", ".join(sorted(queue.pipe_registry)) or "none"
@@ -353,6 +383,37 @@ async def wait_step(pipe: Pipe[Any], match: Any, timeout: float | str | timedelt
             f"job {st.record.job!r} waits on pipe {pipe.name!r}, which is not registered on "
             f"its queue (pipes: {known}); add it to Queue(pipes=[...])"
         )
+    return await _durable_wait(st, _pipe_wait(pipe), match, timeout)
+
+
+async def job_wait_step(j: Job[Any], match: Any, timeout: float | str | timedelta | None) -> Any:
+    """``job.wait_for`` inside a job: ``wait_step`` on the completions of ``j``.
+
+    A completion of ``j`` is recorded as an event on ``job:<name>`` (its input and
+    output) by the finishing transaction whenever a waiter of that pseudo-pipe exists;
+    a dict match applies to the input, a predicate gets the input, and the result is
+    the output revived to ``j``'s output type.
+    """
+    st = current("wait_for")
+    queue = st.worker.queue
+    if queue.registry.get(j.name) is not j:
+        raise ConfigurationError(
+            f"job {st.record.job!r} waits for job {j.name!r}, which is not registered on "
+            "its queue; add it to Queue(jobs=[...])"
+        )
+    queue.awaited_jobs.add(j.name)  # this process's finishes of j now look for waiters
+    return await _durable_wait(st, _job_wait(j), match, timeout)
+
+
+async def _durable_wait(
+    st: ExecState, on: _WaitOn, match: Any, timeout: float | str | timedelta | None
+) -> Any:
+    st.boundary()
+    name = f"wait:{on.pipe}"
+    key = st.next_key(name)
+    rec = st.recorded(key, "wait", name)
+    if rec is not None and rec.status == COMPLETED:
+        return _wait_result(on, rec.result)
     predicate = match if callable(match) else None
     shape = value = None
     if predicate is None:
@@ -360,14 +421,16 @@ async def wait_step(pipe: Pipe[Any], match: Any, timeout: float | str | timedelt
             match = {}
         if not isinstance(match, Mapping):
             raise TypeError(
-                f"wait_for on pipe {pipe.name!r}: match must be a dict of expected fields or "
+                f"wait_for on {on.what}: match must be a dict of expected fields or "
                 f"a predicate, got {match!r}"
             )
         plain = codec.loads(codec.dumps(dict(match), where=f"the match of {name!r}"))
+        if on.field is not None:
+            plain = {on.field: plain} if plain else {}
         shape, value = shape_and_value(plain)
     started = round(now(), 6)
     deadline = None if timeout is None else started + parse_duration(timeout, what="timeout")
-    waiter = Waiter(st.id, key, pipe.name, shape, value, started, deadline)
+    waiter = Waiter(st.id, key, on.pipe, shape, value, started, deadline)
     storage = st.worker.storage
     await st.worker.flush(st)
     expect: int | None = 0 if predicate is not None else None
@@ -388,7 +451,7 @@ async def wait_step(pipe: Pipe[Any], match: Any, timeout: float | str | timedelt
         if w.event_id is not None:
             result = {"event": w.event_id, "data": w.data}
         elif predicate is not None:
-            result = await _first_fitting(storage, pipe, predicate, w.since)
+            result = await _first_fitting(storage, on, predicate, w.since)
             if result is None and (w.deadline is None or w.deadline > now()):
                 expect = w.pokes  # nothing fits yet: suspend unless another send came
                 continue
@@ -404,23 +467,23 @@ async def wait_step(pipe: Pipe[Any], match: Any, timeout: float | str | timedelt
     elif why is not None:
         st.stop_reason = why
         raise LeaseLost(why)
-    return _wait_result(pipe, text)
+    return _wait_result(on, text)
 
 
 async def _first_fitting(
-    storage: Any, pipe: Pipe[Any], predicate: Callable[[Any], Any], since: float
+    storage: Any, on: _WaitOn, predicate: Callable[[Any], Any], since: float
 ) -> dict[str, Any] | None:
-    """The oldest event of ``pipe`` sent at or after ``since`` that ``predicate`` accepts."""
+    """The oldest event of ``on.pipe`` sent at or after ``since`` that ``predicate`` accepts."""
     events: list[EventRecord] = []
     cursor = None
     while True:
-        page = await storage.events(pipe.name, since, 500, cursor)
+        page = await storage.events(on.pipe, since, 500, cursor)
         events.extend(page.items)
         cursor = page.cursor
         if cursor is None:
             break
     for ev in reversed(events):
-        ok = predicate(pipe.decode(ev.data))
+        ok = predicate(on.decode(ev.data))
         if inspect.isawaitable(ok):
             ok = await ok
         if ok:
@@ -428,8 +491,71 @@ async def _first_fitting(
     return None
 
 
-def _wait_result(pipe: Pipe[Any], text: str | None) -> Any:
+def _wait_result(on: _WaitOn, text: str | None) -> Any:
     got = codec.loads(text) if text is not None else None
     if got is None:
         return None
-    return pipe.decode(got["data"])
+    return on.result(got["data"])
+
+
+async def wait_for_completion(
+    j: Job[Any], match: Any, timeout: float | str | timedelta | None
+) -> Any:
+    """``job.wait_for`` outside a job: poll storage for a completion of ``j``, completed
+    after this call, whose input matches; its output, or None after ``timeout``.
+
+    Not durable (nothing is stored); the queue's ticker (which notices commits of every
+    process) paces the polling. Each poll reads the completions of ``j`` since the call.
+    """
+    queue = j._bound()
+    await queue.ensure_open()
+    test: Callable[[ExecutionRecord], Any]
+    if callable(match):
+        predicate = match
+
+        def test(r: ExecutionRecord) -> Any:
+            return predicate(j.input_for_hooks(j.decode_input(r.input)))
+
+    else:
+        if match is None:
+            match = {}
+        if not isinstance(match, Mapping):
+            raise TypeError(
+                f"wait_for on job {j.name!r}: match must be a dict of expected fields or "
+                f"a predicate, got {match!r}"
+            )
+        shape, value = shape_and_value(codec.loads(codec.dumps(dict(match))))
+
+        def test(r: ExecutionRecord) -> Any:
+            return project(codec.loads(r.input), shape) == value
+
+    since = now()
+    end = None if timeout is None else since + parse_duration(timeout, what="timeout")
+    seen: set[str] = set()
+    flt = ExecutionFilter(job=[j.name], status=[COMPLETED], completed_after=since)
+    while True:
+        event = queue.ticker.event()  # before reading: a commit after it sets it
+        found: list[ExecutionRecord] = []
+        cursor = None
+        while True:
+            page = await queue.storage.query(flt, 500, cursor)
+            found.extend(r for r in page.items if r.id not in seen)
+            cursor = page.cursor
+            if cursor is None:
+                break
+        found.sort(key=lambda r: (r.completed_at or 0.0, r.id))
+        for r in found:
+            seen.add(r.id)
+            ok = test(r)
+            if inspect.isawaitable(ok):
+                ok = await ok
+            if ok:
+                return j.decode_output(r.output)
+        left = None if end is None else end - now()
+        if left is not None and left <= 0:
+            return None
+        pause = 0.5 if left is None else min(0.5, left)
+        try:
+            await asyncio.wait_for(event.wait(), pause)
+        except TimeoutError:
+            pass

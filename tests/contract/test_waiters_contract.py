@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from qanat.storage import EventRecord, ExecutionRecord, Storage
-from qanat.storage.base import Checkpoint, StepRecord, Waiter, now
+from qanat.storage.base import Checkpoint, Finish, StepRecord, Waiter, now
 from qanat.storage.matching import project, shape_and_value
 
 LEASE = 30.0
@@ -117,3 +117,45 @@ async def test_send_cost_does_not_grow_with_waiters(storage: Storage) -> None:
         await storage.send(EventRecord(f"n{n}", "p", '{"id": "none"}', now()), [], [])
     elapsed = time.perf_counter() - t
     assert elapsed < 2.0  # generous: an index look-up per send, not a scan of waiters
+
+
+async def test_send_reports_and_stores_the_executions_it_woke(storage: Storage) -> None:
+    await running(storage, "e1", "e2", "e3")
+    assert (await storage.wait("e1", "w1", waiter("e1", {"n": 1}), None, now())).suspended
+    assert (await storage.wait("e2", "w1", waiter("e2", {"n": 1}), None, now())).suspended
+    assert (await storage.wait("e3", "w1", waiter("e3", None), 0, now())).suspended
+    got = await storage.send(EventRecord("v", "p", '{"n": 1}', now()), [], [])
+    assert sorted(got.woke) == ["e1", "e2"]  # dict waiters that received it
+    other = await storage.send(EventRecord("v2", "p", '{"n": 2}', now()), [], [])
+    assert other.woke == []
+    page = await storage.events("p", None, 10, None)
+    assert {e.id: sorted(e.woke) for e in page.items} == {"v": ["e1", "e2"], "v2": []}
+    again = await storage.send(EventRecord("v", "p", '{"n": 1}', now()), [], [])
+    assert sorted(again.woke) == ["e1", "e2"]  # a replayed send reports what was stored
+    assert await storage.purge_events(None, 0) == 2
+    assert (await storage.events(None, None, 10, None)).items == []
+
+
+def job_event(eid: str, n: int) -> EventRecord:
+    return EventRecord(f"job:{eid}", "job:c", f'{{"input":{{"n":{n}}},"output":1}}', now(), eid)
+
+
+async def test_finish_serves_job_waiters_only_when_they_exist(storage: Storage) -> None:
+    await running(storage, "e1", "c1", "c2", "c3")
+    assert await storage.awaited("job:") == set()
+    # nobody waits on job:c: the completion event is not stored
+    assert await storage.finish("c1", "w1", Finish("completed", "1", event=job_event("c1", 1)))
+    assert (await storage.events(None, None, 10, None)).items == []
+    match = {"input": {"n": 1}}
+    w = Waiter("e1", "wait:job:c", "job:c", *shape_and_value(match), now())
+    assert (await storage.wait("e1", "w1", w, None, now())).suspended
+    assert await storage.awaited("job:") == {"job:c"} and await storage.awaited("x") == set()
+    assert await storage.finish("c2", "w1", Finish("completed", "1", event=job_event("c2", 2)))
+    assert await storage.finish("c3", "w1", Finish("completed", "1", event=job_event("c3", 1)))
+    got = await storage.waiter("e1", "wait:job:c")
+    assert got is not None and got.event_id == "job:c3"
+    e1 = await storage.get("e1")
+    assert e1 is not None and e1.available_at is not None  # woken
+    page = await storage.events("job:c", None, 10, None)
+    assert {e.id: e.woke for e in page.items} == {"job:c3": ["e1"], "job:c2": []}
+    assert await storage.awaited("job:") == set()  # delivered: no open waiter left

@@ -153,8 +153,10 @@ async def test_two_waiters_each_get_one_event_exactly_once(make_queue: Any) -> N
     assert await a.result(timeout=10) == {"order_id": 9, "n": 1}
     assert await b.result(timeout=10) == {"order_id": 9, "n": 1}
     assert sorted(seen) == [("a", {"order_id": 9, "n": 1}), ("b", {"order_id": 9, "n": 1})]
-    assert info.id
+    assert info.id and sorted(info.woke) == sorted([a.id, b.id])
     assert await q.storage.waiter(a.id, "wait:approvals") is None  # forgotten once done
+    listed = [e async for e in q.events.list(pipe="approvals")]
+    assert [sorted(e.woke) for e in listed] == [[], sorted([a.id, b.id])]  # newest first
 
 
 async def test_waiting_holds_no_concurrency_slot(make_queue: Any) -> None:

@@ -19,6 +19,7 @@ from qanat.storage.base import (
     FAILED,
     PENDING,
     WAITING,
+    EventRecord,
     ExecutionRecord,
     Finish,
     LogRecord,
@@ -104,6 +105,10 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
         fin.children, fin.failures, fired = await queue.triggered(
             targets, job.decode_output(text), rec.id, group=rec.group
         )
+    if job.name in queue.awaited_jobs:  # job.wait_for: matched in the finishing transaction
+        data = f'{{"input":{rec.input},"output":{text}}}'
+        at = round(now(), 6)
+        fin.event = EventRecord(f"job:{rec.id}", f"job:{job.name}", data, at, rec.id)
     if await storage.finish(rec.id, worker.id, fin):
         done = rec.copy(status=COMPLETED, output=text, completed_at=now(), owner=None)
         queue.watcher.finished(done)

@@ -154,6 +154,11 @@ class Finish:
     #: same transaction, and the triggers that could not be built. Ignored otherwise.
     children: list[ExecutionRecord] = field(default_factory=list)
     failures: list[TriggerFailure] = field(default_factory=list)
+    #: With ``completed``: the completion as an event on the pseudo-pipe ``job:<name>``
+    #: (data ``{"input": ..., "output": ...}``) for ``job.wait_for``. Stored and served
+    #: to waiters (as ``send`` does) in the same transaction, but only if an open waiter
+    #: of that pseudo-pipe exists; otherwise ignored.
+    event: EventRecord | None = None
 
 
 @dataclass(slots=True)
@@ -179,6 +184,7 @@ class EventRecord:
     source: str | None = None  # the execution that sent it, if a job did
     executions: list[str] = field(default_factory=list)
     failures: list[TriggerFailure] = field(default_factory=list)
+    woke: list[str] = field(default_factory=list)  # executions whose dict waiters got it
 
 
 @dataclass(slots=True)
@@ -455,7 +461,9 @@ class Storage(abc.ABC):
         In the same transaction, waiters of the event's pipe are served: each open dict
         waiter whose (shape, value) the event's data matches gets the event as its
         delivery, each open predicate waiter gets ``pokes + 1``, and their executions,
-        if suspended waiting, become due now. Found by index, never by scanning.
+        if suspended waiting, become due now. Found by index, never by scanning. The ids
+        of the executions whose dict waiters received the event are stored with it and
+        reported as ``woke`` (here and by ``events``).
         """
 
     @abc.abstractmethod
@@ -463,7 +471,8 @@ class Storage(abc.ABC):
         self, pipe: str | None, since: float | None, limit: int, cursor: str | None
     ) -> EventPage:
         """A page of events (of ``pipe``, sent at or after ``since``), newest first
-        (``sent_at``, ``id``), each with its triggered executions and failed triggers."""
+        (``sent_at``, ``id``), each with its triggered executions, failed triggers and
+        the executions it woke."""
 
     @abc.abstractmethod
     async def trigger_failures(self, source: str) -> list[TriggerFailure]:
@@ -493,6 +502,10 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def waiter(self, execution_id: str, key: str) -> Waiter | None:
         """The stored waiter of an execution at a step key, or None."""
+
+    @abc.abstractmethod
+    async def awaited(self, prefix: str) -> set[str]:
+        """The pipes (names starting with ``prefix``) that open waiters wait on."""
 
     @abc.abstractmethod
     async def purge_events(self, before: float | None, keep: int | None) -> int:

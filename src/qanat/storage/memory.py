@@ -193,6 +193,10 @@ class MemoryStorage(Storage):
                     self._insert(child)
                 for f in fin.failures:
                     self._failures.setdefault(f.source, []).append(replace(f))
+                ev = fin.event
+                if ev is not None and ev.id not in self._events and self._has_waiters(ev.pipe):
+                    self._events[ev.id] = replace(ev, executions=[], failures=[], woke=[])
+                    self._serve_waiters(self._events[ev.id])
         self._touch()
         return True
 
@@ -411,6 +415,7 @@ class MemoryStorage(Storage):
         return replace(
             ev,
             executions=list(ev.executions),
+            woke=list(ev.woke),
             failures=[replace(f) for f in self._failures.get(ev.id, [])],
         )
 
@@ -424,8 +429,8 @@ class MemoryStorage(Storage):
         if existing is not None:
             return self._event_copy(existing)
         stored = [self._insert(r).id for r in executions]
-        self._events[event.id] = replace(event, executions=stored, failures=[])
-        self._serve_waiters(event)
+        self._events[event.id] = replace(event, executions=stored, failures=[], woke=[])
+        self._serve_waiters(self._events[event.id])
         if failures:
             self._failures.setdefault(event.id, []).extend(replace(f) for f in failures)
         self._touch()
@@ -486,7 +491,11 @@ class MemoryStorage(Storage):
         if e is not None and e.status == WAITING and e.owner is None:
             e.available_at = at
 
+    def _has_waiters(self, pipe: str) -> bool:
+        return bool(self._wait_shapes.get(pipe) or self._wait_preds.get(pipe))
+
     def _serve_waiters(self, event: EventRecord) -> None:
+        """Deliver ``event`` (the stored record) to its waiters; note whom it woke."""
         shapes = self._wait_shapes.get(event.pipe)
         preds = self._wait_preds.get(event.pipe)
         if not shapes and not preds:
@@ -504,6 +513,7 @@ class MemoryStorage(Storage):
                     self._unindex_waiter(w)
                     w.event_id = event.id
                     w.data = event.data
+                    event.woke.append(w.execution_id)
                     self._wake_one(w.execution_id, at)
         for k in list(preds or ()):
             w = self._waiters[k]
@@ -545,6 +555,10 @@ class MemoryStorage(Storage):
     async def waiter(self, execution_id: str, key: str) -> Waiter | None:
         w = self._waiters.get((execution_id, key))
         return replace(w) if w is not None else None
+
+    async def awaited(self, prefix: str) -> set[str]:
+        pipes = set(self._wait_preds) | set(self._wait_shapes)
+        return {p for p in pipes if p.startswith(prefix) and self._has_waiters(p)}
 
     async def trigger_failures(self, source: str) -> list[TriggerFailure]:
         return [replace(f) for f in self._failures.get(source, [])]

@@ -1028,7 +1028,7 @@ class SqliteStorage(SqliteEvents, Storage):
         return await self._w(_op_checkpoint, execution_id, owner, cp)
 
     async def finish(self, execution_id: str, owner: str, fin: Finish) -> bool:
-        if fin.children or fin.failures:  # what its output triggers (sqlite_events.py)
+        if fin.children or fin.failures or fin.event is not None:  # see sqlite_events.py
             return await self._finish_triggers(execution_id, owner, fin)
         return await self._w(_op_finish, execution_id, owner, fin)
 

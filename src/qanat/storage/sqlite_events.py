@@ -46,6 +46,8 @@ LINKS = (
     f"SELECT event_id, execution_id FROM event_executions WHERE event_id IN {IDS} "
     "ORDER BY event_id, seq"
 )
+WAKES = f"SELECT event_id, execution_id FROM event_wakes WHERE event_id IN {IDS}"
+INSERT_WAKE = "INSERT OR IGNORE INTO event_wakes (event_id, execution_id) VALUES (?, ?)"
 FAILURES = (
     f"SELECT source, job, error, at FROM trigger_failures WHERE source IN {IDS} "
     "ORDER BY source, seq"
@@ -73,6 +75,10 @@ def _fill(conn: sqlite3.Connection, events: list[EventRecord]) -> list[EventReco
         by_id[event_id].executions.append(execution_id)
     for source, job, error, at in conn.execute(FAILURES, (ids,)).fetchall():
         by_id[source].failures.append(TriggerFailure(source, job, error, at))
+    for event_id, execution_id in conn.execute(WAKES, (ids,)).fetchall():
+        by_id[event_id].woke.append(execution_id)
+    for e in events:
+        e.woke.sort()
     return events
 
 
@@ -98,8 +104,8 @@ def _op_send(
     if stored:
         conn.executemany(INSERT_LINK, [(e.id, i) for i in stored])
     _add_failures(conn, failures)
-    _serve_waiters(conn, e)
-    return EventRecord(e.id, e.pipe, e.data, e.sent_at, e.source, stored, list(failures))
+    woke = _serve_waiters(conn, e)
+    return EventRecord(e.id, e.pipe, e.data, e.sent_at, e.source, stored, list(failures), woke)
 
 
 # --- waiting (pipe.wait_for) -------------------------------------------------------------
@@ -134,29 +140,36 @@ SUSPEND_WAIT = (
 )
 
 
-def _serve_waiters(conn: sqlite3.Connection, e: EventRecord) -> None:
+def _serve_waiters(conn: sqlite3.Connection, e: EventRecord) -> list[str]:
     """Deliver the event to the dict waiters it matches and poke the predicate waiters
-    of its pipe; wake their executions. Index look-ups only: one per distinct shape."""
+    of its pipe; wake their executions. Index look-ups only: one per distinct shape.
+    Returns (and stores as the event's wakes) the executions whose dict waiters got it."""
     from qanat.storage.base import now
 
     at = now()
     woken: list[str] = []
+    delivered: list[str] = []
     shapes = [r[0] for r in conn.execute(SHAPES, (e.pipe,)).fetchall()]
     if shapes:
         data = json.loads(e.data)
         for shape in shapes:
             value = project(data, shape)
             if value is not None:
-                woken.extend(
+                delivered.extend(
                     r[0] for r in conn.execute(DELIVER, (e.id, e.pipe, shape, value, e.data))
                 )
             if conn.execute(SHAPE_USED, (e.pipe, shape)).fetchone() is None:
                 conn.execute(
                     "DELETE FROM wait_shapes WHERE pipe = ? AND shape = ?", (e.pipe, shape)
                 )
+    woken.extend(delivered)
     woken.extend(r[0] for r in conn.execute(POKE, (e.pipe,)).fetchall())
     if woken:
         conn.executemany(WAKE_WAITING, [(at, i) for i in woken])
+    delivered = sorted(set(delivered))
+    if delivered:
+        conn.executemany(INSERT_WAKE, [(e.id, i) for i in delivered])
+    return delivered
 
 
 def _waiter(row: Any) -> Waiter:
@@ -209,7 +222,24 @@ def _op_finish_triggers(conn: sqlite3.Connection, eid: str, owner: str, fin: Fin
         for child in fin.children:
             _insert_exec(conn, child)
         _add_failures(conn, fin.failures)
+        e = fin.event
+        if e is not None and conn.execute(HAS_WAITERS, (e.pipe,)).fetchone() is not None:
+            if conn.execute(INSERT_EVENT, (e.id, e.pipe, e.data, e.sent_at, e.source)).rowcount:
+                _serve_waiters(conn, e)
     return True
+
+
+HAS_WAITERS = (
+    "SELECT 1 FROM waiters INDEXED BY waiters_open WHERE pipe = ? AND event_id IS NULL LIMIT 1"
+)
+AWAITED = (
+    "SELECT DISTINCT pipe FROM waiters "
+    "WHERE pipe >= ?1 AND pipe < ?1 || char(1114111) AND event_id IS NULL"
+)
+
+
+def _op_awaited(conn: sqlite3.Connection, prefix: str) -> set[str]:
+    return {r[0] for r in conn.execute(AWAITED, (prefix,)).fetchall()}
 
 
 def _op_purge_events(conn: sqlite3.Connection, before: float | None, keep: int | None) -> int:
@@ -226,6 +256,7 @@ def _op_purge_events(conn: sqlite3.Connection, before: float | None, keep: int |
     doomed = json.dumps(sorted(gone))
     conn.execute(f"DELETE FROM event_executions WHERE event_id IN {IDS}", (doomed,))
     conn.execute(f"DELETE FROM trigger_failures WHERE source IN {IDS}", (doomed,))
+    conn.execute(f"DELETE FROM event_wakes WHERE event_id IN {IDS}", (doomed,))
     conn.execute(f"DELETE FROM events WHERE id IN {IDS}", (doomed,))
     if before is not None:
         conn.execute("DELETE FROM trigger_failures WHERE at < ?", (before,))
@@ -308,6 +339,9 @@ class SqliteEvents:
 
     async def waiter(self, execution_id: str, key: str) -> Waiter | None:
         return await self._r(_op_waiter, execution_id, key)
+
+    async def awaited(self, prefix: str) -> set[str]:
+        return await self._r(_op_awaited, prefix)
 
     async def trigger_failures(self, source: str) -> list[TriggerFailure]:
         return await self._r(_op_trigger_failures, source)
