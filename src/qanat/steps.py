@@ -109,10 +109,9 @@ async def run(step: str | Step, fn: Callable[..., Any], *args: Any, **kwargs: An
     st = current("run")
     st.boundary()
     key = st.next_key(opts.name)
-    annotation = _return_annotation(fn)
     rec = st.recorded(key, "run", opts.name)
     if rec is not None and (rec.status == COMPLETED or rec.job_attempt == st.attempt):
-        return _replayed(st, rec, annotation)
+        return _replayed(st, rec, _return_annotation(fn))
     started = now()
     limit = None if opts.timeout is None else parse_duration(opts.timeout)
     attempt = 0

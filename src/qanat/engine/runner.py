@@ -110,8 +110,9 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
         at = round(now(), 6)
         fin.event = EventRecord(f"job:{rec.id}", f"job:{job.name}", data, at, rec.id)
     if await storage.finish(rec.id, worker.id, fin):
-        done = rec.copy(status=COMPLETED, output=text, completed_at=now(), owner=None)
-        queue.watcher.finished(done)
+        if queue.watcher.waiting(rec.id):
+            done = rec.copy(status=COMPLETED, output=text, completed_at=now(), owner=None)
+            queue.watcher.finished(done)
         if targets:
             await _after_output_triggers(worker, rec.id, fin, fired)
         await queue.fire(job, "success", rec.id, value, out)

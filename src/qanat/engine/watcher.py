@@ -107,6 +107,10 @@ class Watcher:
         self._progress[execution_id] = (last, cbs)
         self._ensure_running()
 
+    def waiting(self, execution_id: str) -> bool:
+        """Whether anything in this process waits for this execution to finish."""
+        return execution_id in self._waiters
+
     def finished(self, rec: ExecutionRecord) -> None:
         """A finish committed in this process: wake its waiters without reading storage."""
         for fut in self._waiters.get(rec.id, ()):

@@ -71,15 +71,23 @@ class ExecutionRecord:
 
     def copy(self, **changes: Any) -> ExecutionRecord:
         """A copy with some fields changed (without ``dataclasses.replace``: this is hot)."""
-        new = object.__new__(ExecutionRecord)
-        for name in _EXECUTION_FIELDS:
-            object.__setattr__(new, name, getattr(self, name))
+        new: ExecutionRecord = _copy_record(self)
         for name, value in changes.items():
-            object.__setattr__(new, name, value)
+            setattr(new, name, value)
         return new
 
 
 _EXECUTION_FIELDS = tuple(f.name for f in fields(ExecutionRecord))
+
+
+def _make_copier() -> Any:
+    args = ", ".join(f"r.{n}" for n in _EXECUTION_FIELDS)
+    ns: dict[str, Any] = {"ExecutionRecord": ExecutionRecord}
+    exec(f"def _copy_record(r):\n    return ExecutionRecord({args})\n", ns)
+    return ns["_copy_record"]
+
+
+_copy_record = _make_copier()
 
 
 @dataclass(slots=True)

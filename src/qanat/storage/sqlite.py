@@ -709,8 +709,37 @@ def _op_stats(conn: sqlite3.Connection) -> Stats:
 
 
 _Bulk = Callable[[sqlite3.Connection, list[Any]], "list[Any] | None"]
+
+
+def _bulk_checkpoint(
+    conn: sqlite3.Connection, calls: list[tuple[str, str, Checkpoint]]
+) -> list[str | None] | None:
+    """Many checkpoints of different executions: one owner read, one executemany."""
+    if len({c[0] for c in calls}) < len(calls) or any(c[2].children for c in calls):
+        return None  # the same execution twice, or children to insert: one by one
+    state = {
+        r[0]: r[1:]
+        for r in conn.execute(OWNER_STATES, (json.dumps([c[0] for c in calls]),)).fetchall()
+    }
+    whys = [_stop_reason(state.get(e), o) for e, o, _ in calls]
+    conn.executemany(
+        UPSERT_STEP,
+        [
+            (e, s.key, s.kind, s.name, s.status, s.result, s.error, s.attempts, s.job_attempt,
+             s.started_at, s.finished_at)
+            for (e, _, cp), why in zip(calls, whys, strict=True)
+            if why is None or why == "paused"
+            for s in (cp.step,)
+        ],
+    )  # fmt: skip
+    return whys
+
+
 #: Operations that have a one-statement form for a run of them in a batch.
-BULK: dict[Callable[..., Any], _Bulk] = {_op_finish: _bulk_finish}
+BULK: dict[Callable[..., Any], _Bulk] = {
+    _op_finish: _bulk_finish,
+    _op_checkpoint: _bulk_checkpoint,
+}
 
 # --- the threads --------------------------------------------------------------------------
 
