@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from qanat import codec
 from qanat._ids import new_id
@@ -72,60 +72,53 @@ class Event:
     payload: Any
 
 
-class Jobs:
+T = TypeVar("T")
+
+
+class _Registry(Generic[T]):
+    """Registered objects by attribute (``reg.name``) or by name (``reg["name"]``)."""
+
+    def __init__(self, registry: dict[str, T], kind: str, missing: type[Exception]) -> None:
+        self._registry = registry
+        self._kind = kind
+        self._missing = missing
+
+    def __getitem__(self, name: str) -> T:
+        try:
+            return self._registry[name]
+        except KeyError:
+            known = ", ".join(sorted(self._registry)) or "none"
+            raise self._missing(
+                f"no {self._kind} named {name!r} on this queue ({self._kind}s: {known})"
+            ) from None
+
+    def __getattr__(self, name: str) -> T:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self[name]
+
+    def __iter__(self) -> Any:
+        return iter(self._registry.values())
+
+    def __len__(self) -> int:
+        return len(self._registry)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._registry
+
+
+class Jobs(_Registry["Job[Any]"]):
     """``queue.jobs``: the registered jobs by attribute or by name."""
 
     def __init__(self, registry: dict[str, Job[Any]]) -> None:
-        self._registry = registry
-
-    def __getitem__(self, name: str) -> Job[Any]:
-        try:
-            return self._registry[name]
-        except KeyError:
-            known = ", ".join(sorted(self._registry)) or "none"
-            raise UnknownJob(f"no job named {name!r} on this queue (jobs: {known})") from None
-
-    def __getattr__(self, name: str) -> Job[Any]:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return self[name]
-
-    def __iter__(self) -> Any:
-        return iter(self._registry.values())
-
-    def __len__(self) -> int:
-        return len(self._registry)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._registry
+        super().__init__(registry, "job", UnknownJob)
 
 
-class Pipes:
+class Pipes(_Registry["Pipe[Any]"]):
     """``queue.pipes``: the registered pipes by attribute or by name."""
 
     def __init__(self, registry: dict[str, Pipe[Any]]) -> None:
-        self._registry = registry
-
-    def __getitem__(self, name: str) -> Pipe[Any]:
-        try:
-            return self._registry[name]
-        except KeyError:
-            known = ", ".join(sorted(self._registry)) or "none"
-            raise UnknownPipe(f"no pipe named {name!r} on this queue (pipes: {known})") from None
-
-    def __getattr__(self, name: str) -> Pipe[Any]:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return self[name]
-
-    def __iter__(self) -> Any:
-        return iter(self._registry.values())
-
-    def __len__(self) -> int:
-        return len(self._registry)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._registry
+        super().__init__(registry, "pipe", UnknownPipe)
 
 
 class Events:

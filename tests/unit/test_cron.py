@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pydantic
 import pytest
-import pytest_asyncio
 
 from qanat import ConfigurationError, Job, Queue, Skipped, job
 from qanat.engine.cron import DUE_GRACE, CronSchedule, tick_key, tick_of
@@ -17,21 +15,6 @@ from qanat.storage.memory import MemoryStorage
 from support import eventually
 
 EVERY_SECOND = "*/1 * * * * *"
-
-
-@pytest_asyncio.fixture
-async def make_queue() -> AsyncIterator[Any]:
-    queues: list[Queue] = []
-
-    async def make(*jobs: Job[Any], storage: Any = "memory://", worker: bool = True) -> Queue:
-        q = Queue(jobs=list(jobs), storage=storage)
-        await q.start(worker=worker)
-        queues.append(q)
-        return q
-
-    yield make
-    for q in queues:
-        await q.stop(grace=1)
 
 
 def ts(*args: int, tz: Any = UTC) -> float:

@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 import qanat
-from qanat import Job, Queue, job, run
+from qanat import Queue, job, run
 from support import eventually
-
-
-@pytest_asyncio.fixture
-async def make_queue() -> AsyncIterator[Any]:
-    queues: list[Queue] = []
-
-    async def make(*jobs: Job[Any], worker: bool = True, **kw: Any) -> Queue:
-        q = Queue(jobs=list(jobs), storage="memory://", **kw)
-        await q.start(worker=worker)
-        queues.append(q)
-        return q
-
-    yield make
-    for q in queues:
-        await q.stop(grace=1)
-
 
 gate: asyncio.Event | None = None
 

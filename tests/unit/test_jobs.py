@@ -3,36 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pydantic
 import pytest
-import pytest_asyncio
 
 import qanat
-from qanat import Context, Job, NonRetryable, Queue, RetryAfter, job, run
+from qanat import Context, NonRetryable, Queue, RetryAfter, job, run
 
 
 class Song(pydantic.BaseModel):
     path: str
     plays: int = 0
-
-
-@pytest_asyncio.fixture
-async def make_queue() -> AsyncIterator[Any]:
-    queues: list[Queue] = []
-
-    async def make(*jobs: Job[Any], worker: bool = True, **kw: Any) -> Queue:
-        q = Queue(jobs=list(jobs), storage="memory://", **kw)
-        await q.start(worker=worker)
-        queues.append(q)
-        return q
-
-    yield make
-    for q in queues:
-        await q.stop(grace=1)
 
 
 async def test_signature_input_and_output(make_queue: Any) -> None:

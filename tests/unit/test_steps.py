@@ -3,37 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pydantic
 import pytest
-import pytest_asyncio
 
 import qanat
-from qanat import Context, Job, Queue, Step, job, run, sleep, sleep_until
+from qanat import Context, Step, job, run, sleep, sleep_until
 from support import eventually
 
 
 class Point(pydantic.BaseModel):
     x: int
     y: int
-
-
-@pytest_asyncio.fixture
-async def make_queue() -> AsyncIterator[Any]:
-    queues: list[Queue] = []
-
-    async def make(*jobs: Job[Any], hot_sleep: float = 5.0, **kw: Any) -> Queue:
-        q = Queue(jobs=list(jobs), storage="memory://", **kw)
-        await q.start(hot_sleep=hot_sleep)
-        queues.append(q)
-        return q
-
-    yield make
-    for q in queues:
-        await q.stop(grace=1)
 
 
 async def test_long_sleep_suspends_and_replay_skips_completed_steps(make_queue: Any) -> None:
