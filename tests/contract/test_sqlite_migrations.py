@@ -1,0 +1,45 @@
+"""A database written by the first schema is migrated in place, keeping its data."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from qanat.storage.base import ExecutionFilter, ExecutionRecord
+from qanat.storage.sqlite import SqliteStorage, _insert, _statements, migrations, schema_version
+
+
+def _write_version_1(path: Path, rec: ExecutionRecord) -> None:
+    """A database as the first schema left it, holding one execution."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    number, script = migrations()[0]
+    assert number == 1
+    conn.execute("BEGIN")
+    for sql in _statements(script):
+        conn.execute(sql)
+    conn.execute("INSERT OR REPLACE INTO qanat_meta (key, value) VALUES ('schema_version', '1')")
+    _insert(conn, rec)
+    conn.execute("COMMIT")
+    conn.close()
+
+
+async def test_version_1_file_is_migrated_to_current_and_keeps_its_rows(tmp_path: Path) -> None:
+    assert schema_version() > 1, "this test needs at least one migration after the first"
+    path = tmp_path / "old.db"
+    _write_version_1(path, ExecutionRecord(id="e1", job="j", input='{"n": 1}', created_at=1.0))
+
+    store = SqliteStorage(str(path))
+    await store.open()
+    try:
+        page = await store.query(ExecutionFilter(), 10, None)
+        assert [(e.id, e.input) for e in page.items] == [("e1", '{"n": 1}')]
+        assert (await store.events(None, None, 10, None)).items == []  # a later table works
+    finally:
+        await store.close()
+
+    conn = sqlite3.connect(path)
+    (version,) = conn.execute(
+        "SELECT value FROM qanat_meta WHERE key = 'schema_version'"
+    ).fetchone()
+    conn.close()
+    assert int(version) == schema_version()
