@@ -300,10 +300,6 @@ class Queue:
         for j in _load_jobs(jobs):
             self.add(j)
         self.pipe_registry: dict[str, Pipe[Any]] = {}
-        #: Jobs whose completions some ``job.wait_for`` waits on (it only grows): their
-        #: finishes carry the completion event (``Finish.event``). Filled by waits in
-        #: this process and, for waits in others, from storage by the worker.
-        self.awaited_jobs: set[str] = set()
         for p in pipes:
             self.add_pipe(p)
         self.pipe_targets: dict[str, list[Target]] = {}

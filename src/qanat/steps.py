@@ -400,7 +400,6 @@ async def job_wait_step(j: Job[Any], match: Any, timeout: float | str | timedelt
             f"job {st.record.job!r} waits for job {j.name!r}, which is not registered on "
             "its queue; add it to Queue(jobs=[...])"
         )
-    queue.awaited_jobs.add(j.name)  # this process's finishes of j now look for waiters
     return await _durable_wait(st, _job_wait(j), match, timeout)
 
 

@@ -105,10 +105,10 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
         fin.children, fin.failures, fired = await queue.triggered(
             targets, job.decode_output(text), rec.id, group=rec.group
         )
-    if job.name in queue.awaited_jobs:  # job.wait_for: matched in the finishing transaction
-        data = f'{{"input":{rec.input},"output":{text}}}'
-        at = round(now(), 6)
-        fin.event = EventRecord(f"job:{rec.id}", f"job:{job.name}", data, at, rec.id)
+    # job.wait_for: storage records this completion as an event, and serves its waiters,
+    # in the finishing transaction, only when a waiter for this job exists
+    data = f'{{"input":{rec.input},"output":{text}}}'
+    fin.event = EventRecord(f"job:{rec.id}", f"job:{job.name}", data, round(now(), 6), rec.id)
     if await storage.finish(rec.id, worker.id, fin):
         if queue.watcher.waiting(rec.id):
             done = rec.copy(status=COMPLETED, output=text, completed_at=now(), owner=None)

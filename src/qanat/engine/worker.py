@@ -276,11 +276,6 @@ class Worker:
         ticker = self.queue.ticker
         while True:
             await ticker.event().wait()
-            try:  # job.wait_for waits begun by other processes (see Queue.awaited_jobs)
-                got = await self.storage.awaited("job:")
-                self.queue.awaited_jobs.update(p[4:] for p in got)
-            except Exception:
-                log.exception("qanat: reading awaited jobs failed")
             ids = [i for i, st in self.active.items() if st.stop_reason is None]
             if ids:
                 try:

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from qanat.errors import StorageError
 from qanat.storage.base import (
     CANCELLED,
+    COMPLETED,
     FAILED,
     PENDING,
     RUNNING,
@@ -55,7 +56,7 @@ from qanat.storage.base import (
     now,
 )
 from qanat.storage.memory import DEADLINE_ERROR
-from qanat.storage.sqlite_events import SqliteEvents
+from qanat.storage.sqlite_events import SqliteEvents, deliver_job_events
 
 T = TypeVar("T")
 
@@ -476,6 +477,8 @@ def _op_finish(conn: sqlite3.Connection, eid: str, owner: str, fin: Finish) -> b
         return False
     if rows[0][0] is not None:
         conn.execute(WAKE_PARENT, (at, rows[0][0]))
+    if fin.event is not None and fin.status == COMPLETED:
+        deliver_job_events(conn, [fin.event])
     return True
 
 
@@ -501,6 +504,9 @@ def _bulk_finish(
     done = dict(conn.execute(BULK_FINAL, (at, rows)).fetchall())
     for parent in {p for p in done.values() if p is not None}:
         conn.execute(WAKE_PARENT, (at, parent))
+    events = [f.event for e, _, f in calls if e in done and f.event and f.status == COMPLETED]
+    if events:
+        deliver_job_events(conn, events)
     return [c[0] in done for c in calls]
 
 
@@ -1057,7 +1063,7 @@ class SqliteStorage(SqliteEvents, Storage):
         return await self._w(_op_checkpoint, execution_id, owner, cp)
 
     async def finish(self, execution_id: str, owner: str, fin: Finish) -> bool:
-        if fin.children or fin.failures or fin.event is not None:  # see sqlite_events.py
+        if fin.children or fin.failures:  # see sqlite_events.py
             return await self._finish_triggers(execution_id, owner, fin)
         return await self._w(_op_finish, execution_id, owner, fin)
 

@@ -222,11 +222,32 @@ def _op_finish_triggers(conn: sqlite3.Connection, eid: str, owner: str, fin: Fin
         for child in fin.children:
             _insert_exec(conn, child)
         _add_failures(conn, fin.failures)
-        e = fin.event
-        if e is not None and conn.execute(HAS_WAITERS, (e.pipe,)).fetchone() is not None:
-            if conn.execute(INSERT_EVENT, (e.id, e.pipe, e.data, e.sent_at, e.source)).rowcount:
-                _serve_waiters(conn, e)
+        if fin.event is not None:
+            deliver_job_events(conn, [fin.event])
     return True
+
+
+WAITED_PIPES = (
+    "SELECT DISTINCT pipe FROM waiters INDEXED BY waiters_open "
+    "WHERE pipe IN (SELECT value FROM json_each(?)) AND event_id IS NULL"
+)
+
+
+def deliver_job_events(conn: sqlite3.Connection, events: list[EventRecord]) -> None:
+    """Record job completions as events and serve their waiters, for the jobs that have
+    open waiters (one indexed probe for the whole run; usually it finds none)."""
+    if len(events) == 1:
+        e = events[0]
+        wanted = {e.pipe} if conn.execute(HAS_WAITERS, (e.pipe,)).fetchone() else set()
+    else:
+        pipes = json.dumps(sorted({e.pipe for e in events}))
+        wanted = {r[0] for r in conn.execute(WAITED_PIPES, (pipes,)).fetchall()}
+    for e in events:
+        if (
+            e.pipe in wanted
+            and conn.execute(INSERT_EVENT, (e.id, e.pipe, e.data, e.sent_at, e.source)).rowcount
+        ):
+            _serve_waiters(conn, e)
 
 
 HAS_WAITERS = (
