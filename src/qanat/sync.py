@@ -104,11 +104,12 @@ class _Blocking:
 def _wrappable(value: Any) -> bool:
     from qanat.execution import Execution
     from qanat.job import Job
-    from qanat.queue import Executions, Jobs
+    from qanat.pipe import Pipe
+    from qanat.queue import Events, Executions, Jobs, Pipes
 
     if isinstance(value, list):
         return False
-    return isinstance(value, Job | Execution | Jobs | Executions)
+    return isinstance(value, Job | Execution | Jobs | Executions | Pipe | Pipes | Events)
 
 
 async def _collect(agen: Any) -> list[Any]:
@@ -130,6 +131,14 @@ class SyncQueue(_Blocking):
     @property
     def executions(self) -> Any:
         return _Blocking(self._target.executions, self._runner)
+
+    @property
+    def pipes(self) -> Any:
+        return _Blocking(self._target.pipes, self._runner)
+
+    @property
+    def events(self) -> Any:
+        return _Blocking(self._target.events, self._runner)
 
     def close(self) -> None:
         """Close storage and stop the loop thread."""

@@ -228,3 +228,24 @@ def test_sync_facade_blocks() -> None:
         t.join(10)
         client.sync.close()
         loop.close()
+
+
+def test_sync_facade_sends_on_pipes_and_lists_events() -> None:
+    from qanat import Pipe
+
+    orders = Pipe("orders")
+
+    @job(triggers=[orders.into(lambda e: {"n": e["n"]})])
+    async def handle_order(n: int) -> int:
+        return n
+
+    q = Queue(jobs=[handle_order], pipes=[orders], storage="memory://")
+    try:
+        info = q.sync.pipes.orders.send({"n": 7})
+        assert len(info.executions) == 1
+        listed = q.sync.events.list(pipe="orders")
+        assert [(e.id, e.executions) for e in listed] == [(info.id, info.executions)]
+        pending = q.sync.executions.get(info.executions[0])
+        assert pending.status() == "pending"  # no worker runs in a sync client
+    finally:
+        q.sync.close()
