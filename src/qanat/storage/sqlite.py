@@ -56,7 +56,7 @@ from qanat.storage.base import (
     now,
 )
 from qanat.storage.memory import DEADLINE_ERROR
-from qanat.storage.sqlite_events import SqliteEvents, deliver_job_events
+from qanat.storage.sqlite_events import SqliteEvents, _op_send, bulk_send, deliver_job_events
 
 T = TypeVar("T")
 
@@ -745,6 +745,7 @@ def _bulk_checkpoint(
 BULK: dict[Callable[..., Any], _Bulk] = {
     _op_finish: _bulk_finish,
     _op_checkpoint: _bulk_checkpoint,
+    _op_send: bulk_send,
 }
 
 # --- the threads --------------------------------------------------------------------------

@@ -108,6 +108,12 @@ def _op_send(
     return EventRecord(e.id, e.pipe, e.data, e.sent_at, e.source, stored, list(failures), woke)
 
 
+def bulk_send(conn: sqlite3.Connection, calls: list[tuple[Any, ...]]) -> list[EventRecord]:
+    """A run of sends in one group commit, each as ``_op_send`` but without a savepoint
+    apiece: the run has one, and any error sends the run back to one-by-one."""
+    return [_op_send(conn, *c) for c in calls]
+
+
 # --- waiting (pipe.wait_for) -------------------------------------------------------------
 
 WAITER_COLS = "execution_id, key, pipe, shape, value, since, deadline, event_id, pokes, data"
