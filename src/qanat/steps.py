@@ -431,29 +431,40 @@ async def _durable_wait(
     waiter = Waiter(st.id, key, on.pipe, shape, value, started, deadline)
     storage = st.worker.storage
     await st.worker.flush(st)
-    expect: int | None = 0 if predicate is not None else None
-    while True:
-        state = await storage.wait(st.id, st.worker.id, waiter, expect, now())
-        if state.stop == "paused":
-            st.pause_requested = True
-        elif state.stop is not None:
-            st.stop_reason = state.stop
-            raise LeaseLost(state.stop)
-        w = state.waiter
-        assert w is not None
-        if state.suspended:
-            st.suspended = True
-            st.suspend_until = w.deadline
-            raise Suspend("wait")
-        result: Any = None
+    # woken and replayed: a delivered event (or a passed deadline) is read, not re-waited
+    pre = await storage.waiter(st.id, key) if st.record.claims > 1 else None
+    result: Any = None
+    if pre is not None and (
+        pre.event_id is not None
+        or (predicate is None and pre.deadline is not None and pre.deadline <= now())
+    ):
+        w = pre
         if w.event_id is not None:
             result = {"event": w.event_id, "data": w.data}
-        elif predicate is not None:
-            result = await _first_fitting(storage, on, predicate, w.since)
-            if result is None and (w.deadline is None or w.deadline > now()):
-                expect = w.pokes  # nothing fits yet: suspend unless another send came
-                continue
-        break
+    else:
+        expect: int | None = 0 if predicate is not None else None
+        while True:
+            state = await storage.wait(st.id, st.worker.id, waiter, expect, now())
+            if state.stop == "paused":
+                st.pause_requested = True
+            elif state.stop is not None:
+                st.stop_reason = state.stop
+                raise LeaseLost(state.stop)
+            assert state.waiter is not None
+            w = state.waiter
+            if state.suspended:
+                st.suspended = True
+                st.suspend_until = w.deadline
+                raise Suspend("wait")
+            result = None
+            if w.event_id is not None:
+                result = {"event": w.event_id, "data": w.data}
+            elif predicate is not None:
+                result = await _first_fitting(storage, on, predicate, w.since)
+                if result is None and (w.deadline is None or w.deadline > now()):
+                    expect = w.pokes  # nothing fits yet: suspend unless another send came
+                    continue
+            break
     text = codec.dumps(result)
     step = StepRecord(
         st.id, key, "wait", name, COMPLETED, text, None, 1, st.attempt, w.since, now()
