@@ -319,20 +319,12 @@ class Queue:
 
     def add(self, j: Job[Any]) -> None:
         """Register a job (names must be unique)."""
-        if not isinstance(j, Job):
-            raise ConfigurationError(f"Queue(jobs=...) takes Job objects (use @job), got {j!r}")
-        if j.name in self.registry and self.registry[j.name] is not j:
-            raise ConfigurationError(f"two jobs are named {j.name!r}; job names must be unique")
-        self.registry[j.name] = j
+        _register(self.registry, j, Job, "job", "(use @job)")
         j._queue = self
 
     def add_pipe(self, p: Pipe[Any]) -> None:
         """Register a pipe (names must be unique)."""
-        if not isinstance(p, Pipe):
-            raise ConfigurationError(f"Queue(pipes=...) takes Pipe objects, got {p!r}")
-        if p.name in self.pipe_registry and self.pipe_registry[p.name] is not p:
-            raise ConfigurationError(f"two pipes are named {p.name!r}; pipe names must be unique")
-        self.pipe_registry[p.name] = p
+        _register(self.pipe_registry, p, Pipe, "pipe", "")
         p._queue = self
 
     def _link_triggers(self) -> None:
@@ -657,6 +649,17 @@ class Queue:
         if events_before is not None or keep is not None:
             n += await self.storage.purge_events(events_before, keep)
         return n
+
+
+def _register(registry: dict[str, Any], obj: Any, cls: type[Any], kind: str, hint: str) -> None:
+    if not isinstance(obj, cls):
+        raise ConfigurationError(
+            f"Queue({kind}s=...) takes {cls.__name__} objects{' ' + hint if hint else ''}, "
+            f"got {obj!r}"
+        )
+    if obj.name in registry and registry[obj.name] is not obj:
+        raise ConfigurationError(f"two {kind}s are named {obj.name!r}; {kind} names must be unique")
+    registry[obj.name] = obj
 
 
 def _plain_output(text: str | None) -> Any:
