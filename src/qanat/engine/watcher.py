@@ -27,6 +27,14 @@ IDLE_POLL = 0.005
 IDLE_AFTER = 1.0
 
 
+async def cancel_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class Ticker:
     """Broadcasts "something may have changed" to every loop that waits on it."""
 
@@ -51,11 +59,8 @@ class Ticker:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="qanat-ticker")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
         self._event = asyncio.Event()  # a new loop may use this queue next
 
     async def _run(self) -> None:
@@ -123,11 +128,8 @@ class Watcher:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="qanat-watcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         storage = self._queue.storage
