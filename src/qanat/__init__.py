@@ -24,6 +24,7 @@ from qanat.errors import (
     UnknownPipe,
 )
 from qanat.execution import Execution, LogLine, Progress, StepInfo
+from qanat.flow import Batch, CancelOn, Concurrency, Debounce, RateLimit, Singleton, Throttle
 from qanat.job import Job, job
 from qanat.pipe import EventInfo, FailedTrigger, Pipe, Trigger
 from qanat.queue import Event, Queue
@@ -32,9 +33,13 @@ from qanat.steps import Step, log, progress, run, sleep, sleep_until
 __all__ = [
     "DEFAULT_BACKOFF",
     "Backoff",
+    "Batch",
+    "CancelOn",
     "Cancelled",
+    "Concurrency",
     "ConfigurationError",
     "Context",
+    "Debounce",
     "Event",
     "EventInfo",
     "Execution",
@@ -49,11 +54,14 @@ __all__ = [
     "Progress",
     "QanatError",
     "Queue",
+    "RateLimit",
     "RetryAfter",
+    "Singleton",
     "Skipped",
     "Step",
     "StepInfo",
     "StorageError",
+    "Throttle",
     "Timeout",
     "Trigger",
     "UnknownJob",

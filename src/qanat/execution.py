@@ -99,7 +99,7 @@ class Execution:
             from qanat.engine.runner import blocked
 
             # inside a job: waiting on another execution frees this one's slot
-            with blocked(st):
+            async with blocked(st):
                 st.boundary()
                 rec = await self._queue.watcher.wait(self.id, timeout)
         return self._queue.outcome(rec)

@@ -23,6 +23,7 @@ from qanat.durations import (
 from qanat.engine.cron import CronSchedule, check_cron_input, check_missed_policy
 from qanat.engine.state import current_or_none
 from qanat.errors import ConfigurationError
+from qanat.flow import CancelOn, FlowOptions, check_cancel_on
 from qanat.pipe import Pipe, Trigger
 from qanat.storage.base import ExecutionRecord, now
 
@@ -43,17 +44,6 @@ HOOK_NAMES = (
     "on_error",
     "on_cancel",
     "on_settled",
-)
-
-# Options that belong to capabilities not in this version yet: refused, never ignored.
-_LATER_OPTIONS = (
-    "debounce",
-    "throttle",
-    "rate_limit",
-    "concurrency",
-    "singleton",
-    "cancel_on",
-    "batch",
 )
 
 
@@ -100,20 +90,18 @@ class Job(Generic[R]):
         self.name: str = name or handler.__name__
         self.handler = handler
         self.is_async = inspect.iscoroutinefunction(handler)
-        later = dict(
-            debounce=debounce,
-            throttle=throttle,
-            rate_limit=rate_limit,
-            concurrency=concurrency,
-            singleton=singleton,
-            cancel_on=cancel_on,
-            batch=batch,
+        self.flow = FlowOptions(
+            self.name,
+            dict(
+                debounce=debounce,
+                throttle=throttle,
+                rate_limit=rate_limit,
+                concurrency=concurrency,
+                singleton=singleton,
+                batch=batch,
+            ),
         )
-        for opt in _LATER_OPTIONS:
-            if later[opt]:
-                raise ConfigurationError(
-                    f"job {self.name!r}: option {opt}= is not supported by this version of qanat"
-                )
+        self.cancel_on: tuple[CancelOn, ...] = check_cancel_on(self.name, cancel_on)
         self.triggers: tuple[Trigger, ...] = _check_triggers(self.name, triggers)
         self.priority = priority
         self.retry = _check_retry(self.name, retry)
@@ -133,6 +121,9 @@ class Job(Generic[R]):
             "on_settled": on_settled,
         }
         self._schema = _InputSchema(self.name, handler, input)
+        self._batch: tuple[str, pydantic.TypeAdapter[Any]] | None = None
+        if batch is not None and batch is not False:
+            self._batch = _batch_field(self.name, self._schema)
         self.cron: CronSchedule | None = None
         self.cron_missed = check_missed_policy(self.name, cron_missed)
         self.cron_scheduled_at = False
@@ -156,7 +147,16 @@ class Job(Generic[R]):
     # --- input and output -------------------------------------------------------
 
     def encode_input(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, Any]:
-        """Validate a call's input; return its JSON text and the validated input."""
+        """Validate a call's input; return its JSON text and the validated input.
+
+        A batch job is called with one item; its input is the list of that one item
+        (storage appends the items of later calls while the batch is open)."""
+        if self._batch is not None:
+            field, adapter = self._batch
+            if len(args) > 1 or (args and kwargs):
+                raise TypeError(f"batch job {self.name!r} takes one item per call")
+            item = adapter.validate_python(args[0] if args else dict(kwargs))
+            args, kwargs = (), {field: [item]}
         value = self._schema.validate(args, kwargs)
         return codec.dumps(
             self._schema.plain(value), where=f"the input of job {self.name!r}"
@@ -275,6 +275,13 @@ class Job(Generic[R]):
             available_at=due,
             deadline=dl,
         )
+        if self.flow:
+            plain = self.input_for_hooks(value)
+            if self._batch is not None:
+                plain = plain[self._batch[0]][0]
+            spec = self.flow.spec_for(plain, self._batch[0] if self._batch else "")
+            if spec is not None:
+                rec.flow = spec.dump()
         return rec, value
 
     def into(self, fn: Callable[[Any], Any]) -> Trigger:
@@ -419,6 +426,21 @@ def _cache_window(cache: Any) -> float | None:
     if cache is True:
         return float("inf")
     return parse_duration(cache, what="cache")
+
+
+def _batch_field(job: str, schema: _InputSchema) -> tuple[str, pydantic.TypeAdapter[Any]]:
+    """The one ``items: list[T]`` parameter of a batch job's handler, and T's adapter."""
+    fields = [schema.arg_name] if schema.is_model else schema.fields
+    ann = schema.hints.get(fields[0]) if len(fields) == 1 else None
+    origin = getattr(ann, "__origin__", None)
+    if ann is not list and origin is not list:
+        raise ConfigurationError(
+            f"job {job!r}: with batch= the handler takes one list parameter "
+            "(items: list[Item]) plus an optional qanat.Context"
+        )
+    args = getattr(ann, "__args__", None) if origin is list else None
+    item = args[0] if args else Any
+    return fields[0], pydantic.TypeAdapter(item)
 
 
 def _adapter(annotation: Any) -> pydantic.TypeAdapter[Any] | None:

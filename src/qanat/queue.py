@@ -19,6 +19,7 @@ from qanat.durations import parse_duration, to_timestamp
 from qanat.engine.watcher import Ticker, Watcher
 from qanat.errors import ConfigurationError, UnknownJob, UnknownPipe
 from qanat.execution import Execution, outcome_of
+from qanat.flow import CancelOn, attr_view
 from qanat.job import Job
 from qanat.pipe import EventInfo, Pipe, event_info
 from qanat.storage import Storage, from_url
@@ -304,6 +305,7 @@ class Queue:
             self.add_pipe(p)
         self.pipe_targets: dict[str, list[Target]] = {}
         self.job_targets: dict[str, list[Target]] = {}
+        self.cancel_targets: dict[str, list[tuple[Job[Any], CancelOn]]] = {}
         self._link_triggers()
         self.jobs = Jobs(self.registry)
         self.pipes = Pipes(self.pipe_registry)
@@ -330,6 +332,13 @@ class Queue:
     def _link_triggers(self) -> None:
         """Index every job's triggers by pipe and by upstream job; each must be ours."""
         for j in self.registry.values():
+            for c in j.cancel_on:
+                if self.pipe_registry.get(c.pipe.name) is not c.pipe:
+                    raise ConfigurationError(
+                        f"job {j.name!r} is cancelled by events on pipe {c.pipe.name!r}, which "
+                        "is not registered on this queue; add it to Queue(pipes=[...])"
+                    )
+                self.cancel_targets.setdefault(c.pipe.name, []).append((j, c))
             for t in j.triggers:
                 src = t.source
                 if isinstance(src, Pipe):
@@ -522,7 +531,30 @@ class Queue:
         if self.worker is not None:
             self.worker.notify_local()  # it may have woken a waiting execution here
         await self.after_trigger(records, fired, set(stored.executions))
+        if self.cancel_targets.get(pipe.name):
+            await self._cancel_on(pipe, value, event.sent_at, set(stored.executions))
         return event_info(pipe, stored)
+
+    async def _cancel_on(
+        self, pipe: Pipe[Any], value: Any, sent_at: float, triggered: set[str]
+    ) -> None:
+        """Cancel the live executions that a job's ``cancel_on`` matches with this event.
+
+        Decided here, in the process that sends, because ``match`` is Python code: the
+        sender needs the job registered. Executions created after the event, or by it,
+        are not touched."""
+        event = attr_view(value)
+        for j, rule in self.cancel_targets[pipe.name]:
+            ids = []
+            async for e in self.executions.list(job=j.name, status=list(LIVE_STATUSES)):
+                rec = e.info
+                assert rec is not None
+                if rec.id in triggered or rec.created_at > sent_at:
+                    continue
+                if rule.match is None or rule.match(event, attr_view(codec.loads(rec.input))):
+                    ids.append(rec.id)
+            if ids:
+                await self.cancel_ids(ids, f"cancel_on: event on pipe {pipe.name!r}")
 
     async def after_trigger(
         self,

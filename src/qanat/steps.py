@@ -8,6 +8,7 @@ stored result (or raises its stored error) instead of running again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
@@ -69,9 +70,13 @@ class Step:
             raise ValueError(f"step {self.name!r}: retry must be an int >= 1, got {self.retry!r}")
         if self.timeout is not None:
             parse_duration(self.timeout, what="timeout")
-        if self.concurrency is not None:
+        if self.concurrency is not None and (
+            isinstance(self.concurrency, bool)
+            or not isinstance(self.concurrency, int)
+            or self.concurrency < 1
+        ):
             raise ValueError(
-                f"step {self.name!r}: concurrency= is not supported by this version of qanat"
+                f"step {self.name!r}: concurrency must be an int >= 1, got {self.concurrency!r}"
             )
 
 
@@ -112,6 +117,32 @@ async def run(step: str | Step, fn: Callable[..., Any], *args: Any, **kwargs: An
     rec = st.recorded(key, "run", opts.name)
     if rec is not None and (rec.status == COMPLETED or rec.job_attempt == st.attempt):
         return _replayed(st, rec, _return_annotation(fn))
+    if opts.concurrency is None:
+        return await _attempts(st, opts, key, fn, args, kwargs)
+    holder = f"{st.id}|{key}"
+    await _acquire_step(st, opts.name, holder, opts.concurrency)
+    try:
+        return await _attempts(st, opts, key, fn, args, kwargs)
+    finally:
+        await st.worker.storage.release_step(opts.name, holder)
+
+
+async def _acquire_step(st: ExecState, name: str, holder: str, limit: int) -> None:
+    """Wait for one of ``limit`` slots of step ``name``, held in storage (so the cap holds
+    across every worker) under the worker's lease."""
+    worker = st.worker
+    ticker = worker.queue.ticker
+    while True:
+        ev = ticker.event()
+        if await worker.storage.acquire_step(name, holder, worker.id, limit, now() + worker.lease):
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ev.wait(), 0.25)
+
+
+async def _attempts(
+    st: ExecState, opts: Step, key: str, fn: Callable[..., Any], args: Any, kwargs: Any
+) -> Any:
     started = now()
     limit = None if opts.timeout is None else parse_duration(opts.timeout)
     attempt = 0
@@ -211,7 +242,7 @@ async def _sleep(st: ExecState, name: str, until: Callable[[], float]) -> None:
         raise Suspend("sleep")
     from qanat.engine.runner import blocked
 
-    with blocked(st):
+    async with blocked(st):
         await asyncio.sleep(remaining)
     st.boundary()
 

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from qanat.storage.base import ExecutionFilter, ExecutionRecord
-from qanat.storage.sqlite import SqliteStorage, _insert, _statements, migrations, schema_version
+from qanat.storage.sqlite import SqliteStorage, _statements, migrations, schema_version
 
 
 def _write_version_1(path: Path, rec: ExecutionRecord) -> None:
@@ -18,7 +18,12 @@ def _write_version_1(path: Path, rec: ExecutionRecord) -> None:
     for sql in _statements(script):
         conn.execute(sql)
     conn.execute("INSERT OR REPLACE INTO qanat_meta (key, value) VALUES ('schema_version', '1')")
-    _insert(conn, rec)
+    # the columns of version 1 only (later migrations add more)
+    conn.execute(
+        "INSERT INTO executions (id, job, input, status, created_at, run_at, available_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (rec.id, rec.job, rec.input, rec.status, rec.created_at, rec.run_at, rec.available_at),
+    )
     conn.execute("COMMIT")
     conn.close()
 

@@ -376,9 +376,9 @@ def test_bad_definitions_fail_at_definition() -> None:
         @job(retry=0)
         async def b() -> None: ...
 
-    with pytest.raises(qanat.ConfigurationError, match="not supported"):
+    with pytest.raises(qanat.ConfigurationError, match="throttle"):
 
-        @job(throttle="1/s")
+        @job(throttle="1 per fortnight")
         async def c() -> None: ...
 
 

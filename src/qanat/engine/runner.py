@@ -181,11 +181,12 @@ async def _final_failure(worker: Worker, st: ExecState, value: Any, exc: Excepti
             await worker.queue.fire(job, "settled", rec.id, value, FAILED)
 
 
-@contextlib.contextmanager
-def blocked(st: ExecState) -> Any:
-    """While a job waits on a child, it does not count against the worker's capacity."""
+@contextlib.asynccontextmanager
+async def blocked(st: ExecState) -> Any:
+    """While a job waits on a child (or sleeps in memory), it does not count against the
+    worker's capacity nor hold a concurrency slot; it takes one back to continue."""
     st.worker.block(st, +1)
     try:
         yield
     finally:
-        st.worker.block(st, -1)
+        await st.worker.unblock(st)

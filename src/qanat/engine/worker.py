@@ -147,6 +147,22 @@ class Worker:
         if delta > 0:
             self._wake.set()
 
+    async def unblock(self, st: ExecState) -> None:
+        """The execution stops waiting: count it as running again. One holding a slot of a
+        concurrency window waits here until storage gives it a slot back."""
+        if st.record.slot is None or self._blocked.get(st.id, 0) != 1 or st.stop_reason:
+            self.block(st, -1)
+            return
+        self._blocked.pop(st.id, None)
+        await self.flush(st)  # its "waiting" mark is stored before it asks for "running"
+        ticker = self.queue.ticker
+        while st.stop_reason is None:
+            ev = ticker.event()
+            if await self.storage.mark(st.id, self.id, RUNNING):
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ev.wait(), FALLBACK_POLL)
+
     def free_slots(self) -> int:
         return self.capacity - (len(self.active) - len(self._blocked)) - self._reserved
 
@@ -157,6 +173,8 @@ class Worker:
         the commit) or ``unadopt`` (if it was not stored) must follow."""
         at = now()
         if self._stopping or rec.job not in self.queue.registry or self.free_slots() <= 0:
+            return False
+        if rec.flow is not None:  # flow control is decided by the claim, in storage
             return False
         if rec.available_at is None or rec.available_at > at:
             return False
@@ -311,6 +329,8 @@ class Worker:
             ticks += 1
             try:
                 await self.reclaim_dead()
+                if await self.storage.refill(now()):
+                    self._wake.set()
                 if ticks % 30 == 1:
                     await self.queue.apply_retention()
             except Exception:

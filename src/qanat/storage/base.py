@@ -68,6 +68,12 @@ class ExecutionRecord:
     progress: str | None = None
     pause_requested: bool = False
     claims: int = 0
+    #: Flow-control rules with their keys (``qanat.storage.flow.FlowSpec`` as JSON).
+    flow: str | None = None
+    #: The concurrency-window gate whose slot this execution holds while running.
+    slot: str | None = None
+    #: The gate a due execution is parked behind (``available_at`` is None meanwhile).
+    gate: str | None = None
 
     def copy(self, **changes: Any) -> ExecutionRecord:
         """A copy with some fields changed (without ``dataclasses.replace``: this is hot)."""
@@ -351,6 +357,24 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def release(self, owner: str, ids: Sequence[str]) -> None:
         """Give executions back for others to take at once (graceful shutdown)."""
+
+    # --- flow control -----------------------------------------------------------
+
+    async def refill(self, at: float) -> int:
+        """Repair pass (housekeeping): unpark the executions that their gates let start at
+        ``at`` but that a missed wake-up left parked. Returns how many."""
+        return 0
+
+    @abc.abstractmethod
+    async def acquire_step(
+        self, name: str, holder: str, owner: str, limit: int, until: float
+    ) -> bool:
+        """Take one of ``limit`` slots of step ``name`` for ``holder`` (an execution's step)
+        until ``until`` (renewed with ``owner``'s leases). True if taken or already held."""
+
+    @abc.abstractmethod
+    async def release_step(self, name: str, holder: str) -> None:
+        """Give a step slot back."""
 
     # --- control ----------------------------------------------------------------
 

@@ -35,7 +35,9 @@ from qanat.storage.base import (
     encode_cursor,
     now,
 )
+from qanat.storage.flow import FlowSpec, admit
 from qanat.storage.matching import project
+from qanat.storage.memory_flow import MemoryFlow
 from qanat.storage.stats import runtime_stats
 
 DEADLINE_ERROR = json.dumps(
@@ -64,6 +66,7 @@ class MemoryStorage(Storage):
         self._wait_shapes: dict[str, dict[str, int]] = {}
         self._version = 0
         self._seen = -1
+        self._flow = MemoryFlow(self)
 
     def _touch(self) -> None:
         self._version += 1
@@ -79,6 +82,13 @@ class MemoryStorage(Storage):
             existing = self._keys.get((rec.job, rec.key))
             if existing is not None and existing in self._execs:
                 return self._execs[existing].copy()
+        if rec.flow is not None:
+            flow = rec.flow
+            rec = rec.copy()
+            instead = admit(self._flow, rec, FlowSpec.load(flow))
+            if instead is not None:
+                return instead
+        if rec.key is not None:
             self._keys[(rec.job, rec.key)] = rec.id
         self._execs[rec.id] = rec.copy()
         return rec.copy()
@@ -92,6 +102,7 @@ class MemoryStorage(Storage):
         self, owner: str, jobs: Sequence[str], limit: int, lease: float, at: float
     ) -> list[ExecutionRecord]:
         wanted = set(jobs)
+        self._flow.open_due(at)
         ready = [
             e
             for e in self._execs.values()
@@ -102,11 +113,14 @@ class MemoryStorage(Storage):
         ]
         ready.sort(key=lambda e: (-e.priority, e.available_at or 0.0, e.id))
         taken: list[ExecutionRecord] = []
+        taking: dict[str, int] = {}
         for e in ready:
             if len(taken) >= limit:
                 break
             if e.deadline is not None and e.deadline <= at:
                 self._final(e, FAILED, None, DEADLINE_ERROR, at, None)
+                continue
+            if e.flow is not None and not self._flow.admit_claim(e, at, taking):
                 continue
             e.status = RUNNING
             e.owner = owner
@@ -130,6 +144,7 @@ class MemoryStorage(Storage):
         return None
 
     async def renew(self, owner: str, ids: Sequence[str], until: float) -> dict[str, str]:
+        self._flow.renew_steps(owner, until)
         stops: dict[str, str] = {}
         for i in ids:
             e = self._execs.get(i)
@@ -160,6 +175,9 @@ class MemoryStorage(Storage):
         at: float,
         reason: str | None,
     ) -> None:
+        if e.status in (RUNNING, WAITING) and e.gate is None:
+            self._flow.freed([e.slot])
+        e.gate = None
         e.status = status
         e.output = output
         e.error = error
@@ -180,6 +198,7 @@ class MemoryStorage(Storage):
             return False
         at = now()
         if fin.status == PENDING:
+            self._flow.freed([e.slot])
             e.status = PENDING
             e.owner = None
             e.error = fin.error
@@ -208,6 +227,7 @@ class MemoryStorage(Storage):
             return False
         if e.pause_requested:
             status = PAUSED
+        self._flow.freed([e.slot])
         e.status = status
         e.owner = None
         e.pause_requested = False
@@ -219,6 +239,10 @@ class MemoryStorage(Storage):
         e = self._execs.get(execution_id)
         if e is None or e.owner != owner or e.status not in (RUNNING, WAITING):
             return False
+        if status == RUNNING and not self._flow.allows_running(e):
+            return False
+        if status == WAITING:
+            self._flow.freed([e.slot])
         e.status = status
         self._touch()
         return True
@@ -228,14 +252,38 @@ class MemoryStorage(Storage):
         for i in ids:
             e = self._execs.get(i)
             if e is not None and e.owner == owner and e.status in (RUNNING, WAITING):
+                self._flow.freed([e.slot])
                 e.owner = None
                 e.status = PENDING
                 e.available_at = at
         self._touch()
 
+    # --- flow control -----------------------------------------------------------
+
+    async def refill(self, at: float) -> int:
+        n = self._flow.refill(at)
+        self._touch()
+        return n
+
+    async def acquire_step(
+        self, name: str, holder: str, owner: str, limit: int, until: float
+    ) -> bool:
+        ok = self._flow.acquire_step(name, holder, owner, limit, until, now())
+        self._touch()
+        return ok
+
+    async def release_step(self, name: str, holder: str) -> None:
+        self._flow.release_step(name, holder)
+        self._touch()
+
     # --- control ----------------------------------------------------------------
 
     async def cancel(self, ids: Sequence[str], reason: str | None) -> list[ExecutionRecord]:
+        out = self._cancel(ids, reason)
+        self._touch()
+        return out
+
+    def _cancel(self, ids: Sequence[str], reason: str | None) -> list[ExecutionRecord]:
         at = now()
         out: list[ExecutionRecord] = []
         todo = list(ids)
@@ -249,19 +297,16 @@ class MemoryStorage(Storage):
             e.owner = owner  # the owner notices through renew/checkpoint
             out.append(before)
             todo.extend(c.id for c in self._execs.values() if c.parent_id == e.id)
-        self._touch()
         return out
 
     async def pause(self, execution_id: str) -> str | None:
         e = self._execs.get(execution_id)
         if e is None:
             return None
-        if e.status == PENDING:
+        if e.status == PENDING or (e.status == WAITING and e.owner is None):
             e.status = PAUSED
             e.available_at = None
-        elif e.status == WAITING and e.owner is None:
-            e.status = PAUSED
-            e.available_at = None
+            e.gate = None
         elif e.status in (RUNNING, WAITING):
             e.pause_requested = True
         self._touch()
@@ -535,6 +580,7 @@ class MemoryStorage(Storage):
         done = w.deadline is not None and w.deadline <= at
         if w.event_id is None and not done and (pokes is None or pokes == w.pokes):
             status = PAUSED if e.pause_requested else WAITING
+            self._flow.freed([e.slot])
             e.status = status
             e.owner = None
             e.pause_requested = False

@@ -55,8 +55,19 @@ from qanat.storage.base import (
     encode_cursor,
     now,
 )
+from qanat.storage.flow import FlowSpec, admit
 from qanat.storage.memory import DEADLINE_ERROR
 from qanat.storage.sqlite_events import SqliteEvents, _op_send, bulk_send, deliver_job_events
+from qanat.storage.sqlite_flow import (
+    ClaimGates,
+    SqliteFlowState,
+    freed,
+    gate_allows_running,
+    op_acquire_step,
+    op_refill,
+    op_release_step,
+    renew_steps,
+)
 
 T = TypeVar("T")
 
@@ -224,7 +235,7 @@ def _exec_params(r: ExecutionRecord) -> tuple[Any, ...]:
         r.id, r.job, r.input, r.status, r.priority, r.key, r.group, r.parent_id, r.attempt,
         r.max_attempts, r.created_at, r.run_at, r.available_at, r.deadline, r.started_at,
         r.completed_at, r.owner, r.output, r.error, r.reason, r.progress,
-        r.pause_requested, r.claims,
+        r.pause_requested, r.claims, r.flow, r.slot, r.gate,
     )  # fmt: skip
 
 
@@ -243,12 +254,12 @@ FINAL = (
     "UPDATE executions SET status = ?, output = ?, error = ?, reason = ?, owner = NULL, "
     "available_at = NULL, completed_at = ?, pause_requested = 0 WHERE id = ?"
 )
-FINAL_ID = FINAL + " RETURNING parent_id"
-FINAL_OWNED = FINAL + f" AND owner = ? AND {OWNED} RETURNING parent_id"
+FINAL_ID = FINAL + " RETURNING parent_id, slot"
+FINAL_OWNED = FINAL + f" AND owner = ? AND {OWNED} RETURNING parent_id, slot"
 RETRY_OWNED = (
     "UPDATE executions SET status = 'pending', owner = NULL, error = ?2, "
     "attempt = COALESCE(?3, attempt + 1), available_at = ?1, run_at = ?1 "
-    f"WHERE id = ?4 AND owner = ?5 AND {OWNED}"
+    f"WHERE id = ?4 AND owner = ?5 AND {OWNED} RETURNING slot"
 )
 CLAIMABLE = "status IN ('pending', 'running', 'waiting')"
 READY = (
@@ -257,10 +268,12 @@ READY = (
 TOP_PRIORITY = f"SELECT priority {READY} ORDER BY priority DESC LIMIT 1"
 NEXT_PRIORITY = f"SELECT priority {READY} AND priority < ? ORDER BY priority DESC LIMIT 1"
 CLAIM_LEVEL = (
-    f"SELECT id, deadline {READY} AND priority = ? AND available_at <= ? AND job IN {IDS} "
+    f"SELECT id, deadline, flow, status, started_at {READY} AND priority = ? "
+    f"AND available_at <= ? AND job IN {IDS} "
     "ORDER BY available_at, id LIMIT ?"
 )
 HAS_READY = f"SELECT 1 {READY} AND available_at <= ? AND job IN {IDS} LIMIT 1"
+GATE_DUE = "SELECT 1 FROM gates INDEXED BY gates_wake WHERE wake_at IS NOT NULL AND wake_at <= ?"
 CLAIM_TAKE = (
     "UPDATE executions SET status = 'running', owner = ?, available_at = ?, "
     f"claims = claims + 1, started_at = COALESCE(started_at, ?) WHERE id IN {IDS} "
@@ -284,11 +297,12 @@ SUSPEND = (
     "UPDATE executions SET "
     "status = CASE WHEN pause_requested THEN 'paused' ELSE ?1 END, "
     "available_at = CASE WHEN pause_requested OR ?1 = 'paused' THEN NULL ELSE ?2 END, "
-    f"owner = NULL, pause_requested = 0 WHERE id = ?3 AND owner = ?4 AND {OWNED}"
+    f"owner = NULL, pause_requested = 0 WHERE id = ?3 AND owner = ?4 AND {OWNED} "
+    "RETURNING slot"
 )
 RELEASE = (
     "UPDATE executions SET owner = NULL, status = 'pending', available_at = ? "
-    f"WHERE id = ? AND owner = ? AND {OWNED}"
+    f"WHERE id = ? AND owner = ? AND {OWNED} RETURNING slot"
 )
 CANCEL_FIND = (
     "WITH RECURSIVE doomed(id) AS ("
@@ -299,7 +313,7 @@ CANCEL_FIND = (
 )
 CANCEL_SET = (
     "UPDATE executions SET status = 'cancelled', output = NULL, error = NULL, reason = ?, "
-    "available_at = NULL, completed_at = ?, pause_requested = 0 "
+    "available_at = NULL, completed_at = ?, pause_requested = 0, gate = NULL "
     f"WHERE id IN {IDS}"
 )
 CANCEL_WAKE = (
@@ -314,7 +328,9 @@ PAUSE = (
     "available_at = CASE WHEN status = 'pending' OR (status = 'waiting' AND owner IS NULL) "
     "THEN NULL ELSE available_at END, "
     "pause_requested = CASE WHEN status = 'running' OR (status = 'waiting' AND owner IS NOT NULL) "
-    "THEN 1 ELSE pause_requested END "
+    "THEN 1 ELSE pause_requested END, "
+    "gate = CASE WHEN status = 'pending' OR (status = 'waiting' AND owner IS NULL) "
+    "THEN NULL ELSE gate END "
     "WHERE id = ? RETURNING status"
 )
 RESUME = (
@@ -367,6 +383,14 @@ def _stop_reason(row: Any, owner: str) -> str | None:
 
 
 def _insert(conn: sqlite3.Connection, rec: ExecutionRecord) -> ExecutionRecord:
+    if rec.flow is not None:
+        if rec.key is not None:
+            row = conn.execute(SELECT_BY_KEY, (rec.job, rec.key)).fetchone()
+            if row is not None:
+                return _exec(row)
+        instead = admit(SqliteFlowState(conn, rec.created_at), rec, FlowSpec.load(rec.flow))
+        if instead is not None:
+            return instead
     params = _exec_params(rec)
     if conn.execute(INSERT_EXEC, params).rowcount == 1:
         return ExecutionRecord(*params)  # a copy (dataclasses.replace is slow)
@@ -392,6 +416,8 @@ def _final(
     rows = conn.execute(FINAL_ID, (status, output, error, reason, at, eid)).fetchall()
     if rows and rows[0][0] is not None:
         conn.execute(WAKE_PARENT, (at, rows[0][0]))
+    if rows and rows[0][1] is not None:
+        freed([rows[0][1]], conn)
 
 
 def _op_claim(
@@ -402,6 +428,7 @@ def _op_claim(
         return taken
     jobs_json = json.dumps(jobs)
     seen: set[str] = set()
+    gates: ClaimGates | None = None
     level = conn.execute(TOP_PRIORITY).fetchone()
     while level is not None and len(taken) < limit:
         priority = level[0]
@@ -410,11 +437,21 @@ def _op_claim(
             rows = conn.execute(CLAIM_LEVEL, (priority, at, jobs_json, want)).fetchall()
             ids: list[str] = []
             expired = 0
-            for ident, deadline in rows:
+            for ident, deadline, flow, status, started_at in rows:
                 if deadline is not None and deadline <= at:
                     _final(conn, ident, FAILED, None, DEADLINE_ERROR, None, at)
                     expired += 1
-                elif ident not in seen:
+                elif ident in seen:
+                    continue
+                elif flow is not None:
+                    seen.add(ident)
+                    if gates is None:
+                        gates = ClaimGates(conn, at)
+                    if gates.admit(ident, flow, status, started_at):
+                        ids.append(ident)
+                    else:
+                        expired += 1  # parked: look further along this level
+                else:
                     ids.append(ident)
             if ids:
                 seen.update(ids)
@@ -432,11 +469,14 @@ def _op_claim(
 
 
 def _op_has_ready(conn: sqlite3.Connection, jobs: list[str], at: float) -> bool:
-    return conn.execute(HAS_READY, (at, json.dumps(jobs))).fetchone() is not None
+    if conn.execute(HAS_READY, (at, json.dumps(jobs))).fetchone() is not None:
+        return True
+    return conn.execute(GATE_DUE, (at,)).fetchone() is not None
 
 
 def _op_renew(conn: sqlite3.Connection, owner: str, ids: list[str], until: float) -> dict[str, str]:
     ids_json = json.dumps(ids)
+    renew_steps(conn, owner, until)
     renewed = {r[0] for r in conn.execute(RENEW, (until, ids_json, owner)).fetchall()}
     if len(renewed) == len(set(ids)):
         return {}
@@ -468,8 +508,10 @@ def _op_finish(conn: sqlite3.Connection, eid: str, owner: str, fin: Finish) -> b
     at = now()
     if fin.status == PENDING:
         due = fin.available_at if fin.available_at is not None else at
-        cur = conn.execute(RETRY_OWNED, (due, fin.error, fin.attempt or None, eid, owner))
-        return cur.rowcount == 1
+        slots = conn.execute(RETRY_OWNED, (due, fin.error, fin.attempt or None, eid, owner))
+        got = [r[0] for r in slots]
+        freed(got, conn)
+        return len(got) == 1
     rows = conn.execute(
         FINAL_OWNED, (fin.status, fin.output, fin.error, fin.reason, at, eid, owner)
     ).fetchall()
@@ -477,6 +519,8 @@ def _op_finish(conn: sqlite3.Connection, eid: str, owner: str, fin: Finish) -> b
         return False
     if rows[0][0] is not None:
         conn.execute(WAKE_PARENT, (at, rows[0][0]))
+    if rows[0][1] is not None:
+        freed([rows[0][1]], conn)
     if fin.event is not None and fin.status == COMPLETED:
         deliver_job_events(conn, [fin.event])
     return True
@@ -489,7 +533,7 @@ BULK_FINAL = (
     "value ->> 2 AS status, value ->> 3 AS output, value ->> 4 AS error, "
     "value ->> 5 AS reason FROM json_each(?2)) AS j "
     "WHERE executions.id = j.id AND executions.owner = j.owner "
-    "AND executions.status IN ('running', 'waiting') RETURNING id, parent_id"
+    "AND executions.status IN ('running', 'waiting') RETURNING id, parent_id, slot"
 )
 
 
@@ -501,7 +545,9 @@ def _bulk_finish(
         return None  # a retry or the same execution twice: run them one by one
     at = now()
     rows = json.dumps([[e, o, f.status, f.output, f.error, f.reason] for e, o, f in calls])
-    done = dict(conn.execute(BULK_FINAL, (at, rows)).fetchall())
+    got = conn.execute(BULK_FINAL, (at, rows)).fetchall()
+    done = {r[0]: r[1] for r in got}
+    freed([r[2] for r in got], conn)
     for parent in {p for p in done.values() if p is not None}:
         conn.execute(WAKE_PARENT, (at, parent))
     events = [f.event for e, _, f in calls if e in done and f.event and f.status == COMPLETED]
@@ -513,21 +559,31 @@ def _bulk_finish(
 def _op_suspend(
     conn: sqlite3.Connection, eid: str, owner: str, status: str, available_at: float | None
 ) -> bool:
-    return conn.execute(SUSPEND, (status, available_at, eid, owner)).rowcount == 1
+    got = [r[0] for r in conn.execute(SUSPEND, (status, available_at, eid, owner))]
+    freed(got, conn)
+    return len(got) == 1
 
 
 def _op_mark(conn: sqlite3.Connection, eid: str, owner: str, status: str) -> bool:
-    cur = conn.execute(
-        "UPDATE executions SET status = ? WHERE id = ? AND owner = ?"
-        " AND status IN ('running', 'waiting')",
-        (status, eid, owner),
-    )
-    return cur.rowcount == 1
+    if status == RUNNING and not gate_allows_running(conn, eid):
+        return False
+    got = [
+        r[0]
+        for r in conn.execute(
+            "UPDATE executions SET status = ? WHERE id = ? AND owner = ?"
+            " AND status IN ('running', 'waiting') RETURNING slot",
+            (status, eid, owner),
+        )
+    ]
+    if status == WAITING:
+        freed(got, conn)
+    return len(got) == 1
 
 
 def _op_release(conn: sqlite3.Connection, owner: str, ids: list[str]) -> None:
     at = now()
-    conn.executemany(RELEASE, [(at, i, owner) for i in ids])
+    for i in ids:
+        freed([r[0] for r in conn.execute(RELEASE, (at, i, owner))], conn)
 
 
 def _op_cancel(
@@ -539,6 +595,7 @@ def _op_cancel(
         doomed = json.dumps([e.id for e in out])
         conn.execute(CANCEL_SET, (reason, at, doomed))
         conn.execute(CANCEL_WAKE, (at, doomed))
+        freed([e.slot for e in out if e.gate is None], conn)
     return out
 
 
@@ -1080,6 +1137,19 @@ class SqliteStorage(SqliteEvents, Storage):
     async def release(self, owner: str, ids: Sequence[str]) -> None:
         if ids:
             await self._w(_op_release, owner, list(ids))
+
+    # --- flow control -------------------------------------------------------------
+
+    async def refill(self, at: float) -> int:
+        return await self._w(op_refill, at)
+
+    async def acquire_step(
+        self, name: str, holder: str, owner: str, limit: int, until: float
+    ) -> bool:
+        return await self._w(op_acquire_step, name, holder, owner, limit, until)
+
+    async def release_step(self, name: str, holder: str) -> None:
+        await self._w(op_release_step, name, holder)
 
     # --- control ----------------------------------------------------------------------
 

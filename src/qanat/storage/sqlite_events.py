@@ -142,7 +142,7 @@ INSERT_WAITER = (
 SELECT_WAITER = f"SELECT {WAITER_COLS} FROM waiters WHERE execution_id = ? AND key = ?"
 SUSPEND_WAIT = (
     "UPDATE executions SET status = ?1, available_at = ?2, owner = NULL, pause_requested = 0 "
-    "WHERE id = ?3"
+    "WHERE id = ?3 RETURNING slot"
 )
 
 
@@ -199,7 +199,9 @@ def _op_wait(
     if stored.event_id is None and not done and (pokes is None or pokes == stored.pokes):
         status = PAUSED if state[2] else WAITING
         available = None if status == PAUSED else stored.deadline
-        conn.execute(SUSPEND_WAIT, (status, available, eid))
+        from qanat.storage.sqlite_flow import freed
+
+        freed([r[0] for r in conn.execute(SUSPEND_WAIT, (status, available, eid))], conn)
         return WaitState(why, stored, True)
     return WaitState(why, stored, False)
 

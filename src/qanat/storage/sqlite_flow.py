@@ -1,0 +1,270 @@
+"""The flow-control part of the SQLite backend: gates, parking, step slots.
+
+The rules are in :mod:`qanat.storage.flow`; this module gives them the SQLite state
+(:class:`SqliteFlowState`) and does the parking. Everything here runs on the writer
+thread inside the transaction of the operation that calls it (enqueue, claim, finish…),
+so every limit holds across all processes sharing the file. Schema:
+``sql/sqlite_005_flow.sql``.
+
+Parking: a due execution that may not start is taken out of the claim index
+(``available_at = NULL``, ``gate`` set, ``reason`` says why) so that a claim never
+scans work stuck behind a saturated key. It is put back (``unpark``) when a slot of
+its window gate frees (finish, suspend, cancel… of a running execution holding one),
+or when its rolling window opens (the gate's ``wake_at``, checked by every claim).
+A periodic ``refill`` repairs anything a missed wake-up could leave parked.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+
+from qanat.storage.base import ExecutionRecord
+from qanat.storage.flow import (
+    Block,
+    FlowSpec,
+    Gate,
+    blocked,
+    gate_rule,
+    started,
+    window_opens_at,
+)
+
+GATE = "SELECT ref, n, first_at, last_at FROM gates WHERE id = ?"
+SAVE_GATE = (
+    "INSERT INTO gates (id, ref, n, first_at, last_at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET ref = excluded.ref, n = excluded.n, "
+    "first_at = excluded.first_at, last_at = excluded.last_at"
+)
+MARKS = "SELECT at FROM flow_marks WHERE gate = ? AND at > ? ORDER BY at DESC LIMIT ?"
+ADD_MARK = "INSERT INTO flow_marks (gate, at) VALUES (?, ?)"
+FORGET_MARKS = "DELETE FROM flow_marks WHERE gate = ? AND at <= ?"
+RUNNING = (
+    "SELECT count(*) FROM executions INDEXED BY executions_slots "
+    "WHERE slot = ? AND status = 'running' AND slot IS NOT NULL"
+)
+PARK = "UPDATE executions SET available_at = NULL, gate = ?, reason = ? WHERE id = ?"
+PARKED = "gate = ?1 AND available_at IS NULL AND status IN ('pending', 'waiting')"
+UNPARK = (
+    "UPDATE executions SET available_at = run_at, gate = NULL, reason = NULL WHERE id IN ("
+    f"SELECT id FROM executions INDEXED BY executions_parked WHERE {PARKED} "
+    "ORDER BY priority DESC, run_at, id LIMIT ?2)"
+)
+PARKED_HEAD = (
+    f"SELECT flow FROM executions INDEXED BY executions_parked WHERE {PARKED} "
+    "ORDER BY priority DESC, run_at, id LIMIT 1"
+)
+PARKED_GATES = (
+    "SELECT DISTINCT gate FROM executions INDEXED BY executions_parked "
+    "WHERE gate IS NOT NULL AND available_at IS NULL"
+)
+SET_WAKE = (
+    "INSERT INTO gates (id, wake_at) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET "
+    "wake_at = CASE WHEN wake_at IS NULL OR wake_at > ?2 THEN ?2 ELSE wake_at END"
+)
+DUE_GATES = "SELECT id FROM gates INDEXED BY gates_wake WHERE wake_at IS NOT NULL AND wake_at <= ?"
+CLEAR_WAKE = "UPDATE gates SET wake_at = NULL WHERE id = ?"
+CANCEL_ONE = (
+    "UPDATE executions SET status = 'cancelled', reason = ?2, available_at = NULL, "
+    "completed_at = ?3, pause_requested = 0, gate = NULL WHERE id = ?1 "
+    "AND status IN ('pending', 'running', 'waiting', 'paused') RETURNING slot, status"
+)
+DROP_ONE = (
+    "UPDATE executions SET status = 'skipped', reason = ?2, available_at = NULL, "
+    "completed_at = ?3, gate = NULL WHERE id = ?1 AND status = 'pending'"
+)
+APPEND_ITEM = (
+    "UPDATE executions SET input = json_insert(input, '$.' || ?2 || '[#]', json(?3)), "
+    "run_at = COALESCE(?4, run_at), available_at = COALESCE(?4, available_at) "
+    "WHERE id = ?1"
+)
+
+
+class SqliteFlowState:
+    """The :class:`~qanat.storage.flow.FlowState` of one SQLite transaction."""
+
+    def __init__(self, conn: sqlite3.Connection, at: float) -> None:
+        self.conn = conn
+        self.at = at
+
+    def gate(self, gate: str) -> Gate:
+        row = self.conn.execute(GATE, (gate,)).fetchone()
+        return Gate(*row) if row is not None else Gate()
+
+    def save_gate(self, gate: str, state: Gate) -> None:
+        self.conn.execute(SAVE_GATE, (gate, state.ref, state.n, state.first_at, state.last_at))
+
+    def marks(self, gate: str, after: float, limit: int) -> list[float]:
+        return [r[0] for r in self.conn.execute(MARKS, (gate, after, limit))]
+
+    def add_mark(self, gate: str, at: float, forget_before: float) -> None:
+        self.conn.execute(FORGET_MARKS, (gate, forget_before))
+        self.conn.execute(ADD_MARK, (gate, at))
+
+    def running(self, gate: str) -> int:
+        n: int = self.conn.execute(RUNNING, (gate,)).fetchone()[0]
+        return n
+
+    def execution(self, execution_id: str) -> ExecutionRecord | None:
+        from qanat.storage.sqlite import SELECT_ONE, _exec
+
+        row = self.conn.execute(SELECT_ONE, (execution_id,)).fetchone()
+        return _exec(row) if row is not None else None
+
+    def drop(self, execution_id: str, reason: str, at: float) -> None:
+        self.conn.execute(DROP_ONE, (execution_id, reason, at))
+
+    def cancel(self, execution_id: str, reason: str) -> None:
+        from qanat.storage.sqlite import _op_cancel
+
+        out = _op_cancel(self.conn, [execution_id], reason)
+        freed([r.slot for r in out if r.status == "running"], self.conn)
+
+    def append(self, execution_id: str, item: str, due: float | None) -> ExecutionRecord:
+        from qanat.storage.sqlite import SELECT_ONE, _exec
+
+        spec = self.execution(execution_id)
+        assert spec is not None and spec.flow is not None
+        batch = FlowSpec.load(spec.flow).batch
+        assert batch is not None
+        self.conn.execute(APPEND_ITEM, (execution_id, batch[3], item, due))
+        return _exec(self.conn.execute(SELECT_ONE, (execution_id,)).fetchone())
+
+
+# --- claiming --------------------------------------------------------------------------
+
+
+class ClaimGates:
+    """The gate checks of one claim: parks what may not start, counts what it takes."""
+
+    def __init__(self, conn: sqlite3.Connection, at: float) -> None:
+        self.fs = SqliteFlowState(conn, at)
+        self.at = at
+        self.taking: dict[str, int] = {}
+        self._specs: dict[str, FlowSpec] = {}
+        open_due_gates(conn, at)
+
+    def admit(self, ident: str, flow: str, status: str, started_at: float | None) -> bool:
+        """True if the execution may be taken now (then it is counted); else it is parked."""
+        spec = self._specs.get(flow)
+        if spec is None:
+            spec = self._specs[flow] = FlowSpec.load(flow)
+        if not spec.gated:
+            return True
+        probe = ExecutionRecord(ident, "", "", status=status, started_at=started_at)
+        block = blocked(self.fs, probe, spec, self.at, self.taking)
+        if block is not None:
+            park(self.fs.conn, ident, block)
+            return False
+        started(self.fs, probe, spec, self.at)
+        if spec.window is not None and status != "running":
+            self.taking[spec.window[0]] = self.taking.get(spec.window[0], 0) + 1
+        for gate, count, period in spec.rolling if started_at is None else ():
+            _schedule_if_parked(self.fs, gate, count, period, self.at)
+        return True
+
+
+def park(conn: sqlite3.Connection, ident: str, block: Block) -> None:
+    conn.execute(PARK, (block.gate, block.reason, ident))
+    if block.opens_at is not None:
+        conn.execute(SET_WAKE, (block.gate, block.opens_at))
+
+
+def _schedule_if_parked(
+    fs: SqliteFlowState, gate: str, count: int, period: float, at: float
+) -> None:
+    """After a start on a rolling gate: if work is parked behind it, wake it when the
+    window next opens."""
+    if fs.conn.execute(PARKED_HEAD, (gate,)).fetchone() is None:
+        return
+    opens = window_opens_at(fs.marks(gate, at - period, count), count, period, at)
+    fs.conn.execute(SET_WAKE, (gate, opens if opens is not None else at))
+
+
+def open_due_gates(conn: sqlite3.Connection, at: float) -> None:
+    """Unpark what rolling windows that have opened by ``at`` let start."""
+    for (gate,) in conn.execute(DUE_GATES, (at,)).fetchall():
+        conn.execute(CLEAR_WAKE, (gate,))
+        _refill(conn, gate, at)
+
+
+def freed(slots: Iterable[str | None], conn: sqlite3.Connection) -> None:
+    """Slots of these window gates were given up: let as many parked executions go."""
+    counts: dict[str, int] = {}
+    for s in slots:
+        if s is not None:
+            counts[s] = counts.get(s, 0) + 1
+    for gate, n in counts.items():
+        conn.execute(UNPARK, (gate, n))
+
+
+def _refill(conn: sqlite3.Connection, gate: str, at: float) -> int:
+    """Unpark as many executions behind ``gate`` as it lets start now."""
+    head = conn.execute(PARKED_HEAD, (gate,)).fetchone()
+    if head is None or head[0] is None:
+        return 0
+    spec = FlowSpec.load(head[0])
+    fs = SqliteFlowState(conn, at)
+    room = 0
+    if gate_rule(gate) == "window" and spec.window is not None:
+        room = spec.window[1] - fs.running(gate)
+    else:
+        for g, count, period in spec.rolling:
+            if g == gate:
+                inside = fs.marks(gate, at - period, count)
+                room = count - len(inside)
+                if room <= 0:
+                    opens = window_opens_at(inside, count, period, at)
+                    conn.execute(SET_WAKE, (gate, opens if opens is not None else at))
+    if room <= 0:
+        return 0
+    return conn.execute(UNPARK, (gate, room)).rowcount
+
+
+def op_refill(conn: sqlite3.Connection, at: float) -> int:
+    """Repair pass (housekeeping): unpark what every gate with parked work lets start."""
+    gates = [r[0] for r in conn.execute(PARKED_GATES).fetchall()]
+    return sum(_refill(conn, g, at) for g in gates)
+
+
+def gate_allows_running(conn: sqlite3.Connection, eid: str) -> bool:
+    """Whether an owned, waiting execution may take its window slot again."""
+    row = conn.execute("SELECT slot, flow FROM executions WHERE id = ?", (eid,)).fetchone()
+    if row is None or row[0] is None or row[1] is None:
+        return True
+    spec = FlowSpec.load(row[1])
+    if spec.window is None:
+        return True
+    return SqliteFlowState(conn, 0.0).running(row[0]) < spec.window[1]
+
+
+# --- step-level concurrency ------------------------------------------------------------
+
+STEP_FORGET = "DELETE FROM step_slots WHERE name = ? AND until < ?"
+STEP_HELD = "SELECT 1 FROM step_slots WHERE name = ? AND holder = ?"
+STEP_COUNT = "SELECT count(*) FROM step_slots WHERE name = ?"
+STEP_TAKE = "INSERT INTO step_slots (name, holder, owner, until) VALUES (?, ?, ?, ?)"
+STEP_GIVE = "DELETE FROM step_slots WHERE name = ? AND holder = ?"
+STEP_RENEW = "UPDATE step_slots SET until = ? WHERE owner = ?"
+
+
+def op_acquire_step(
+    conn: sqlite3.Connection, name: str, holder: str, owner: str, limit: int, until: float
+) -> bool:
+    from qanat.storage.base import now
+
+    conn.execute(STEP_FORGET, (name, now()))
+    if conn.execute(STEP_HELD, (name, holder)).fetchone() is not None:
+        return True
+    if conn.execute(STEP_COUNT, (name,)).fetchone()[0] >= limit:
+        return False
+    conn.execute(STEP_TAKE, (name, holder, owner, until))
+    return True
+
+
+def op_release_step(conn: sqlite3.Connection, name: str, holder: str) -> None:
+    conn.execute(STEP_GIVE, (name, holder))
+
+
+def renew_steps(conn: sqlite3.Connection, owner: str, until: float) -> None:
+    conn.execute(STEP_RENEW, (until, owner))
