@@ -224,6 +224,8 @@ class Worker:
                 got = len(recs)
                 for rec in recs:
                     self._spawn(rec)
+                if self.storage.next_wake is not None:
+                    self.wake_at(self.storage.next_wake)
             forced = False
             if got and got == min(free, self.batch):
                 forced = True

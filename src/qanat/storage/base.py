@@ -271,6 +271,9 @@ class Storage(abc.ABC):
 
     #: True when commits by other processes can only be noticed by polling.
     polls: bool = True
+    #: Set by ``claim``: the earliest time a gate with parked executions opens (a rolling
+    #: window or throttle), so the worker can claim again then. None: nothing to wait for.
+    next_wake: float | None = None
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect, create or migrate the schema, refuse an incompatible store."""

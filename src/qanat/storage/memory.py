@@ -129,6 +129,7 @@ class MemoryStorage(Storage):
             if e.started_at is None:
                 e.started_at = at
             taken.append(e.copy())
+        self.next_wake = min(self._flow.wake.values(), default=None)
         self._touch()
         return taken
 

@@ -66,6 +66,7 @@ from qanat.storage.sqlite_flow import (
     op_acquire_step,
     op_refill,
     op_release_step,
+    open_due_gates,
     renew_steps,
 )
 
@@ -273,6 +274,7 @@ CLAIM_LEVEL = (
     "ORDER BY available_at, id LIMIT ?"
 )
 HAS_READY = f"SELECT 1 {READY} AND available_at <= ? AND job IN {IDS} LIMIT 1"
+NEXT_WAKE = "SELECT min(wake_at) FROM gates INDEXED BY gates_wake WHERE wake_at IS NOT NULL"
 GATE_DUE = "SELECT 1 FROM gates INDEXED BY gates_wake WHERE wake_at IS NOT NULL AND wake_at <= ?"
 CLAIM_TAKE = (
     "UPDATE executions SET status = 'running', owner = ?, available_at = ?, "
@@ -422,13 +424,15 @@ def _final(
 
 def _op_claim(
     conn: sqlite3.Connection, owner: str, jobs: list[str], limit: int, lease: float, at: float
-) -> list[ExecutionRecord]:
+) -> tuple[list[ExecutionRecord], float | None]:
+    """The claim, and the earliest time a gate with parked work opens (or None)."""
     taken: list[ExecutionRecord] = []
     if limit <= 0 or not jobs:
-        return taken
+        return taken, None
     jobs_json = json.dumps(jobs)
     seen: set[str] = set()
     gates: ClaimGates | None = None
+    open_due_gates(conn, at)
     level = conn.execute(TOP_PRIORITY).fetchone()
     while level is not None and len(taken) < limit:
         priority = level[0]
@@ -465,7 +469,7 @@ def _op_claim(
             if not expired or len(rows) < want:
                 break
         level = conn.execute(NEXT_PRIORITY, (priority,)).fetchone()
-    return taken
+    return taken, conn.execute(NEXT_WAKE).fetchone()[0]
 
 
 def _op_has_ready(conn: sqlite3.Connection, jobs: list[str], at: float) -> bool:
@@ -1106,7 +1110,8 @@ class SqliteStorage(SqliteEvents, Storage):
     async def claim(
         self, owner: str, jobs: Sequence[str], limit: int, lease: float, at: float
     ) -> list[ExecutionRecord]:
-        return await self._w(_op_claim, owner, list(jobs), limit, lease, at)
+        taken, self.next_wake = await self._w(_op_claim, owner, list(jobs), limit, lease, at)
+        return taken
 
     async def has_ready(self, jobs: Sequence[str], at: float) -> bool:
         found: bool = await self._r(_op_has_ready, list(jobs), at)

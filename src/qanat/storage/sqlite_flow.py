@@ -142,7 +142,6 @@ class ClaimGates:
         self.at = at
         self.taking: dict[str, int] = {}
         self._specs: dict[str, FlowSpec] = {}
-        open_due_gates(conn, at)
 
     def admit(self, ident: str, flow: str, status: str, started_at: float | None) -> bool:
         """True if the execution may be taken now (then it is counted); else it is parked."""
