@@ -113,14 +113,13 @@ class MemoryStorage(Storage):
         ]
         ready.sort(key=lambda e: (-e.priority, e.available_at or 0.0, e.id))
         taken: list[ExecutionRecord] = []
-        taking: dict[str, int] = {}
         for e in ready:
             if len(taken) >= limit:
                 break
             if e.deadline is not None and e.deadline <= at:
                 self._final(e, FAILED, None, DEADLINE_ERROR, at, None)
                 continue
-            if e.flow is not None and not self._flow.admit_claim(e, at, taking):
+            if e.flow is not None and not self._flow.admit_claim(e, at):
                 continue
             e.status = RUNNING
             e.owner = owner

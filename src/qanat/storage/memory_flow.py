@@ -79,19 +79,17 @@ class MemoryFlow:
 
     # --- parking -------------------------------------------------------------------------
 
-    def admit_claim(self, e: ExecutionRecord, at: float, taking: dict[str, int]) -> bool:
+    def admit_claim(self, e: ExecutionRecord, at: float) -> bool:
         """True if ``e`` may be claimed now (and is counted); else it is parked."""
         assert e.flow is not None
         spec = FlowSpec.load(e.flow)
         if not spec.gated:
             return True
-        block = blocked(self, e, spec, at, taking)
+        block = blocked(self, e, spec, at, {})
         if block is not None:
             self.park(e, block)
             return False
-        started(self, e, spec, at)
-        if spec.window is not None and e.status != RUNNING:
-            taking[spec.window[0]] = taking.get(spec.window[0], 0) + 1
+        started(self, e, spec, at)  # the caller marks it running: ``running`` counts it
         for gate, count, period in spec.rolling if e.started_at is None else ():
             if self._parked(gate):
                 opens = window_opens_at(self.marks(gate, at - period, count), count, period, at)
