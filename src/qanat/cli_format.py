@@ -155,10 +155,20 @@ def ls_table(recs: Sequence[ExecutionRecord]) -> str:
             f"{r.attempt}/{r.max_attempts}",
             local_time(r.created_at),
             seconds(run_time(r)),
+            ls_note(r),
         ]
         for r in recs
     ]
-    return table(["ID", "JOB", "STATUS", "ATTEMPT", "CREATED", "DURATION"], rows)
+    return table(["ID", "JOB", "STATUS", "ATTEMPT", "CREATED", "DURATION", "NOTE"], rows)
+
+
+def ls_note(r: ExecutionRecord) -> str:
+    """Why an execution waits or was dropped (flow control, cancel), or when it is due."""
+    if r.reason:
+        return r.reason
+    if r.status == "pending" and r.run_at > now():
+        return f"due {local_time(r.run_at)}"
+    return ""
 
 
 def show_text(rec: ExecutionRecord, steps: Sequence[StepInfo], logs: Sequence[LogLine]) -> str:

@@ -151,7 +151,7 @@ def test_ls_filters(project: Project) -> None:
     table = project.qanat("ls")
     assert table.returncode == 0
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["ID", "JOB", "STATUS", "ATTEMPT", "CREATED", "DURATION"]
+    assert header.split() == ["ID", "JOB", "STATUS", "ATTEMPT", "CREATED", "DURATION", "NOTE"]
     assert [r.split()[0] for r in rows] == ids[::-1]
 
     bad = project.qanat("ls", "--status", "sleeping")
