@@ -256,6 +256,19 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
 }
 
 
+#: The option each gate rule comes from (for messages).
+_OPTION_OF = {
+    "window": "concurrency",
+    "rolling": "concurrency",
+    "throttle": "throttle",
+    "discard": "throttle",
+    "rate": "rate_limit",
+    "debounce": "debounce",
+    "singleton": "singleton",
+    "batch": "batch",
+}
+
+
 def _is_option_fn(value: Any) -> bool:
     """A function of the input that returns the option (not an option object itself)."""
     return callable(value) and not isinstance(value, type)
@@ -298,7 +311,8 @@ class FlowOptions:
             k = key(plain)
         except Exception as exc:
             raise ConfigurationError(
-                f"job {self.job!r}: the key function of {rule} raised {type(exc).__name__}: {exc}"
+                f"job {self.job!r}: the key function of {_OPTION_OF[rule]}= raised "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
         return gate_id(self.job, rule, None if k is None else str(k))
 

@@ -551,7 +551,7 @@ class Queue:
                 assert rec is not None
                 if rec.id in triggered or rec.created_at > sent_at:
                     continue
-                if rule.match is None or rule.match(event, attr_view(codec.loads(rec.input))):
+                if rule.match is None or _matches(rule, event, rec):
                     ids.append(rec.id)
             if ids:
                 await self.cancel_ids(ids, f"cancel_on: event on pipe {pipe.name!r}")
@@ -692,6 +692,17 @@ def _register(registry: dict[str, Any], obj: Any, cls: type[Any], kind: str, hin
     if obj.name in registry and registry[obj.name] is not obj:
         raise ConfigurationError(f"two {kind}s are named {obj.name!r}; {kind} names must be unique")
     registry[obj.name] = obj
+
+
+def _matches(rule: CancelOn, event: Any, rec: ExecutionRecord) -> bool:
+    """A ``cancel_on`` match; one that raises is logged and counts as no match (the event
+    is stored already and must not fail its send)."""
+    assert rule.match is not None
+    try:
+        return bool(rule.match(event, attr_view(codec.loads(rec.input))))
+    except Exception:
+        log.exception("qanat: cancel_on match of execution %s raised", rec.id)
+        return False
 
 
 def _plain_output(text: str | None) -> Any:

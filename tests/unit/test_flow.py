@@ -375,3 +375,41 @@ def test_flow_spec_is_stored_with_the_execution() -> None:
     rec, _ = work.new_record((), {"user": "ann"})
     assert rec.flow is not None
     assert json.loads(rec.flow)["window"] == [gate_id("work", "window", "ann"), 2]
+
+
+async def test_queue_concurrency_caps_one_worker_process(make_queue: Any) -> None:
+    inside = {"now": 0, "peak": 0}
+
+    @job
+    async def busy(n: int) -> int:
+        inside["now"] += 1
+        inside["peak"] = max(inside["peak"], inside["now"])
+        await asyncio.sleep(0.01)
+        inside["now"] -= 1
+        return n
+
+    q = await make_queue(busy, concurrency=3)
+    hs = await q.jobs.busy.start_many([{"n": i} for i in range(12)])
+    assert [await h.result(timeout=10) for h in hs] == list(range(12))
+    assert inside["peak"] == 3
+
+
+async def test_a_cancel_on_match_that_raises_cancels_nothing_and_send_succeeds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stop = Pipe("stop")
+
+    @job(cancel_on=[CancelOn(stop, match=lambda event, input: event["missing"])])
+    async def slow(n: int) -> int:
+        return n
+
+    q = Queue(jobs=[slow], pipes=[stop], storage="memory://")
+    await q.start(worker=False)
+    try:
+        h = await q.jobs.slow.start(n=1)
+        info = await q.pipes.stop.send({"other": 1})
+        assert info.pipe == "stop"
+        assert await h.status() == "pending"
+        assert "cancel_on match" in caplog.text
+    finally:
+        await q.stop(grace=1)

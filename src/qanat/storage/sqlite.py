@@ -77,6 +77,8 @@ APPLICATION = "qanat"
 SYNCHRONOUS = ("full", "normal", "extra")
 #: At most this many operations share one transaction (bounds a batch's latency).
 MAX_BATCH = 1024
+#: At most this many executions are parked by one claim (bounds its transaction).
+MAX_PARK = 1000
 
 # --- schema and migrations -----------------------------------------------------------
 
@@ -432,6 +434,7 @@ def _op_claim(
     jobs_json = json.dumps(jobs)
     seen: set[str] = set()
     gates: ClaimGates | None = None
+    parked = 0
     open_due_gates(conn, at)
     level = conn.execute(TOP_PRIORITY).fetchone()
     while level is not None and len(taken) < limit:
@@ -455,6 +458,7 @@ def _op_claim(
                         ids.append(ident)
                     else:
                         expired += 1  # parked: look further along this level
+                        parked += 1
                 else:
                     ids.append(ident)
             if ids:
@@ -466,8 +470,10 @@ def _op_claim(
                     ).fetchall()
                 }
                 taken.extend(_exec(got[i]) for i in ids)
-            if not expired or len(rows) < want:
+            if not expired or len(rows) < want or parked >= MAX_PARK:
                 break
+        if parked >= MAX_PARK:
+            break  # bound this transaction; the next claim parks on from here
         level = conn.execute(NEXT_PRIORITY, (priority,)).fetchone()
     return taken, conn.execute(NEXT_WAKE).fetchone()[0]
 
