@@ -14,7 +14,7 @@ processes' commits only by polling ``PRAGMA data_version``. With it:
   refuses the byte and is deleted;
 * the listener is read by ``loop.add_reader`` on the event loop (no thread) and calls
   the registered callbacks. Commits of this process's own writer call them directly
-  (one ``call_soon_threadsafe`` at a time, not through the socket).
+  (not through the socket), ``LOCAL_DELAY`` later, one call pending at a time.
 
 Ringing never blocks or fails a commit: errors are logged at debug level and the
 other processes fall back to polling. The bell is only a hint; the listener still
@@ -42,6 +42,10 @@ SUFFIX = ".sock"
 MAX_PATH = 103
 #: Re-read a folder's listing at least this often (coarse mtimes can hide a change).
 RELIST_EVERY = 1.0
+#: Commits of this process call its own listeners this much later (at most one call
+#: pending): whatever needs them at once is woken directly by the engine, and an
+#: immediate wake-up would compete with the work that commit just started.
+LOCAL_DELAY = 0.001
 #: A socket that refuses a ring is deleted only if it is older than this: a socket
 #: being bound right now may briefly exist as a file before it can receive.
 STALE_AFTER = 1.0
@@ -180,7 +184,7 @@ class Doorbell:
             return
         self._local_pending = True
         try:
-            loop.call_soon_threadsafe(self._call)
+            loop.call_soon_threadsafe(loop.call_later, LOCAL_DELAY, self._call)
         except RuntimeError:  # the loop is closed
             self._local_pending = False
 
