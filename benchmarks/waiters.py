@@ -65,7 +65,9 @@ async def latency(folder: Path, rounds: int) -> tuple[float, float]:
     import importlib.util
 
     (folder / "bench_wait_app.py").write_text(APP)
-    env = dict(os.environ, BENCH_DB=str(folder / "lat.db"), PYTHONPATH=str(folder))
+    # keep the caller's PYTHONPATH: the worker must import the same qanat as this process
+    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, BENCH_DB=str(folder / "lat.db"), PYTHONPATH=path)
     spec = importlib.util.spec_from_file_location("bench_wait_app", folder / "bench_wait_app.py")
     assert spec is not None and spec.loader is not None
     os.environ["BENCH_DB"] = env["BENCH_DB"]

@@ -311,7 +311,7 @@ class Queue:
         self.pipes = Pipes(self.pipe_registry)
         self.executions = Executions(self)
         self.events = Events(self)
-        self.ticker = Ticker(self._changed)
+        self.ticker = Ticker(self._changed, self.storage.listen)
         self.watcher = Watcher(self)
         self.worker: Worker | None = None
         self._hooks: dict[str, list[Callable[[Event], Any]]] = {}

@@ -1,9 +1,12 @@
 """Noticing change: a ticker that polls storage cheaply, and a watcher of executions.
 
 Changes made in this process wake waiters directly. Changes committed by other
-processes are noticed by polling ``storage.changed()`` (for SQLite a
-``PRAGMA data_version``, microseconds): every millisecond while there was recent
-activity, a little slower when idle.
+processes ring the storage's doorbell (``Storage.listen``; for SQLite a unix datagram
+after each commit, ``storage/doorbell.py``): the ticker then checks
+``storage.changed()`` (a ``PRAGMA data_version``, microseconds) at once and wakes
+everyone. Polling ``changed()`` remains the fallback: every ``BELL_POLL`` with a
+doorbell, and without one every millisecond while there was recent activity, a
+little slower when idle.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ log = logging.getLogger("qanat")
 FAST_POLL = 0.001
 IDLE_POLL = 0.005
 IDLE_AFTER = 1.0
+#: The fallback poll while the storage's doorbell carries the fast path.
+BELL_POLL = 0.05
 
 
 async def cancel_task(task: asyncio.Task[Any] | None) -> None:
@@ -38,11 +43,18 @@ async def cancel_task(task: asyncio.Task[Any] | None) -> None:
 class Ticker:
     """Broadcasts "something may have changed" to every loop that waits on it."""
 
-    def __init__(self, changed: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        changed: Callable[[], Any],
+        listen: Callable[[Callable[[], None]], Callable[[], None] | None] | None = None,
+    ) -> None:
         self._changed = changed
+        self._listen = listen
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_change = now()
+        self._rang = False
+        self._nap: asyncio.Future[None] | None = None
         self.users = 0
 
     def event(self) -> asyncio.Event:
@@ -54,6 +66,13 @@ class Ticker:
         ev, self._event = self._event, asyncio.Event()
         ev.set()
 
+    def ring(self) -> None:
+        """The doorbell rang: check for a change now instead of at the next poll."""
+        self._rang = True
+        nap = self._nap
+        if nap is not None and not nap.done():
+            nap.set_result(None)
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="qanat-ticker")
@@ -63,18 +82,55 @@ class Ticker:
         self._task = None
         self._event = asyncio.Event()  # a new loop may use this queue next
 
+    def _storage_listen(self) -> Callable[[Callable[[], None]], Callable[[], None] | None] | None:
+        return self._listen
+
+    async def _sleep(self, delay: float) -> None:
+        """Sleep ``delay`` seconds or until the doorbell rings."""
+        if self._rang:
+            return
+        loop = asyncio.get_running_loop()
+        self._nap = nap = loop.create_future()
+        handle = loop.call_later(delay, _wake, nap)
+        try:
+            await nap
+        finally:
+            handle.cancel()
+            self._nap = None
+
     async def _run(self) -> None:
-        while True:
-            idle = now() - self._last_change > IDLE_AFTER
-            await asyncio.sleep(IDLE_POLL if idle else FAST_POLL)
+        unlisten = None
+        listen = self._storage_listen()
+        if listen is not None:
             try:
-                changed = await self._changed()
+                unlisten = listen(self.ring)
             except Exception:
-                log.exception("qanat: polling storage for changes failed")
-                continue
-            if changed:
-                self._last_change = now()
-                self.fire()
+                log.debug("qanat: listening for storage changes failed", exc_info=True)
+        try:
+            while True:
+                if unlisten is not None:
+                    delay = BELL_POLL
+                else:
+                    idle = now() - self._last_change > IDLE_AFTER
+                    delay = IDLE_POLL if idle else FAST_POLL
+                await self._sleep(delay)
+                self._rang = False
+                try:
+                    changed = await self._changed()
+                except Exception:
+                    log.exception("qanat: polling storage for changes failed")
+                    continue
+                if changed:
+                    self._last_change = now()
+                    self.fire()
+        finally:
+            if unlisten is not None:
+                unlisten()
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class Watcher:

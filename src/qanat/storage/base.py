@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -284,6 +284,16 @@ class Storage(abc.ABC):
     async def changed(self) -> bool:
         """Cheap check: did anything commit since the last call? True when unsure."""
         return True
+
+    def listen(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``callback`` on the running event loop soon after commits (optional hook).
+
+        Commits of other processes *and* of this one that changed something call it;
+        it is a hint to check ``changed()`` now rather than at the next poll. Returns
+        a function that stops it, or None when this backend cannot notify: the caller
+        must then poll ``changed()`` often (the default).
+        """
+        return None
 
     # --- queue ------------------------------------------------------------------
 

@@ -9,7 +9,10 @@ Three connections, each used by one thread only:
   the COMMIT returned: a write is acknowledged once it is durable, never before.
 * the **reader** runs queries on a second thread (WAL readers don't block the writer).
 * the **watcher** connection runs ``PRAGMA data_version`` on the event-loop thread for
-  ``changed()``: a few microseconds, polled by idle workers.
+  ``changed()``: a few microseconds. After each commit that changed something the
+  writer rings the doorbell (``storage/doorbell.py``), which wakes ``listen()``
+  callbacks here and in every other process on the file at once; polling
+  ``changed()`` is then only the fallback.
 
 The semantics of every method are those of :class:`qanat.storage.memory.MemoryStorage`;
 the contract tests in ``tests/contract`` run the same suite against both.
@@ -55,6 +58,7 @@ from qanat.storage.base import (
     encode_cursor,
     now,
 )
+from qanat.storage.doorbell import Doorbell
 from qanat.storage.flow import FlowSpec, admit
 from qanat.storage.memory import DEADLINE_ERROR
 from qanat.storage.sqlite_events import SqliteEvents, _op_send, bulk_send, deliver_job_events
@@ -838,6 +842,8 @@ class _ConnThread:
         self.path = path
         self.write = write
         self.ops: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        #: rung after each commit that changed something (writer only; None: no bell)
+        self.bell: Doorbell | None = None
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
         self.thread.start()
 
@@ -924,6 +930,7 @@ class _ConnThread:
         conn = self.conn
         out: list[_Result] = []
         try:
+            changes = conn.total_changes
             conn.execute("BEGIN IMMEDIATE")
             if len(batch) == 1:  # alone in its transaction: no savepoint needed
                 fn, args, fut = batch[0]
@@ -946,6 +953,8 @@ class _ConnThread:
                             self._one(op, out)
                     i = j
             conn.execute("COMMIT")
+            if self.bell is not None and conn.total_changes != changes:
+                self.bell.ring()  # never raises
         except Exception as exc:  # BEGIN, savepoint machinery or COMMIT failed: nothing stands
             if conn.in_transaction:
                 try:
@@ -1015,6 +1024,7 @@ class SqliteStorage(SqliteEvents, Storage):
         self._watch: sqlite3.Connection | None = None
         self._watch_cur: sqlite3.Cursor | None = None
         self._seen: int | None = None
+        self._bell: Doorbell | None = None
 
     def __repr__(self) -> str:
         return f"SqliteStorage({self.path!r}, synchronous={self.synchronous!r})"
@@ -1067,6 +1077,8 @@ class SqliteStorage(SqliteEvents, Storage):
         self._watch = watch
         self._watch_cur = watch.cursor()
         self._seen = None
+        if self.path not in ("", ":memory:"):
+            self._bell = self._writer.bell = Doorbell(self.path)
 
     async def close(self) -> None:
         writer, reader, watch = self._writer, self._reader, self._watch
@@ -1080,6 +1092,9 @@ class SqliteStorage(SqliteEvents, Storage):
         if writer is not None:
             await writer.stop()  # commits what was queued before it
             writer.thread.join()
+        bell, self._bell = self._bell, None
+        if bell is not None:
+            bell.close()  # the writer thread, its only ringer, has ended
 
     async def __aenter__(self) -> SqliteStorage:
         await self.open()
@@ -1087,6 +1102,9 @@ class SqliteStorage(SqliteEvents, Storage):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    def listen(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        return None if self._bell is None else self._bell.listen(callback)
 
     async def changed(self) -> bool:
         cur = self._watch_cur
