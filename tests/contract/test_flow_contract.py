@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from qanat.storage import ExecutionRecord, Finish, Storage
+from qanat.storage import ExecutionFilter, ExecutionRecord, Finish, Storage
 from qanat.storage.base import now
 from qanat.storage.flow import FlowSpec, gate_id
 
@@ -266,3 +266,17 @@ async def test_step_slots_cap_holders_and_lapse(storage: Storage) -> None:
     # a holder whose lease ran out (its worker died) no longer counts
     assert await storage.acquire_step("db", "old", "gone", 1, now() - 1)
     assert await storage.acquire_step("db", "new", "w1", 1, until)
+
+
+async def test_a_backlog_behind_a_full_gate_does_not_hold_up_other_keys(storage: Storage) -> None:
+    hot = FlowSpec(window=(gate_id("j", "window", "hot"), 1))
+    cold = FlowSpec(window=(gate_id("j", "window", "cold"), 1))
+    await storage.enqueue([rec("hot0", hot)])
+    assert await claim_ids(storage, T0 + 1) == ["hot0"]
+    await storage.enqueue([rec(f"hot{i}", hot, T0 + 1) for i in range(1, 3001)])
+    await storage.enqueue([rec("cold", cold, T0 + 2)])
+    assert await claim_ids(storage, T0 + 3) == ["cold"]  # one claim, past all 3,000
+    page = await storage.query(ExecutionFilter(status=["pending"]), 5000, None)
+    assert len(page.items) == 3000
+    assert {e.reason for e in page.items} == {"concurrency"}
+    assert await claim_ids(storage, T0 + 4) == []

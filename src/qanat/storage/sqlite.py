@@ -279,6 +279,13 @@ CLAIM_LEVEL = (
     f"AND available_at <= ? AND job IN {IDS} "
     "ORDER BY available_at, id LIMIT ?"
 )
+#: The same, skipping executions of window gates already found full by this claim.
+CLAIM_LEVEL_OPEN = (
+    f"SELECT id, deadline, flow, status, started_at {READY} AND priority = ? "
+    f"AND available_at <= ? AND job IN {IDS} "
+    f"AND (slot IS NULL OR slot NOT IN {IDS}) "
+    "ORDER BY available_at, id LIMIT ?"
+)
 HAS_READY = f"SELECT 1 {READY} AND available_at <= ? AND job IN {IDS} LIMIT 1"
 NEXT_WAKE = "SELECT min(wake_at) FROM gates INDEXED BY gates_wake WHERE wake_at IS NOT NULL"
 GATE_DUE = "SELECT 1 FROM gates INDEXED BY gates_wake WHERE wake_at IS NOT NULL AND wake_at <= ?"
@@ -445,7 +452,13 @@ def _op_claim(
         priority = level[0]
         while len(taken) < limit:
             want = limit - len(taken)
-            rows = conn.execute(CLAIM_LEVEL, (priority, at, jobs_json, want)).fetchall()
+            if gates is None or not gates.full:
+                rows = conn.execute(CLAIM_LEVEL, (priority, at, jobs_json, want)).fetchall()
+            else:
+                full = json.dumps(sorted(gates.full))
+                rows = conn.execute(
+                    CLAIM_LEVEL_OPEN, (priority, at, jobs_json, full, want)
+                ).fetchall()
             ids: list[str] = []
             expired = 0
             for ident, deadline, flow, status, started_at in rows:
@@ -462,7 +475,7 @@ def _op_claim(
                         ids.append(ident)
                     else:
                         expired += 1  # parked: look further along this level
-                        parked += 1
+                        parked = gates.parked
                 else:
                     ids.append(ident)
             if ids:

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 from qanat.storage.base import ExecutionRecord
 from qanat.storage.flow import (
+    WAITING_FOR_SLOT,
     Block,
     FlowSpec,
     Gate,
@@ -44,6 +45,16 @@ RUNNING = (
     "WHERE slot = ? AND status = 'running' AND slot IS NOT NULL"
 )
 PARK = "UPDATE executions SET available_at = NULL, gate = ?, reason = ? WHERE id = ?"
+#: Due, not running executions holding a slot of window gate ?1 with the same rules.
+PARK_GATE = (
+    "UPDATE executions SET available_at = NULL, gate = ?1, reason = ?2 WHERE id IN ("
+    "SELECT id FROM executions INDEXED BY executions_ready WHERE available_at IS NOT NULL "
+    "AND status IN ('pending', 'running', 'waiting') AND status != 'running' "
+    "AND available_at <= ?3 AND slot = ?1 "
+    "AND flow = ?4 LIMIT ?5)"
+)
+#: At most this many executions parked by one statement.
+MAX_BULK_PARK = 5000
 PARKED = "gate = ?1 AND available_at IS NULL AND status IN ('pending', 'waiting')"
 UNPARK = (
     "UPDATE executions SET available_at = run_at, gate = NULL, reason = NULL WHERE id IN ("
@@ -142,6 +153,10 @@ class ClaimGates:
         self.at = at
         self.taking: dict[str, int] = {}
         self._specs: dict[str, FlowSpec] = {}
+        #: Window gates found full in this claim: their other due executions were parked
+        #: with the first (or are skipped by the claim query until the next claim).
+        self.full: set[str] = set()
+        self.parked = 0
 
     def admit(self, ident: str, flow: str, status: str, started_at: float | None) -> bool:
         """True if the execution may be taken now (then it is counted); else it is parked."""
@@ -154,6 +169,15 @@ class ClaimGates:
         block = blocked(self.fs, probe, spec, self.at, self.taking)
         if block is not None:
             park(self.fs.conn, ident, block)
+            self.parked += 1
+            if block.reason == WAITING_FOR_SLOT and block.gate not in self.full:
+                # the slot count can't drop inside this transaction: park the gate's other
+                # due executions (same rules) in one statement, and skip the gate from now
+                # (this bulk is bounded by MAX_BULK_PARK, so it doesn't count to ``parked``)
+                self.full.add(block.gate)
+                self.fs.conn.execute(
+                    PARK_GATE, (block.gate, block.reason, self.at, flow, MAX_BULK_PARK)
+                )
             return False
         started(self.fs, probe, spec, self.at)
         if spec.window is not None and status != "running":
