@@ -284,3 +284,40 @@ async def test_group_committed_finishes_keep_one_by_one_semantics(tmp_path: Path
         assert parent is not None and parent.available_at is not None  # woken by its child
     finally:
         await store.close()
+
+
+def _open_and_close(path: str, go_at: float, out: Any) -> None:
+    import time
+
+    time.sleep(max(0.0, go_at - time.time()))
+
+    async def go() -> None:
+        store = SqliteStorage(path)
+        await store.open()
+        await store.close()
+
+    try:
+        asyncio.run(go())
+        out.put("ok")
+    except Exception as exc:  # reported to the test, which fails on it
+        out.put(repr(exc))
+
+
+def test_processes_creating_one_new_file_at_once_all_open_it(tmp_path: Path) -> None:
+    """Switching a new file to WAL can find it locked by another opener, and SQLite does
+    not wait there: every opener must still succeed."""
+    import multiprocessing
+    import time
+
+    ctx = multiprocessing.get_context("fork")
+    for trial in range(8):
+        path = str(tmp_path / f"race{trial}.db")
+        out = ctx.Queue()
+        go_at = time.time() + 0.15
+        procs = [ctx.Process(target=_open_and_close, args=(path, go_at, out)) for _ in range(5)]
+        for p in procs:
+            p.start()
+        results = [out.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join()
+        assert results == ["ok"] * 5, results

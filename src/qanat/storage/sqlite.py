@@ -31,6 +31,7 @@ import re
 import sqlite3
 import stat
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
@@ -188,6 +189,19 @@ def _inspect(path: str, timeout: float) -> None:
         raise _not_qanat(path, f"SQLite cannot read it: {exc}") from exc
     finally:
         conn.close()
+
+
+def _wal(conn: sqlite3.Connection, timeout: float) -> str:
+    """Switch to WAL. Processes opening a new file at once can find it locked here, where
+    SQLite does not wait out ``busy_timeout``: retry until that time has passed."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > end:
+                raise
+            time.sleep(0.005)
 
 
 def _migrate(path: str, conn: sqlite3.Connection) -> None:
@@ -1065,7 +1079,7 @@ class SqliteStorage(SqliteEvents, Storage):
         try:
             conns.append(self._connect())
             writer = conns[0]
-            mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _wal(writer, self.busy_timeout)
             if str(mode).lower() != "wal":
                 raise StorageError(f"cannot put SQLite database {self.path} in WAL mode ({mode})")
             _migrate(self.path, writer)
