@@ -330,7 +330,8 @@ async def w_blocked(tmp: Path, n: int, backlog: int) -> dict[str, float]:
         out["during_parking_max_ms"] = max(during)
         claims = _claim_log(log, mark)
         parking = [c for c in claims if c[3] > c[2]]  # rows changed beyond those taken
-        assert sum(c[3] - c[2] for c in parking) == backlog, parking
+        # rows changed: a bulk park counts each row once, a row re-parked by id again
+        assert sum(c[3] - c[2] for c in parking) >= backlog, parking
         out["parking_claims"] = len(parking)
         out["parking_claim_max_ms"] = max(c[1] for c in parking) * 1000
         out["parking_claims_total_ms"] = sum(c[1] for c in parking) * 1000
