@@ -260,8 +260,9 @@ async def _work(
 async def _watch_supervisor(stop: asyncio.Event) -> None:
     """A child of ``--processes N`` drains by itself if its supervisor disappears."""
     parent = os.environ.get(SUPERVISOR_ENV)
-    if not parent or parent != str(os.getppid()):
+    if not parent:
         return
+    # already reparented means the supervisor died before this loop began: drain too
     while os.getppid() == int(parent):
         await asyncio.sleep(0.5)
     click.echo(f"qanat worker: supervisor {parent} is gone", err=True)

@@ -279,25 +279,29 @@ class Project:
 
     # --- storage, read and written from this process -------------------------------------
 
+    def load(self, path: Path, name: str) -> ModuleType:
+        """Import an app file of this project here under a private name, with the
+        environment its jobs read at import."""
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        old = {k: os.environ.get(k) for k in ("QANAT_TEST_DIR", "QANAT_TEST_DB")}
+        os.environ["QANAT_TEST_DIR"] = str(self.root)
+        os.environ["QANAT_TEST_DB"] = str(self.db)
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        return module
+
     def module(self) -> ModuleType:
         """The app module imported here under a private name (its jobs, for enqueueing)."""
         if self._module is None:
-            name = f"qanat_acceptance_app_{id(self)}"
-            spec = importlib.util.spec_from_file_location(name, self.root / "app.py")
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            old = {k: os.environ.get(k) for k in ("QANAT_TEST_DIR", "QANAT_TEST_DB")}
-            os.environ["QANAT_TEST_DIR"] = str(self.root)
-            os.environ["QANAT_TEST_DB"] = str(self.db)
-            try:
-                spec.loader.exec_module(module)
-            finally:
-                for k, v in old.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
-            self._module = module
+            self._module = self.load(self.root / "app.py", f"qanat_acceptance_app_{id(self)}")
         return self._module
 
     def client(self, body: Callable[[Queue], Awaitable[T]]) -> T:

@@ -11,9 +11,7 @@ outcomes with three workers as with one, on a second database file.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import itertools
-import os
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -133,21 +131,7 @@ def _flow_module(project: Project) -> ModuleType:
     if path not in _modules:
         if not path.exists():
             path.write_text(FLOW_APP)
-        spec = importlib.util.spec_from_file_location(f"qanat_flow_app_{id(project)}", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        old = {k: os.environ.get(k) for k in ("QANAT_TEST_DIR", "QANAT_TEST_DB")}
-        os.environ["QANAT_TEST_DIR"] = str(project.root)
-        os.environ["QANAT_TEST_DB"] = str(project.db)
-        try:
-            spec.loader.exec_module(module)
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        _modules[path] = module
+        _modules[path] = project.load(path, f"qanat_flow_app_{id(project)}")
     return _modules[path]
 
 

@@ -333,6 +333,21 @@ def blocked(
     return None
 
 
+def room(fs: FlowState, gate: str, spec: FlowSpec, at: float) -> tuple[int, float | None]:
+    """How many executions parked behind ``gate`` (whose rules are ``spec``) may start at
+    ``at``; with none, for a rolling gate, also when it opens."""
+    if gate_rule(gate) == "window" and spec.window is not None:
+        return spec.window[1] - fs.running(gate), None
+    for g, count, period in spec.rolling:
+        if g == gate:
+            inside = fs.marks(gate, at - period, count)
+            if len(inside) < count:
+                return count - len(inside), None
+            opens = window_opens_at(inside, count, period, at)
+            return 0, opens if opens is not None else at
+    return 0, None
+
+
 def started(fs: FlowState, rec: ExecutionRecord, spec: FlowSpec, at: float) -> None:
     """Record a claim of ``rec`` at ``at`` against its rolling windows (first start only)."""
     if rec.started_at is None:

@@ -10,7 +10,7 @@ import json
 from typing import TYPE_CHECKING
 
 from qanat.storage.base import PENDING, RUNNING, SKIPPED, WAITING, ExecutionRecord
-from qanat.storage.flow import Block, FlowSpec, Gate, blocked, gate_rule, started, window_opens_at
+from qanat.storage.flow import Block, FlowSpec, Gate, blocked, room, started, window_opens_at
 
 if TYPE_CHECKING:
     from qanat.storage.memory import MemoryStorage
@@ -138,19 +138,10 @@ class MemoryFlow:
         parked = self._parked(gate)
         if not parked or parked[0].flow is None:
             return 0
-        spec = FlowSpec.load(parked[0].flow)
-        room = 0
-        if gate_rule(gate) == "window" and spec.window is not None:
-            room = spec.window[1] - self.running(gate)
-        else:
-            for g, count, period in spec.rolling:
-                if g == gate:
-                    inside = self.marks(gate, at - period, count)
-                    room = count - len(inside)
-                    if room <= 0:
-                        opens = window_opens_at(inside, count, period, at)
-                        self._set_wake(gate, opens if opens is not None else at)
-        return self.unpark(gate, room) if room > 0 else 0
+        n, opens = room(self, gate, FlowSpec.load(parked[0].flow), at)
+        if opens is not None:
+            self._set_wake(gate, opens)
+        return self.unpark(gate, n) if n > 0 else 0
 
     def refill(self, at: float) -> int:
         gates = {e.gate for e in self.store._execs.values() if e.gate is not None}

@@ -26,7 +26,7 @@ from qanat.storage.flow import (
     FlowSpec,
     Gate,
     blocked,
-    gate_rule,
+    room,
     started,
     window_opens_at,
 )
@@ -226,22 +226,12 @@ def _refill(conn: sqlite3.Connection, gate: str, at: float) -> int:
     head = conn.execute(PARKED_HEAD, (gate,)).fetchone()
     if head is None or head[0] is None:
         return 0
-    spec = FlowSpec.load(head[0])
-    fs = SqliteFlowState(conn, at)
-    room = 0
-    if gate_rule(gate) == "window" and spec.window is not None:
-        room = spec.window[1] - fs.running(gate)
-    else:
-        for g, count, period in spec.rolling:
-            if g == gate:
-                inside = fs.marks(gate, at - period, count)
-                room = count - len(inside)
-                if room <= 0:
-                    opens = window_opens_at(inside, count, period, at)
-                    conn.execute(SET_WAKE, (gate, opens if opens is not None else at))
-    if room <= 0:
+    n, opens = room(SqliteFlowState(conn, at), gate, FlowSpec.load(head[0]), at)
+    if opens is not None:
+        conn.execute(SET_WAKE, (gate, opens))
+    if n <= 0:
         return 0
-    return conn.execute(UNPARK, (gate, room)).rowcount
+    return conn.execute(UNPARK, (gate, n)).rowcount
 
 
 def op_refill(conn: sqlite3.Connection, at: float) -> int:
