@@ -304,9 +304,11 @@ class Project:
             self._module = self.load(self.root / "app.py", f"qanat_acceptance_app_{id(self)}")
         return self._module
 
-    def client(self, body: Callable[[Queue], Awaitable[T]]) -> T:
-        """Run ``body(queue)`` against the app's queue as a client (no worker here)."""
-        app: Queue = self.module().queue
+    def client(self, body: Callable[[Queue], Awaitable[T]], app: Queue | None = None) -> T:
+        """Run ``body(queue)`` against the app's queue (or ``app``'s jobs) as a client (no
+        worker here)."""
+        if app is None:
+            app = self.module().queue
         # A fresh Queue per call: asyncio objects must not outlive their event loop.
         queue = Queue(jobs=list(app.jobs), storage=f"sqlite:///{self.db}")
 

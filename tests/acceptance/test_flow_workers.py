@@ -10,7 +10,6 @@ outcomes with three workers as with one, on a second database file.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
@@ -137,17 +136,7 @@ def _flow_module(project: Project) -> ModuleType:
 
 def client(project: Project, body: Callable[[Queue], Awaitable[T]]) -> T:
     """Run ``body(queue)`` against the flow app's queue of ``project`` (no worker here)."""
-    app: Queue = _flow_module(project).queue
-    queue = Queue(jobs=list(app.jobs), storage=f"sqlite:///{project.db}")
-
-    async def go() -> T:
-        await queue.start(worker=False)
-        try:
-            return await body(queue)
-        finally:
-            await queue.stop()
-
-    return asyncio.run(go())
+    return project.client(body, _flow_module(project).queue)
 
 
 async def _nothing(q: Queue) -> None:
