@@ -333,32 +333,28 @@ class Queue:
         """Index every job's triggers by pipe and by upstream job; each must be ours."""
         for j in self.registry.values():
             for c in j.cancel_on:
-                if self.pipe_registry.get(c.pipe.name) is not c.pipe:
-                    raise ConfigurationError(
-                        f"job {j.name!r} is cancelled by events on pipe {c.pipe.name!r}, which "
-                        "is not registered on this queue; add it to Queue(pipes=[...])"
-                    )
+                self._check_own(self.pipe_registry, c.pipe, "pipe", j, "is cancelled by events on")
                 self.cancel_targets.setdefault(c.pipe.name, []).append((j, c))
             for t in j.triggers:
                 src = t.source
                 if isinstance(src, Pipe):
-                    if self.pipe_registry.get(src.name) is not src:
-                        known = ", ".join(sorted(self.pipe_registry)) or "none"
-                        raise ConfigurationError(
-                            f"job {j.name!r} is triggered by pipe {src.name!r}, which is not "
-                            f"registered on this queue (pipes: {known}); add it to "
-                            "Queue(pipes=[...])"
-                        )
+                    self._check_own(self.pipe_registry, src, "pipe", j, "is triggered by")
                     self.pipe_targets.setdefault(src.name, []).append((j, t.transform))
                 else:
-                    if self.registry.get(src.name) is not src:
-                        known = ", ".join(sorted(self.registry)) or "none"
-                        raise ConfigurationError(
-                            f"job {j.name!r} is triggered by the output of job {src.name!r}, "
-                            f"which is not registered on this queue (jobs: {known}); add it "
-                            "to Queue(jobs=[...])"
-                        )
+                    self._check_own(self.registry, src, "job", j, "is triggered by the output of")
                     self.job_targets.setdefault(src.name, []).append((j, t.transform))
+
+    @staticmethod
+    def _check_own(
+        registry: Mapping[str, Any], obj: Any, kind: str, j: Job[Any], relation: str
+    ) -> None:
+        """``obj`` (a pipe or job that ``j`` refers to) must be the one registered here."""
+        if registry.get(obj.name) is not obj:
+            known = ", ".join(sorted(registry)) or "none"
+            raise ConfigurationError(
+                f"job {j.name!r} {relation} {kind} {obj.name!r}, which is not registered on "
+                f"this queue ({kind}s: {known}); add it to Queue({kind}s=[...])"
+            )
 
     # --- lifecycle ----------------------------------------------------------------
 

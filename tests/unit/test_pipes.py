@@ -263,3 +263,35 @@ async def test_registration_errors() -> None:
         _ = q.pipes.nope
     with pytest.raises(qanat.ConfigurationError, match="not registered on a queue"):
         await Pipe("lonely").send(1)
+
+
+def test_a_pipe_or_job_a_job_refers_to_must_be_registered() -> None:
+    from qanat import CancelOn
+
+    p = Pipe("p")
+
+    @job(triggers=[p])
+    async def on_p(x: int) -> None: ...
+
+    @job
+    async def up(x: int) -> int:
+        return x
+
+    @job(triggers=[up.into(lambda out: {"x": out})])
+    async def down(x: int) -> None: ...
+
+    @job(cancel_on=[CancelOn(p)])
+    async def stoppable(x: int) -> None: ...
+
+    with pytest.raises(
+        qanat.ConfigurationError, match=r"'on_p' is triggered by pipe 'p'.*pipes: none"
+    ):
+        Queue(jobs=[on_p], storage="memory://")
+    with pytest.raises(
+        qanat.ConfigurationError, match=r"'down' is triggered by the output of job 'up'.*jobs: down"
+    ):
+        Queue(jobs=[down], storage="memory://")
+    with pytest.raises(
+        qanat.ConfigurationError, match=r"'stoppable' is cancelled by events on pipe"
+    ):
+        Queue(jobs=[stoppable], storage="memory://")
