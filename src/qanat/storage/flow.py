@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from qanat.storage.base import PENDING, SKIPPED, ExecutionRecord
+from qanat.storage.base import LIVE_STATUSES, PENDING, RUNNING, SKIPPED, ExecutionRecord
 
 #: Reasons stored with dropped or delayed executions.
 RATE_LIMITED = "rate_limited"
@@ -276,7 +276,7 @@ def _drop_reason(fs: FlowState, rec: ExecutionRecord, spec: FlowSpec, at: float)
 
 
 def _live(rec: ExecutionRecord | None) -> bool:
-    return rec is not None and rec.status in ("pending", "running", "waiting", "paused")
+    return rec is not None and rec.status in LIVE_STATUSES
 
 
 def _join_batch(
@@ -320,7 +320,7 @@ def blocked(
     (not yet counted by ``fs.running``). A running execution whose lease lapsed keeps its
     slot; only an execution's first start counts against rolling windows.
     """
-    if spec.window is not None and rec.status != "running":
+    if spec.window is not None and rec.status != RUNNING:
         gate, limit = spec.window
         if fs.running(gate) + taking.get(gate, 0) >= limit:
             return Block(gate, None, WAITING_FOR_SLOT)

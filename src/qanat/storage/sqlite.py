@@ -460,7 +460,10 @@ def _op_claim(
     seen: set[str] = set()
     gates: ClaimGates | None = None
     parked = 0
-    open_due_gates(conn, at)
+    # a flow-free workload pays one indexed probe of an empty index here, and no more
+    wake = conn.execute(NEXT_WAKE).fetchone()[0]
+    if wake is not None and wake <= at:
+        open_due_gates(conn, at)
     level = conn.execute(TOP_PRIORITY).fetchone()
     while level is not None and len(taken) < limit:
         priority = level[0]
@@ -506,7 +509,9 @@ def _op_claim(
         if parked >= MAX_PARK:
             break  # bound this transaction; the next claim parks on from here
         level = conn.execute(NEXT_PRIORITY, (priority,)).fetchone()
-    return taken, conn.execute(NEXT_WAKE).fetchone()[0]
+    if gates is not None or wake is not None:  # gates may have been set or opened
+        wake = conn.execute(NEXT_WAKE).fetchone()[0]
+    return taken, wake
 
 
 def _op_has_ready(conn: sqlite3.Connection, jobs: list[str], at: float) -> bool:
