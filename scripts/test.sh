@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
-# The full test suite, with all set-up: installs qanat and its dev tools, then runs
-# ruff, mypy and pytest (unit, contract, acceptance). Usage: ./scripts/test.sh [pytest args]
+# The full test suite, with all set-up, on a fresh machine: builds its own virtual
+# environment from the declared, pinned dependencies (pyproject.toml's [dev] extra under
+# scripts/constraints.txt), so nothing that happens to be installed on the machine
+# counts, then runs ruff, mypy and pytest (unit, contract,
+# acceptance). Usage: ./scripts/test.sh [pytest args]
+# QANAT_TEST_VENV=dir picks where the venv goes (default .venv-test, made anew each run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install -q --disable-pip-version-check -e '.[dev]'
+venv="${QANAT_TEST_VENV:-$PWD/.venv-test}"
+echo "== venv $venv (fresh)"
+python3 -m venv --clear "$venv"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+"$venv/bin/python" -m pip install -q -c scripts/constraints.txt -e '.[dev]'
+export PATH="$venv/bin:$PATH" VIRTUAL_ENV="$venv"
+py="$venv/bin/python"
 
 echo "== ruff"
-python3 -m ruff check src tests benchmarks examples
-python3 -m ruff format --check src tests benchmarks examples
+"$py" -m ruff check src tests benchmarks examples
+"$py" -m ruff format --check src tests benchmarks examples
 echo "== mypy"
-python3 -m mypy
+"$py" -m mypy
 echo "== pytest"
-python3 -m pytest -q -p no:cacheprovider "$@"
+"$py" -m pytest -q -p no:cacheprovider "$@"

@@ -19,8 +19,8 @@ was going (``"the result of step 'fetch'"``) at the moment it is stored.
 
 Plain JSON data (``dict`` with ``str`` keys, ``list``, ``str``, ``int``, finite
 ``float``, ``bool``, ``None``) takes a fast path: one pass in Python that checks types
-without copying, then a single C-level encoder call (``orjson`` when it is installed,
-else the standard library).
+without copying, then a single C-level encoder call (``orjson``, a dependency; the standard library's
+encoder is kept as an option to compare against).
 """
 
 from __future__ import annotations
@@ -40,11 +40,7 @@ from uuid import UUID
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
-_orjson: ModuleType | None
-try:  # orjson is optional: the standard library alone is enough.
-    import orjson as _orjson  # type: ignore[import-not-found, unused-ignore]
-except ImportError:  # pragma: no cover - exercised where orjson is absent
-    _orjson = None
+import orjson
 
 __all__ = [
     "TAG",
@@ -466,7 +462,8 @@ class JsonCodec:
     """The default codec: JSON text, with tagged objects for non-JSON Python types.
 
     Args:
-        use_orjson: use ``orjson`` for speed (``None``: when it is installed). The two
+        use_orjson: use ``orjson`` for speed (the default; ``False``: the standard
+            library's encoder). The two
             encoders differ only in how they write non-ASCII text (the standard library
             escapes it as ``\\uXXXX``); either decoder reads what either encoder wrote.
     """
@@ -474,9 +471,7 @@ class JsonCodec:
     name = "json"
 
     def __init__(self, *, use_orjson: bool | None = None) -> None:
-        if use_orjson and _orjson is None:
-            raise ValueError("use_orjson=True but orjson is not installed")
-        self._orjson = _orjson if use_orjson is not False else None
+        self._orjson: ModuleType | None = orjson if use_orjson is not False else None
 
     def dumps(self, value: Any, where: str = "value") -> str:
         """Encode ``value`` as compact JSON text.

@@ -19,20 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from qanat.codec import TAG, Codec, JsonCodec, canonical, default_codec, revive
 
-try:
-    import orjson  # noqa: F401
-
-    HAVE_ORJSON = True
-except ImportError:  # pragma: no cover
-    HAVE_ORJSON = False
-
 CODECS = [
     pytest.param(JsonCodec(use_orjson=False), id="stdlib"),
-    pytest.param(
-        JsonCodec(use_orjson=True) if HAVE_ORJSON else None,
-        id="orjson",
-        marks=pytest.mark.skipif(not HAVE_ORJSON, reason="orjson not installed"),
-    ),
+    pytest.param(JsonCodec(use_orjson=True), id="orjson"),
 ]
 
 
@@ -281,8 +270,6 @@ def test_lone_surrogates_round_trip(codec: JsonCodec) -> None:
 
 
 def test_either_decoder_reads_either_encoder() -> None:
-    if not HAVE_ORJSON:
-        pytest.skip("orjson not installed")
     value = {"t": (1, UTC_DT), "n": 2**70, "s": "日本", TAG: 1}
     fast, std = JsonCodec(use_orjson=True), JsonCodec(use_orjson=False)
     assert std.loads(fast.dumps(value)) == value
@@ -460,14 +447,9 @@ def test_classes_are_not_values() -> None:
         default_codec.dumps(Point)
 
 
-def test_use_orjson_true_without_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
-    import qanat.codec as codec_module
-
-    monkeypatch.setattr(codec_module, "_orjson", None)
-    with pytest.raises(ValueError, match="orjson is not installed"):
-        JsonCodec(use_orjson=True)
-    stdlib_only = JsonCodec()
-    assert stdlib_only.loads(stdlib_only.dumps({"a": (1,)})) == {"a": (1,)}
+def test_default_codec_uses_orjson() -> None:
+    assert repr(JsonCodec()) == "JsonCodec(use_orjson=True)"
+    assert repr(JsonCodec(use_orjson=False)) == "JsonCodec(use_orjson=False)"
 
 
 # --------------------------------------------------------------------------- canonical
