@@ -19,8 +19,8 @@ was going (``"the result of step 'fetch'"``) at the moment it is stored.
 
 Plain JSON data (``dict`` with ``str`` keys, ``list``, ``str``, ``int``, finite
 ``float``, ``bool``, ``None``) takes a fast path: one pass in Python that checks types
-without copying, then a single C-level encoder call (``orjson``, a dependency; the standard library's
-encoder is kept as an option to compare against).
+without copying, then a single C-level encoder call (``orjson``, a dependency; the
+standard library's encoder is kept as an option to compare against).
 """
 
 from __future__ import annotations
@@ -37,10 +37,9 @@ from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
+import orjson
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticSerializationError
-
-import orjson
 
 __all__ = [
     "TAG",

@@ -25,6 +25,24 @@ class Timeout(QanatError, TimeoutError):
     """An attempt exceeded its timeout, or an execution its deadline."""
 
 
+class ThreadCrashed(QanatError):
+    """The child process running a ``thread`` step died (segfault, ``os._exit``, a signal,
+    the OOM killer, ``MemoryError`` at its ``memory`` limit) before returning a result.
+
+    Fails that attempt of the step, which is retried per its ``retry``; the worker and
+    its other executions carry on.
+    """
+
+
+class WorkerLost(QanatError):
+    """Workers died ``max_recoveries`` times under an execution with no checkpoint in
+    between (a poison pill): it is failed instead of crashing worker after worker."""
+
+
+class PayloadTooLarge(QanatError, ValueError):
+    """A payload (input, output, step result, event data) is over ``Queue(max_payload=)``."""
+
+
 class Skipped(QanatError):
     """Flow control dropped the execution; ``reason`` says why."""
 

@@ -22,6 +22,7 @@ from qanat.execution import Execution, outcome_of
 from qanat.flow import CancelOn, attr_view
 from qanat.job import Job
 from qanat.pipe import EventInfo, Pipe, event_info
+from qanat.sizes import SizeLike, parse_size
 from qanat.storage import Storage, from_url
 from qanat.storage.base import (
     FINISHED_STATUSES,
@@ -271,7 +272,11 @@ class Queue:
     ``concurrency`` caps executions running at once in one worker process; ``lease`` is
     how long a claimed execution stays owned without a heartbeat; ``retention`` deletes
     old finished executions (``{"completed": "7d", "failed": "30d"}`` or
-    ``{"max_per_status": 10_000}``).
+    ``{"max_per_status": 10_000}``); ``threads`` is how many child processes run
+    ``thread`` steps in a worker (default: the CPU count); ``max_recoveries`` is how
+    many worker deaths under one execution, with no checkpoint between, fail it with
+    ``WorkerLost``; ``max_payload`` refuses larger inputs, outputs, step results and
+    events (``"16MB"``).
     """
 
     def __init__(
@@ -283,6 +288,9 @@ class Queue:
         context: Any = None,
         retention: Mapping[str, Any] | None = None,
         lease: float | str = "30s",
+        threads: int | None = None,
+        max_recoveries: int = 3,
+        max_payload: SizeLike = "16MB",
         name: str = "default",
     ) -> None:
         self.name = name
@@ -296,6 +304,13 @@ class Queue:
         self.concurrency = concurrency
         self.context = context
         self.lease = parse_duration(lease, what="lease")
+        #: Child processes for ``thread`` steps in a worker (None: the number of CPUs).
+        self.threads = _positive_int(threads, "threads", optional=True)
+        #: Worker deaths under an execution, with no checkpoint between, before it fails
+        #: with ``WorkerLost``.
+        self.max_recoveries = _positive_int(max_recoveries, "max_recoveries")
+        #: The largest payload (JSON bytes) stored for an input, output, step or event.
+        self.max_payload = parse_size(max_payload, what="Queue(max_payload=)")
         self.retention = _check_retention(retention)
         self.registry: dict[str, Job[Any]] = {}
         for j in _load_jobs(jobs):
@@ -677,6 +692,14 @@ class Queue:
         if events_before is not None or keep is not None:
             n += await self.storage.purge_events(events_before, keep)
         return n
+
+
+def _positive_int(value: Any, name: str, *, optional: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"Queue({name}=) must be an int >= 1, got {value!r}")
+    return value
 
 
 def _register(registry: dict[str, Any], obj: Any, cls: type[Any], kind: str, hint: str) -> None:
