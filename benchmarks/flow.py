@@ -126,9 +126,9 @@ def make_queue(path: str | os.PathLike[str]) -> Queue:
 def _log_claims(path: str) -> None:
     """Wrap the SQLite claim operation: one line per claim, ``wall_time op_seconds
     taken rows_changed``, written on the writer thread after the operation."""
-    import qanat.storage.sqlite as sq
+    import qanat.storage.sqlcore.claims as sq
 
-    inner = sq._op_claim
+    inner = sq.op_claim
     out = open(path, "a", buffering=1)  # kept open for the life of the worker
 
     def timed(conn: sqlite3.Connection, *args: Any) -> Any:
@@ -139,7 +139,7 @@ def _log_claims(path: str) -> None:
         out.write(f"{time.time():.6f} {took:.6f} {len(result[0])} {conn.total_changes - changes}\n")
         return result
 
-    sq._op_claim = timed
+    sq.op_claim = timed
 
 
 if os.environ.get("QANAT_FLOW_CLAIM_LOG"):

@@ -1,28 +1,20 @@
-"""The flow-control part of the SQLite backend: gates, parking, step slots.
+"""Flow control in SQL: gates, marks, parking at claim time, step slots.
 
-The rules are in :mod:`qanat.storage.flow`; this module gives them the SQLite state
-(:class:`SqliteFlowState`) and does the parking. Everything here runs on the writer
-thread inside the transaction of the operation that calls it (enqueue, claim, finish…),
-so every limit holds across all processes sharing the file. Schema:
-``sql/sqlite_005_flow.sql``.
-
-Parking: a due execution that may not start is taken out of the claim index
-(``available_at = NULL``, ``gate`` set, ``reason`` says why) so that a claim never
-scans work stuck behind a saturated key. It is put back (``unpark``) when a slot of
-its window gate frees (finish, suspend, cancel… of a running execution holding one),
-or when its rolling window opens (the gate's ``wake_at``, checked by every claim).
-A periodic ``refill`` repairs anything a missed wake-up could leave parked.
+The rules are in :mod:`qanat.storage.flow`; this module gives them the SQL state
+(:class:`SqlFlowState`) and parks what they hold back (``parking.py``). Everything here
+runs on the writer thread inside the transaction of the operation that calls it
+(enqueue, claim, finish…). On SQLite that transaction is the only writer
+(``BEGIN IMMEDIATE``); on PostgreSQL every use of flow state first takes the dialect's
+flow lock (``Dialect.lock_flow``), so counts read here cannot be stale by the time the
+decision commits. A periodic ``refill`` repairs anything a missed wake-up could leave
+parked. Schema: ``sql/sqlite_005_flow.sql``, ``sql/postgres_001_initial.sql``.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterable
-
-from qanat.storage.base import ExecutionRecord
+from qanat.storage.base import ExecutionRecord, now
 from qanat.storage.flow import (
     WAITING_FOR_SLOT,
-    Block,
     FlowSpec,
     Gate,
     blocked,
@@ -30,6 +22,10 @@ from qanat.storage.flow import (
     started,
     window_opens_at,
 )
+from qanat.storage.sqlcore.control import cancel_tree
+from qanat.storage.sqlcore.dialect import POSTGRES, Conn
+from qanat.storage.sqlcore.parking import PARKED, SET_WAKE, UNPARK, freed, park
+from qanat.storage.sqlcore.records import SELECT_ONE, execution
 
 GATE = "SELECT ref, n, first_at, last_at FROM gates WHERE id = ?"
 SAVE_GATE = (
@@ -44,7 +40,6 @@ RUNNING = (
     "SELECT count(*) FROM executions INDEXED BY executions_slots "
     "WHERE slot = ? AND status = 'running' AND slot IS NOT NULL"
 )
-PARK = "UPDATE executions SET available_at = NULL, gate = ?, reason = ? WHERE id = ?"
 #: Due, not running executions holding a slot of window gate ?1 with the same rules.
 PARK_GATE = (
     "UPDATE executions SET available_at = NULL, gate = ?1, reason = ?2 WHERE id IN ("
@@ -55,12 +50,6 @@ PARK_GATE = (
 )
 #: At most this many executions parked by one statement.
 MAX_BULK_PARK = 5000
-PARKED = "gate = ?1 AND available_at IS NULL AND status IN ('pending', 'waiting')"
-UNPARK = (
-    "UPDATE executions SET available_at = run_at, gate = NULL, reason = NULL WHERE id IN ("
-    f"SELECT id FROM executions INDEXED BY executions_parked WHERE {PARKED} "
-    "ORDER BY priority DESC, run_at, id LIMIT ?2)"
-)
 PARKED_HEAD = (
     f"SELECT flow FROM executions INDEXED BY executions_parked WHERE {PARKED} "
     "ORDER BY priority DESC, run_at, id LIMIT 1"
@@ -69,17 +58,8 @@ PARKED_GATES = (
     "SELECT DISTINCT gate FROM executions INDEXED BY executions_parked "
     "WHERE gate IS NOT NULL AND available_at IS NULL"
 )
-SET_WAKE = (
-    "INSERT INTO gates (id, wake_at) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET "
-    "wake_at = CASE WHEN wake_at IS NULL OR wake_at > ?2 THEN ?2 ELSE wake_at END"
-)
 DUE_GATES = "SELECT id FROM gates INDEXED BY gates_wake WHERE wake_at IS NOT NULL AND wake_at <= ?"
 CLEAR_WAKE = "UPDATE gates SET wake_at = NULL WHERE id = ?"
-CANCEL_ONE = (
-    "UPDATE executions SET status = 'cancelled', reason = ?2, available_at = NULL, "
-    "completed_at = ?3, pause_requested = 0, gate = NULL WHERE id = ?1 "
-    "AND status IN ('pending', 'running', 'waiting', 'paused') RETURNING slot, status"
-)
 DROP_ONE = (
     "UPDATE executions SET status = 'skipped', reason = ?2, available_at = NULL, "
     "completed_at = ?3, gate = NULL WHERE id = ?1 AND status = 'pending'"
@@ -91,10 +71,11 @@ APPEND_ITEM = (
 )
 
 
-class SqliteFlowState:
-    """The :class:`~qanat.storage.flow.FlowState` of one SQLite transaction."""
+class SqlFlowState:
+    """The :class:`~qanat.storage.flow.FlowState` of one SQL transaction."""
 
-    def __init__(self, conn: sqlite3.Connection, at: float) -> None:
+    def __init__(self, conn: Conn, at: float) -> None:
+        conn.dialect.lock_flow(conn)  # the serialization point of every shared budget
         self.conn = conn
         self.at = at
 
@@ -117,29 +98,23 @@ class SqliteFlowState:
         return n
 
     def execution(self, execution_id: str) -> ExecutionRecord | None:
-        from qanat.storage.sqlite import SELECT_ONE, _exec
-
         row = self.conn.execute(SELECT_ONE, (execution_id,)).fetchone()
-        return _exec(row) if row is not None else None
+        return execution(row) if row is not None else None
 
     def drop(self, execution_id: str, reason: str, at: float) -> None:
         self.conn.execute(DROP_ONE, (execution_id, reason, at))
 
     def cancel(self, execution_id: str, reason: str) -> None:
-        from qanat.storage.sqlite import _op_cancel
-
-        out = _op_cancel(self.conn, [execution_id], reason)
+        out = cancel_tree(self.conn, [execution_id], reason)
         freed([r.slot for r in out if r.status == "running"], self.conn)
 
     def append(self, execution_id: str, item: str, due: float | None) -> ExecutionRecord:
-        from qanat.storage.sqlite import SELECT_ONE, _exec
-
         spec = self.execution(execution_id)
         assert spec is not None and spec.flow is not None
         batch = FlowSpec.load(spec.flow).batch
         assert batch is not None
         self.conn.execute(APPEND_ITEM, (execution_id, batch[3], item, due))
-        return _exec(self.conn.execute(SELECT_ONE, (execution_id,)).fetchone())
+        return execution(self.conn.execute(SELECT_ONE, (execution_id,)).fetchone())
 
 
 # --- claiming --------------------------------------------------------------------------
@@ -148,8 +123,8 @@ class SqliteFlowState:
 class ClaimGates:
     """The gate checks of one claim: parks what may not start, counts what it takes."""
 
-    def __init__(self, conn: sqlite3.Connection, at: float) -> None:
-        self.fs = SqliteFlowState(conn, at)
+    def __init__(self, conn: Conn, at: float) -> None:
+        self.fs = SqlFlowState(conn, at)
         self.at = at
         self.taking: dict[str, int] = {}
         self._specs: dict[str, FlowSpec] = {}
@@ -187,15 +162,7 @@ class ClaimGates:
         return True
 
 
-def park(conn: sqlite3.Connection, ident: str, block: Block) -> None:
-    conn.execute(PARK, (block.gate, block.reason, ident))
-    if block.opens_at is not None:
-        conn.execute(SET_WAKE, (block.gate, block.opens_at))
-
-
-def _schedule_if_parked(
-    fs: SqliteFlowState, gate: str, count: int, period: float, at: float
-) -> None:
+def _schedule_if_parked(fs: SqlFlowState, gate: str, count: int, period: float, at: float) -> None:
     """After a start on a rolling gate: if work is parked behind it, wake it when the
     window next opens."""
     if fs.conn.execute(PARKED_HEAD, (gate,)).fetchone() is None:
@@ -204,43 +171,34 @@ def _schedule_if_parked(
     fs.conn.execute(SET_WAKE, (gate, opens if opens is not None else at))
 
 
-def open_due_gates(conn: sqlite3.Connection, at: float) -> None:
+def open_due_gates(conn: Conn, at: float) -> None:
     """Unpark what rolling windows that have opened by ``at`` let start."""
     for (gate,) in conn.execute(DUE_GATES, (at,)).fetchall():
         conn.execute(CLEAR_WAKE, (gate,))
         _refill(conn, gate, at)
 
 
-def freed(slots: Iterable[str | None], conn: sqlite3.Connection) -> None:
-    """Slots of these window gates were given up: let as many parked executions go."""
-    counts: dict[str, int] = {}
-    for s in slots:
-        if s is not None:
-            counts[s] = counts.get(s, 0) + 1
-    for gate, n in counts.items():
-        conn.execute(UNPARK, (gate, n))
-
-
-def _refill(conn: sqlite3.Connection, gate: str, at: float) -> int:
+def _refill(conn: Conn, gate: str, at: float) -> int:
     """Unpark as many executions behind ``gate`` as it lets start now."""
     head = conn.execute(PARKED_HEAD, (gate,)).fetchone()
     if head is None or head[0] is None:
         return 0
-    n, opens = room(SqliteFlowState(conn, at), gate, FlowSpec.load(head[0]), at)
+    n, opens = room(SqlFlowState(conn, at), gate, FlowSpec.load(head[0]), at)
     if opens is not None:
         conn.execute(SET_WAKE, (gate, opens))
     if n <= 0:
         return 0
-    return conn.execute(UNPARK, (gate, n)).rowcount
+    unparked: int = conn.execute(UNPARK, (gate, n)).rowcount
+    return unparked
 
 
-def op_refill(conn: sqlite3.Connection, at: float) -> int:
+def op_refill(conn: Conn, at: float) -> int:
     """Repair pass (housekeeping): unpark what every gate with parked work lets start."""
     gates = [r[0] for r in conn.execute(PARKED_GATES).fetchall()]
     return sum(_refill(conn, g, at) for g in gates)
 
 
-def gate_allows_running(conn: sqlite3.Connection, eid: str) -> bool:
+def gate_allows_running(conn: Conn, eid: str) -> bool:
     """Whether an owned, waiting execution may take its window slot again."""
     row = conn.execute("SELECT slot, flow FROM executions WHERE id = ?", (eid,)).fetchone()
     if row is None or row[0] is None or row[1] is None:
@@ -248,7 +206,7 @@ def gate_allows_running(conn: sqlite3.Connection, eid: str) -> bool:
     spec = FlowSpec.load(row[1])
     if spec.window is None:
         return True
-    return SqliteFlowState(conn, 0.0).running(row[0]) < spec.window[1]
+    return SqlFlowState(conn, 0.0).running(row[0]) < spec.window[1]
 
 
 # --- step-level concurrency ------------------------------------------------------------
@@ -262,10 +220,9 @@ STEP_RENEW = "UPDATE step_slots SET until = ? WHERE owner = ?"
 
 
 def op_acquire_step(
-    conn: sqlite3.Connection, name: str, holder: str, owner: str, limit: int, until: float
+    conn: Conn, name: str, holder: str, owner: str, limit: int, until: float
 ) -> bool:
-    from qanat.storage.base import now
-
+    conn.dialect.lock_flow(conn)
     conn.execute(STEP_FORGET, (name, now()))
     if conn.execute(STEP_HELD, (name, holder)).fetchone() is not None:
         return True
@@ -275,9 +232,17 @@ def op_acquire_step(
     return True
 
 
-def op_release_step(conn: sqlite3.Connection, name: str, holder: str) -> None:
+def op_release_step(conn: Conn, name: str, holder: str) -> None:
     conn.execute(STEP_GIVE, (name, holder))
 
 
-def renew_steps(conn: sqlite3.Connection, owner: str, until: float) -> None:
+def renew_steps(conn: Conn, owner: str, until: float) -> None:
     conn.execute(STEP_RENEW, (until, owner))
+
+
+POSTGRES.overrides[APPEND_ITEM] = (
+    "UPDATE executions SET input = CAST(jsonb_insert(CAST(input AS jsonb), "
+    "ARRAY[?2, '-1'], CAST(?3 AS jsonb), true) AS text), "
+    "run_at = COALESCE(?4, run_at), available_at = COALESCE(?4, available_at) "
+    "WHERE id = ?1"
+)

@@ -1,0 +1,120 @@
+"""The few places where the SQL backends differ: the dialect hooks.
+
+Every statement of the shared core (``qanat.storage.sqlcore``) is written once, in the
+SQL both SQLite and PostgreSQL accept where they agree, and in SQLite's spelling where
+they do not (``?`` placeholders, ``json_each`` for id lists, ``INDEXED BY`` hints). A
+:class:`Dialect` turns that text into its own (once per statement: the result is
+cached by the connection) and adds what concurrent writers need and SQLite's single
+writer let the core leave out:
+
+* ``lock(sql)``: a read that a write of the same transaction depends on (the owner
+  check before a checkpoint, the rows a cancel ends) locks what it read;
+* ``skip_locked(sql)``: the claim's candidate rows are locked, and rows another claimer
+  holds are passed over;
+* ``claim_take``: the claim's update re-checks that the rows are still claimable;
+* ``lock_flow(conn)``: flow-control state (gate counts, marks, step slots) is read and
+  written under one serialization point per transaction.
+
+For SQLite every hook is the identity: ``BEGIN IMMEDIATE`` already serialises writers.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Protocol
+
+
+class Conn(Protocol):
+    """What the shared operations use of a connection (``sqlite3.Connection`` or the
+    PostgreSQL adapter): statements in the core's text, translated by ``dialect``."""
+
+    dialect: Dialect
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, parameters: Any, /) -> Any: ...
+
+
+class Dialect:
+    """SQLite: the core's text as it is, and no extra locks."""
+
+    name = "sqlite"
+    #: starts a writer's transaction
+    begin = "BEGIN IMMEDIATE"
+    #: the claim's update of the rows it chose (the dialect may add a re-check)
+    claim_take_check = ""
+
+    def translate(self, sql: str) -> str:
+        return sql
+
+    def lock(self, sql: str) -> str:
+        """A read whose rows the same transaction then writes."""
+        return sql
+
+    def skip_locked(self, sql: str) -> str:
+        """The claim's choice of candidates."""
+        return sql
+
+    def lock_flow(self, conn: Conn) -> None:
+        """Serialise flow-control decisions from here to the end of the transaction."""
+
+
+class PostgresDialect(Dialect):
+    """PostgreSQL: numbered ``$n`` placeholders, jsonb for id lists, row locks."""
+
+    name = "postgresql"
+    begin = "BEGIN"
+    #: the candidates are locked by this transaction (SKIP LOCKED), so only its own
+    #: earlier statements can have changed them: a bulk park of a full gate may have
+    #: parked rows this claim took first, which stay taken (as on SQLite)
+    claim_take_check = " AND status IN ('pending', 'running', 'waiting')"
+    #: the transaction-level advisory lock that serialises flow-control state
+    FLOW_LOCK = "SELECT pg_advisory_xact_lock(7136290371)"
+
+    #: statements whose SQLite text has no mechanical translation
+    overrides: dict[str, str] = {}
+
+    _IDS = re.compile(r"\(SELECT value FROM json_each\((\?\d*)\)\)")
+    _EACH = re.compile(r"json_each\((\?\d*)\)")
+    _HINT = re.compile(r" INDEXED BY \w+")
+    _PARAM = re.compile(r"\?(\d*)")
+
+    def translate(self, sql: str) -> str:
+        text = self.overrides.get(sql, sql)
+        text = self._IDS.sub(r"(SELECT jsonb_array_elements_text(CAST(\1 AS jsonb)))", text)
+        text = self._EACH.sub(r"jsonb_array_elements(CAST(\1 AS jsonb)) AS je(value)", text)
+        text = self._HINT.sub("", text)
+        text = text.replace(" AS REAL)", " AS double precision)")
+        text = text.replace("LIMIT -1 OFFSET", "LIMIT ALL OFFSET")
+        text = re.sub(r"\browid\b", "seq", text)
+        text = re.sub(r"\btotal\(", "sum(", text)
+        if text == "BEGIN IMMEDIATE":
+            return "BEGIN"
+        # SQLite's rule: ``?N`` is parameter N, a bare ``?`` the one after the largest so far
+        last = 0
+
+        def number(m: re.Match[str]) -> str:
+            nonlocal last
+            n = int(m.group(1)) if m.group(1) else last + 1
+            last = max(last, n)
+            return f"${n}"
+
+        return self._PARAM.sub(number, text)
+
+    @functools.cache  # noqa: B019 - two dialect objects live as long as the process
+    def lock(self, sql: str) -> str:
+        return sql + " FOR UPDATE"
+
+    @functools.cache  # noqa: B019
+    def skip_locked(self, sql: str) -> str:
+        return sql + " FOR UPDATE SKIP LOCKED"
+
+    def lock_flow(self, conn: Conn) -> None:
+        lock_flow = getattr(conn, "lock_flow", None)
+        if lock_flow is not None:
+            lock_flow()
+
+
+SQLITE = Dialect()
+POSTGRES = PostgresDialect()

@@ -1,0 +1,237 @@
+"""The life of an execution in SQL: stored (enqueue), ended (finish, retry), left
+(suspend, release), switched (mark), plus progress, logs and the workers table.
+
+Every function is an operation of the writer thread: a function of the connection run
+inside the writer's transaction (see ``writer.py``). Every write made for a worker is
+conditional on that worker owning the execution (``owner = ?`` in the statement).
+"""
+
+from __future__ import annotations
+
+import json
+
+from qanat.errors import StorageError
+from qanat.storage.base import (
+    COMPLETED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    WAITING,
+    ExecutionRecord,
+    Finish,
+    LogRecord,
+    now,
+)
+from qanat.storage.flow import FlowSpec, admit
+from qanat.storage.memory import DEADLINE_ERROR
+from qanat.storage.sqlcore.dialect import POSTGRES, Conn
+from qanat.storage.sqlcore.events import add_failures, deliver_job_events
+from qanat.storage.sqlcore.flow import SqlFlowState, gate_allows_running
+from qanat.storage.sqlcore.parking import freed
+from qanat.storage.sqlcore.records import (
+    EXEC_COLS,
+    EXEC_FIELDS,
+    OWNED,
+    SELECT_BY_KEY,
+    WAKE_PARENT,
+    execution,
+    execution_params,
+)
+
+INSERT_EXEC = (
+    f"INSERT INTO executions ({EXEC_COLS}) VALUES ({', '.join('?' * len(EXEC_FIELDS))}) "
+    "ON CONFLICT (job, key) WHERE key IS NOT NULL DO NOTHING"
+)
+FINAL = (
+    "UPDATE executions SET status = ?, output = ?, error = ?, reason = ?, owner = NULL, "
+    "available_at = NULL, completed_at = ?, pause_requested = 0 WHERE id = ?"
+)
+FINAL_ID = FINAL + " RETURNING parent_id, slot"
+FINAL_OWNED = FINAL + f" AND owner = ? AND {OWNED} RETURNING parent_id, slot"
+RETRY_OWNED = (
+    "UPDATE executions SET status = 'pending', owner = NULL, error = ?2, "
+    "attempt = COALESCE(?3, attempt + 1), available_at = ?1, run_at = ?1 "
+    f"WHERE id = ?4 AND owner = ?5 AND {OWNED} RETURNING slot"
+)
+BULK_FINAL = (
+    "UPDATE executions SET status = j.status, output = j.output, error = j.error, "
+    "reason = j.reason, owner = NULL, available_at = NULL, completed_at = ?1, "
+    "pause_requested = 0 FROM (SELECT value ->> 0 AS id, value ->> 1 AS owner, "
+    "value ->> 2 AS status, value ->> 3 AS output, value ->> 4 AS error, "
+    "value ->> 5 AS reason FROM json_each(?2)) AS j "
+    "WHERE executions.id = j.id AND executions.owner = j.owner "
+    "AND executions.status IN ('running', 'waiting') RETURNING id, parent_id, slot"
+)
+POSTGRES.overrides[BULK_FINAL] = BULK_FINAL.replace(
+    "RETURNING id, parent_id, slot",
+    "RETURNING executions.id, executions.parent_id, executions.slot",
+)
+SUSPEND = (
+    "UPDATE executions SET "
+    "status = CASE WHEN pause_requested <> 0 THEN 'paused' ELSE ?1 END, "
+    "available_at = CASE WHEN pause_requested <> 0 OR ?1 = 'paused' THEN NULL "
+    "ELSE CAST(?2 AS REAL) END, "
+    f"owner = NULL, pause_requested = 0 WHERE id = ?3 AND owner = ?4 AND {OWNED} "
+    "RETURNING slot"
+)
+MARK = (
+    "UPDATE executions SET status = ? WHERE id = ? AND owner = ?"
+    " AND status IN ('running', 'waiting') RETURNING slot"
+)
+RELEASE = (
+    "UPDATE executions SET owner = NULL, status = 'pending', available_at = ? "
+    f"WHERE id = ? AND owner = ? AND {OWNED} RETURNING slot"
+)
+#: Owned executions are running (or waiting) under a lease, so all are in the claim index.
+EXPIRE = (
+    "UPDATE executions INDEXED BY executions_ready SET available_at = ? "
+    "WHERE available_at IS NOT NULL AND status IN ('pending', 'running', 'waiting') "
+    f"AND owner = ? AND {OWNED}"
+)
+INSERT_LOG = "INSERT INTO logs (execution_id, at, message, fields, step) VALUES (?, ?, ?, ?, ?)"
+REGISTER = (
+    "INSERT INTO workers (id, host, pid, registered_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
+    "registered_at = excluded.registered_at"
+)
+
+
+def insert(conn: Conn, rec: ExecutionRecord) -> ExecutionRecord:
+    """Store one new execution (flow-control rules applied); the existing one instead
+    if its ``(job, key)`` is taken, or the open batch it joined."""
+    if rec.flow is not None:
+        if rec.key is not None:
+            row = conn.execute(SELECT_BY_KEY, (rec.job, rec.key)).fetchone()
+            if row is not None:
+                return execution(row)
+        instead = admit(SqlFlowState(conn, rec.created_at), rec, FlowSpec.load(rec.flow))
+        if instead is not None:
+            return instead
+    if conn.execute(INSERT_EXEC, execution_params(rec)).rowcount == 1:
+        return rec.copy()
+    row = conn.execute(SELECT_BY_KEY, (rec.job, rec.key)).fetchone()
+    if row is None:  # an id collision would have raised; be loud about anything else
+        raise StorageError(f"execution {rec.id} could not be stored")
+    return execution(row)
+
+
+def op_enqueue(conn: Conn, records: list[ExecutionRecord]) -> list[ExecutionRecord]:
+    return [insert(conn, r) for r in records]
+
+
+def final(
+    conn: Conn,
+    eid: str,
+    status: str,
+    output: str | None,
+    error: str | None,
+    reason: str | None,
+    at: float,
+) -> None:
+    """End an execution whoever owns it (a deadline passed before it was claimed)."""
+    rows = conn.execute(FINAL_ID, (status, output, error, reason, at, eid)).fetchall()
+    if rows and rows[0][0] is not None:
+        conn.execute(WAKE_PARENT, (at, rows[0][0]))
+    if rows and rows[0][1] is not None:
+        freed([rows[0][1]], conn)
+
+
+def expire_deadline(conn: Conn, eid: str, at: float) -> None:
+    final(conn, eid, FAILED, None, DEADLINE_ERROR, None, at)
+
+
+def op_finish(conn: Conn, eid: str, owner: str, fin: Finish) -> bool:
+    at = now()
+    if fin.status == PENDING:
+        due = fin.available_at if fin.available_at is not None else at
+        slots = conn.execute(RETRY_OWNED, (due, fin.error, fin.attempt or None, eid, owner))
+        got = [r[0] for r in slots]
+        freed(got, conn)
+        return len(got) == 1
+    rows = conn.execute(
+        FINAL_OWNED, (fin.status, fin.output, fin.error, fin.reason, at, eid, owner)
+    ).fetchall()
+    if not rows:
+        return False
+    if rows[0][0] is not None:
+        conn.execute(WAKE_PARENT, (at, rows[0][0]))
+    if rows[0][1] is not None:
+        freed([rows[0][1]], conn)
+    if fin.event is not None and fin.status == COMPLETED:
+        deliver_job_events(conn, [fin.event])
+    return True
+
+
+def op_finish_triggers(conn: Conn, eid: str, owner: str, fin: Finish) -> bool:
+    """A finish that also enqueues what the output triggers (when it completes)."""
+    if not op_finish(conn, eid, owner, fin):
+        return False
+    if fin.status == COMPLETED:
+        for child in fin.children:
+            insert(conn, child)
+        add_failures(conn, fin.failures)
+        if fin.event is not None:
+            deliver_job_events(conn, [fin.event])
+    return True
+
+
+def bulk_finish(conn: Conn, calls: list[tuple[str, str, Finish]]) -> list[bool] | None:
+    """Many final finishes in one statement (a worker's group-committed finishes)."""
+    if len({c[0] for c in calls}) < len(calls) or any(c[2].status == PENDING for c in calls):
+        return None  # a retry or the same execution twice: run them one by one
+    at = now()
+    rows = json.dumps([[e, o, f.status, f.output, f.error, f.reason] for e, o, f in calls])
+    got = conn.execute(BULK_FINAL, (at, rows)).fetchall()
+    done = {r[0]: r[1] for r in got}
+    freed([r[2] for r in got], conn)
+    for parent in {p for p in done.values() if p is not None}:
+        conn.execute(WAKE_PARENT, (at, parent))
+    events = [f.event for e, _, f in calls if e in done and f.event and f.status == COMPLETED]
+    if events:
+        deliver_job_events(conn, events)
+    return [c[0] in done for c in calls]
+
+
+def op_suspend(conn: Conn, eid: str, owner: str, status: str, available_at: float | None) -> bool:
+    got = [r[0] for r in conn.execute(SUSPEND, (status, available_at, eid, owner))]
+    freed(got, conn)
+    return len(got) == 1
+
+
+def op_mark(conn: Conn, eid: str, owner: str, status: str) -> bool:
+    if status == RUNNING and not gate_allows_running(conn, eid):
+        return False
+    got = [r[0] for r in conn.execute(MARK, (status, eid, owner))]
+    if status == WAITING:
+        freed(got, conn)
+    return len(got) == 1
+
+
+def op_release(conn: Conn, owner: str, ids: list[str]) -> None:
+    at = now()
+    for i in ids:
+        freed([r[0] for r in conn.execute(RELEASE, (at, i, owner))], conn)
+
+
+def op_progress(conn: Conn, eid: str, progress: str) -> None:
+    conn.execute("UPDATE executions SET progress = ? WHERE id = ?", (progress, eid))
+
+
+def op_logs(conn: Conn, logs: list[LogRecord]) -> None:
+    conn.executemany(
+        INSERT_LOG, [(g.execution_id, g.at, g.message, g.fields, g.step) for g in logs]
+    )
+
+
+def op_register(conn: Conn, wid: str, host: str, pid: int, at: float) -> None:
+    conn.execute(REGISTER, (wid, host, pid, at))
+
+
+def op_unregister(conn: Conn, wid: str) -> None:
+    conn.execute("DELETE FROM workers WHERE id = ?", (wid,))
+
+
+def op_expire(conn: Conn, owner: str, at: float) -> int:
+    n: int = conn.execute(EXPIRE, (at, owner)).rowcount
+    conn.execute("DELETE FROM workers WHERE id = ?", (owner,))
+    return n

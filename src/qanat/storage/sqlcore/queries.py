@@ -1,0 +1,131 @@
+"""Reading in SQL (get, query, cache look-ups, steps, stats, workers) and retention
+(purge). Reads run on the reader thread; ``op_purge`` on the writer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from qanat.storage.base import (
+    STATUSES,
+    ExecutionFilter,
+    ExecutionRecord,
+    Page,
+    Stats,
+    decode_cursor,
+    encode_cursor,
+)
+from qanat.storage.sqlcore.dialect import Conn
+from qanat.storage.sqlcore.records import (
+    EXEC_COLS,
+    FINISHED,
+    IDS,
+    SELECT_MANY,
+    SELECT_ONE,
+    execution,
+)
+
+PURGE = f"SELECT id FROM executions INDEXED BY executions_finished WHERE {FINISHED} AND status = ?"
+#: A finished execution without completed_at counts as completed at 0, as in memory.py.
+PURGE_KEEP = f"{PURGE} ORDER BY completed_at DESC, rowid LIMIT -1 OFFSET ?"
+PURGE_BEFORE = f"{PURGE} AND (completed_at < ?2 OR (completed_at IS NULL AND ?2 > 0.0))"
+FIND_CACHED = (
+    f"SELECT {EXEC_COLS} FROM executions INDEXED BY executions_finished "
+    f"WHERE {FINISHED} AND status = 'completed' AND job = ? AND completed_at >= ? AND input = ? "
+    "ORDER BY completed_at DESC, rowid LIMIT 1"
+)
+RUNTIME = (
+    "FROM executions WHERE status = 'completed' AND started_at IS NOT NULL "
+    "AND completed_at IS NOT NULL"
+)
+COUNTS = "SELECT job, status, count(*), sum(attempt - 1) FROM executions GROUP BY job, status"
+RUNTIMES = f"SELECT count(*), total(completed_at - started_at) {RUNTIME}"
+RUNTIME_AT = f"SELECT completed_at - started_at AS rt {RUNTIME} ORDER BY rt LIMIT 1 OFFSET ?"
+WORKERS = "SELECT id, pid FROM workers WHERE host = ? ORDER BY rowid"
+
+_RANGES = (
+    ("started_before", "started_at < ?"),
+    ("started_after", "started_at > ?"),
+    ("completed_before", "completed_at < ?"),
+    ("completed_after", "completed_at > ?"),
+    ("attempts", "attempt = ?"),
+    ("attempts_lt", "attempt < ?"),
+    ("attempts_gt", "attempt > ?"),
+    ("group", '"group" = ?'),
+    ("parent_id", "parent_id = ?"),
+)
+
+
+def op_get(conn: Conn, eid: str) -> ExecutionRecord | None:
+    row = conn.execute(SELECT_ONE, (eid,)).fetchone()
+    return execution(row) if row is not None else None
+
+
+def op_get_many(conn: Conn, ids: list[str]) -> list[ExecutionRecord]:
+    rows = {r[0]: r for r in conn.execute(SELECT_MANY, (json.dumps(ids),)).fetchall()}
+    return [execution(rows[i]) for i in ids if i in rows]
+
+
+def op_list(conn: Conn, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
+    conds: list[str] = []
+    params: list[Any] = []
+    for name, col in (("ids", "id"), ("job", "job"), ("status", "status")):
+        values = getattr(flt, name)
+        if values is not None:
+            conds.append(f"{col} IN {IDS}")
+            params.append(json.dumps(list(values)))
+    for name, cond in _RANGES:
+        value = getattr(flt, name)
+        if value is not None:
+            conds.append(cond)
+            params.append(value)
+    if cursor is not None:
+        conds.append("(created_at, id) < (?, ?)")
+        params.extend(decode_cursor(cursor))
+    where = (" WHERE " + " AND ".join(conds)) if conds else ""
+    sql = f"SELECT {EXEC_COLS} FROM executions{where} ORDER BY created_at DESC, id DESC LIMIT ?"
+    params.append(max(limit, 0) + 1)
+    rows = conn.execute(sql, params).fetchall()
+    page = [execution(r) for r in rows[: max(limit, 0)]]
+    more = len(rows) > limit
+    nxt = encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
+    return Page(page, nxt)
+
+
+def op_find_cached(conn: Conn, job: str, input: str, since: float) -> ExecutionRecord | None:
+    row = conn.execute(FIND_CACHED, (job, since, input)).fetchone()
+    return execution(row) if row is not None else None
+
+
+def op_workers(conn: Conn, host: str) -> list[tuple[str, int]]:
+    return [(r[0], r[1]) for r in conn.execute(WORKERS, (host,)).fetchall()]
+
+
+def op_stats(conn: Conn) -> Stats:
+    by_status = dict.fromkeys(STATUSES, 0)
+    by_job: dict[str, dict[str, int]] = {}
+    retries = 0
+    for job, status, count, extra in conn.execute(COUNTS).fetchall():
+        by_status[status] = by_status.get(status, 0) + count
+        by_job.setdefault(job, {})[status] = count
+        retries += extra or 0
+    n, total = conn.execute(RUNTIMES).fetchone()
+    mean = p95 = None
+    if n:
+        mean = total / n
+        rank = max(0, min(n - 1, round(0.95 * n + 0.5) - 1))
+        p95 = conn.execute(RUNTIME_AT, (rank,)).fetchone()[0]
+    return Stats(by_status, by_job, retries, mean, p95)
+
+
+def op_purge(conn: Conn, status: str, before: float | None, keep: int | None) -> int:
+    gone: set[str] = set()
+    if keep is not None:
+        gone.update(r[0] for r in conn.execute(PURGE_KEEP, (status, max(keep, 0))).fetchall())
+    if before is not None:
+        gone.update(r[0] for r in conn.execute(PURGE_BEFORE, (status, before)).fetchall())
+    doomed = json.dumps(sorted(gone))
+    tables = (("steps", "execution_id"), ("logs", "execution_id"), ("waiters", "execution_id"))
+    for table, col in (*tables, ("executions", "id")):
+        conn.execute(f"DELETE FROM {table} WHERE {col} IN {IDS}", (doomed,))
+    return len(gone)

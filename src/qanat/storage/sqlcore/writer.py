@@ -1,0 +1,243 @@
+"""The threads of an SQL backend: one connection each, owned by one thread that runs
+queued operations in batches (the group commit).
+
+Callers queue an operation (a function of the connection, see ``executions.py`` and
+its siblings) and await a future. The **writer** takes everything queued and runs it in
+one transaction, each operation in its own SAVEPOINT so one that raises is rolled back
+alone; a run of same-kind operations that has a one-statement form (``bulk``) runs as
+that statement. Futures are resolved only after the COMMIT returned: a write is
+acknowledged once it is durable, never before. A **reader** runs queries the same way
+without a transaction of its own. A batch that loses a deadlock or a serialization
+failure (``retryable``: PostgreSQL only) is rolled back whole and run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from qanat.errors import StorageError
+
+T = TypeVar("T")
+
+#: At most this many operations share one transaction (bounds a batch's latency).
+MAX_BATCH = 1024
+#: Times a batch is run again after losing a deadlock before its error is reported.
+RETRIES = 5
+
+#: A one-statement form of a run of same-kind operations: their results, or None to run
+#: them one by one.
+Bulk = Callable[[Any, list[Any]], "list[Any] | None"]
+
+_Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any] | None"]
+_Result = tuple["asyncio.Future[Any]", bool, Any]
+
+
+def _deliver(results: list[_Result]) -> None:
+    for fut, ok, value in results:
+        if not fut.done():
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+
+class ConnThread:
+    """One connection owned by one thread that runs queued operations in batches."""
+
+    def __init__(
+        self,
+        conn: Any,
+        name: str,
+        label: str,
+        write: bool,
+        errors: tuple[type[BaseException], ...],
+        bulk: dict[Callable[..., Any], Bulk] | None = None,
+        retryable: Callable[[BaseException], bool] | None = None,
+    ) -> None:
+        self.conn = conn
+        self.label = label
+        self.write = write
+        self.errors = errors
+        self.bulk = bulk or {}
+        self.retryable = retryable
+        self.ops: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        #: rung after each commit that changed something (writer only; None: no bell)
+        self.bell: Any = None
+        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self.thread.start()
+
+    def submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> asyncio.Future[T]:
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self.ops.put((fn, args, fut))
+        return fut
+
+    def stop(self) -> asyncio.Future[None]:
+        """Run what is queued, then close the connection and end the thread."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.ops.put((_stop, (), fut))
+        return fut
+
+    def _error(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, self.errors):
+            err = StorageError(f"{self.label}: {exc}")
+            err.__cause__ = exc
+            return err
+        return exc
+
+    def _main(self) -> None:
+        ops = self.ops
+        running = True
+        while running:
+            batch = [ops.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(ops.get_nowait())
+                except queue.Empty:
+                    break
+            stop_at = next((i for i, op in enumerate(batch) if op[0] is _stop), None)
+            if stop_at is not None:
+                running = False
+                rest, batch = batch[stop_at:], batch[:stop_at]
+            if batch:
+                results = self._run_write(batch) if self.write else self._run_read(batch)
+                self._send(results)
+            if not running:
+                self._close(rest)
+
+    def _close(self, rest: list[_Op]) -> None:
+        error: BaseException | None = None
+        try:
+            self.conn.close()
+        except self.errors as exc:  # pragma: no cover - close rarely fails
+            error = self._error(exc)
+        closed = StorageError(f"{self.label} is closed")
+        out: list[_Result] = []
+        for i, (fn, _, fut) in enumerate(rest):
+            if fut is None:
+                continue
+            if i == 0 and fn is _stop:
+                out.append((fut, error is None, error))
+            else:
+                out.append((fut, False, closed))
+        self._send(out)
+
+    @staticmethod
+    def _send(results: list[_Result]) -> None:
+        if not results:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Result]] = {}
+        for r in results:
+            by_loop.setdefault(r[0].get_loop(), []).append(r)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+    def _run_read(self, batch: list[_Op]) -> list[_Result]:
+        conn = self.conn
+        out: list[_Result] = []
+        for fn, args, fut in batch:
+            assert fut is not None
+            try:
+                out.append((fut, True, fn(conn, *args)))
+            except Exception as exc:
+                out.append((fut, False, self._error(exc)))
+        return out
+
+    def _run_write(self, batch: list[_Op]) -> list[_Result]:
+        for _ in range(RETRIES):
+            out = self._write_once(batch)
+            if out is not None:
+                return out
+        return self._write_once(batch, last=True) or []
+
+    def _write_once(self, batch: list[_Op], last: bool = False) -> list[_Result] | None:
+        """One try of a batch's transaction; None: it lost a deadlock (or a serialization
+        failure) that the dialect says to retry, and nothing of it stands."""
+        conn = self.conn
+        out: list[_Result] = []
+        try:
+            changes = conn.total_changes
+            conn.execute(conn.dialect.begin)
+            if len(batch) == 1:  # alone in its transaction: no savepoint needed
+                fn, args, fut = batch[0]
+                assert fut is not None
+                try:
+                    out.append((fut, True, fn(conn, *args)))
+                except Exception as exc:
+                    conn.execute("ROLLBACK")
+                    if not last and self._retry(exc):
+                        return None
+                    return [(fut, False, self._error(exc))]
+            else:
+                i = 0
+                while i < len(batch):
+                    j = i + 1
+                    bulk = self.bulk.get(batch[i][0])
+                    if bulk is not None:
+                        while j < len(batch) and batch[j][0] is batch[i][0]:
+                            j += 1
+                    if j - i == 1 or bulk is None or not self._bulk(bulk, batch[i:j], out):
+                        for op in batch[i:j]:
+                            self._one(op, out)
+                    i = j
+            conn.execute("COMMIT")
+            if self.bell is not None and conn.total_changes != changes:
+                self.bell.ring()  # never raises
+        except Exception as exc:  # BEGIN, savepoint machinery or COMMIT failed: nothing stands
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except self.errors:
+                    pass
+            if not last and self._retry(exc):
+                return None
+            err = self._error(exc)
+            return [(fut, False, err) for _, _, fut in batch if fut is not None]
+        return out
+
+    def _retry(self, exc: BaseException) -> bool:
+        return self.retryable is not None and self.retryable(exc)
+
+    def _one(self, op: _Op, out: list[_Result]) -> None:
+        """Run one operation of a batch in its own savepoint."""
+        fn, args, fut = op
+        assert fut is not None
+        conn = self.conn
+        conn.execute("SAVEPOINT op")
+        try:
+            value = fn(conn, *args)
+        except Exception as exc:
+            if self._retry(exc):
+                raise  # the whole batch runs again
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            out.append((fut, False, self._error(exc)))
+        else:
+            conn.execute("RELEASE op")
+            out.append((fut, True, value))
+
+    def _bulk(self, bulk: Bulk, ops: list[_Op], out: list[_Result]) -> bool:
+        """Run a run of same-kind operations as one statement; False: run them one by one."""
+        conn = self.conn
+        conn.execute("SAVEPOINT bulk")
+        try:
+            values = bulk(conn, [op[1] for op in ops])
+        except Exception:
+            values = None
+        if values is None:
+            conn.execute("ROLLBACK TO bulk")
+            conn.execute("RELEASE bulk")
+            return False
+        conn.execute("RELEASE bulk")
+        out.extend((fut, True, v) for (_, _, fut), v in zip(ops, values, strict=True) if fut)
+        return True
+
+
+def _stop(conn: Any) -> None:  # a marker, never called
+    raise AssertionError("unreachable")
