@@ -85,7 +85,7 @@ def test_definition_errors_name_what_was_wrong() -> None:
     ("url", "message"),
     [
         ("ftp://x", "ftp://x"),
-        ("postgresql://localhost/db", "not available"),
+        ("postgresql://localhost/db?schema=Bad-Name", "schema='Bad-Name' is not a plain"),
         ("redis://localhost", "not available"),
     ],
 )

@@ -1,13 +1,15 @@
 """Storage backends and the contract they share.
 
 ``from_url`` turns a storage URL into a backend: ``memory://``, ``sqlite:///relative.db``,
-``sqlite:////absolute/path.db`` (``?synchronous=normal``, ``?busy_timeout=5``), or a bare
-path ending in ``.db``.
+``sqlite:////absolute/path.db`` (``?synchronous=normal``, ``?busy_timeout=5``), a bare
+path ending in ``.db``, or ``postgresql://user:pw@host:5432/db?schema=qanat`` (also
+``postgres://``; needs the ``qanat[postgres]`` extra, psycopg 3).
 """
 
 from __future__ import annotations
 
 import urllib.parse
+from typing import TYPE_CHECKING, Any
 
 from qanat.errors import StorageError
 from qanat.storage.base import (
@@ -27,12 +29,14 @@ from qanat.storage.base import (
 from qanat.storage.memory import MemoryStorage
 from qanat.storage.sqlite import SqliteStorage
 
+if TYPE_CHECKING:
+    from qanat.storage.postgres import PostgresStorage
+
 ACCEPTED = (
-    "memory://, sqlite:///relative/path.db, sqlite:////absolute/path.db, or a path ending in .db"
+    "memory://, sqlite:///relative/path.db, sqlite:////absolute/path.db, "
+    "postgresql://user:password@host:5432/database?schema=qanat, or a path ending in .db"
 )
 PLANNED = {
-    "postgresql": "PostgreSQL",
-    "postgres": "PostgreSQL",
     "redis": "Redis",
     "rediss": "Redis",
     "http": "HTTP orchestration node",
@@ -75,6 +79,44 @@ def _sqlite(url: str) -> SqliteStorage:
         raise StorageError(f"invalid SQLite URL {url!r}: {exc}") from None
 
 
+def _postgres_class() -> type[PostgresStorage]:
+    """The PostgreSQL backend, imported on first use: psycopg is an optional dependency
+    (``qanat[postgres]``) that SQLite users neither need nor pay the import of."""
+    try:
+        from qanat.storage import postgres
+    except ImportError as exc:
+        raise StorageError(
+            f"the PostgreSQL backend needs psycopg 3 ({exc}); install qanat[postgres]"
+        ) from None
+    return postgres.PostgresStorage
+
+
+def _postgres(url: str) -> Storage:
+    parts = urllib.parse.urlsplit(url)
+    options = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    schema = "qanat"
+    rest: list[tuple[str, str]] = []
+    for key, value in options:
+        if key == "schema":
+            schema = value
+        else:
+            rest.append((key, value))  # libpq's own parameters (sslmode, ...)
+    scheme = "postgresql"
+    conninfo = urllib.parse.urlunsplit(
+        parts._replace(scheme=scheme, query=urllib.parse.urlencode(rest))
+    )
+    try:
+        return _postgres_class()(conninfo, schema=schema)
+    except ValueError as exc:
+        raise StorageError(f"invalid PostgreSQL URL {_redact(url)!r}: {exc}") from None
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PostgresStorage":
+        return _postgres_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def from_url(url: str) -> Storage:
     """The storage backend a URL names; ``StorageError`` for a URL qanat cannot use."""
     if "://" not in url:
@@ -86,6 +128,8 @@ def from_url(url: str) -> Storage:
         return MemoryStorage()
     if scheme == "sqlite":
         return _sqlite(url)
+    if scheme in ("postgresql", "postgres"):
+        return _postgres(url)
     base = scheme.split("+", 1)[0]
     if base in PLANNED:
         raise StorageError(
@@ -105,6 +149,7 @@ __all__ = [
     "LogRecord",
     "MemoryStorage",
     "Page",
+    "PostgresStorage",
     "SqliteStorage",
     "Stats",
     "StepRecord",

@@ -107,9 +107,11 @@ def op_claim(
                 elif ident in seen:
                     continue
                 elif flow is not None:
-                    seen.add(ident)
                     if gates is None:
+                        if not d.try_lock_flow(conn):
+                            continue  # another claim decides flow control now: pass over
                         gates = ClaimGates(conn, at)
+                    seen.add(ident)
                     if gates.admit(ident, flow, status, started_at):
                         ids.append(ident)
                     else:

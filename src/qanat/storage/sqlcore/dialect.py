@@ -13,7 +13,8 @@ writer let the core leave out:
   holds are passed over;
 * ``claim_take``: the claim's update re-checks that the rows are still claimable;
 * ``lock_flow(conn)``: flow-control state (gate counts, marks, step slots) is read and
-  written under one serialization point per transaction.
+  written under one serialization point per transaction (``try_lock_flow`` for the
+  claim, which passes over gated work while another transaction holds it).
 
 For SQLite every hook is the identity: ``BEGIN IMMEDIATE`` already serialises writers.
 """
@@ -59,6 +60,12 @@ class Dialect:
     def lock_flow(self, conn: Conn) -> None:
         """Serialise flow-control decisions from here to the end of the transaction."""
 
+    def try_lock_flow(self, conn: Conn) -> bool:
+        """``lock_flow`` without waiting: False if another transaction holds it. A claim
+        asks this way because it already holds row locks on its candidates: waiting for
+        the flow lock there could deadlock with its holder parking those rows."""
+        return True
+
 
 class PostgresDialect(Dialect):
     """PostgreSQL: numbered ``$n`` placeholders, jsonb for id lists, row locks."""
@@ -71,6 +78,7 @@ class PostgresDialect(Dialect):
     claim_take_check = " AND status IN ('pending', 'running', 'waiting')"
     #: the transaction-level advisory lock that serialises flow-control state
     FLOW_LOCK = "SELECT pg_advisory_xact_lock(7136290371)"
+    TRY_FLOW_LOCK = "SELECT pg_try_advisory_xact_lock(7136290371)"
 
     #: statements whose SQLite text has no mechanical translation
     overrides: dict[str, str] = {}
@@ -114,6 +122,10 @@ class PostgresDialect(Dialect):
         lock_flow = getattr(conn, "lock_flow", None)
         if lock_flow is not None:
             lock_flow()
+
+    def try_lock_flow(self, conn: Conn) -> bool:
+        try_lock = getattr(conn, "try_lock_flow", None)
+        return True if try_lock is None else bool(try_lock())
 
 
 SQLITE = Dialect()

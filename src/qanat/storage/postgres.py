@@ -1,0 +1,260 @@
+"""PostgreSQL storage (``postgresql://user:pw@host:5432/db?schema=qanat``): one database
+shared by workers on any number of hosts.
+
+The operations are the shared SQL core's (``qanat.storage.sqlcore``), run exactly as on
+SQLite: a writer thread owns one synchronous psycopg connection and runs everything
+queued in one transaction (group commit; ``synchronous_commit`` stays on), a reader
+thread owns a second one. The core's statements are translated once each by
+:class:`~qanat.storage.sqlcore.dialect.PostgresDialect` (``$n`` placeholders, jsonb id
+lists) and prepared by psycopg after a few uses. What SQLite's single writer let the
+core assume is added by the dialect hooks: claims choose rows ``FOR UPDATE SKIP
+LOCKED`` and re-check them, owner checks lock the row they read, and every flow-control
+decision runs under one transaction-level advisory lock (see docs/architecture.md).
+A batch that loses a deadlock is rolled back and run again.
+
+The tables live in their own schema (``?schema=``, default ``qanat``), created and
+migrated at open from ``sql/postgres_NNN_*.sql`` under ``pg_advisory_xact_lock``, so
+workers starting at once migrate it once. A schema written by a newer qanat, a schema
+holding tables that are not qanat's, an unreachable server and a refused login are
+refused at open with a sentence naming the problem (the password redacted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import urllib.parse
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from psycopg import pq
+
+from qanat.errors import StorageError
+from qanat.storage.sqlcore.backend import BULK, SqlStorage
+from qanat.storage.sqlcore.dialect import POSTGRES, Dialect
+from qanat.storage.sqlcore.schema import numbered_scripts
+from qanat.storage.sqlcore.writer import ConnThread
+
+APPLICATION = "qanat"
+DEFAULT_SCHEMA = "qanat"
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+#: key of the advisory lock that serialises migrations of one schema
+MIGRATE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('qanat.migrate.' || $1))"
+
+
+def migrations() -> tuple[tuple[int, str], ...]:
+    """The numbered schema scripts ``sql/postgres_NNN_name.sql``, in order."""
+    return numbered_scripts("postgres")
+
+
+def schema_version() -> int:
+    """The newest PostgreSQL schema this code knows."""
+    return len(migrations())
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return url
+
+
+class PgConnection:
+    """A psycopg connection speaking the core's SQL: statements are translated once
+    each (cached here), and the writer's transaction control passes through."""
+
+    dialect: Dialect = POSTGRES
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self.raw = raw
+        self._sql: dict[str, str] = {}
+        #: rows changed so far (the writer rings its bell when this moved)
+        self.total_changes = 0
+        self._flow_locked = False
+
+    def _text(self, sql: str) -> str:
+        text = self._sql.get(sql)
+        if text is None:
+            text = self._sql[sql] = self.dialect.translate(sql)
+        return text
+
+    def execute(self, sql: str, parameters: Any = None, /) -> Any:
+        if sql == "BEGIN" or sql.startswith("ROLLBACK"):
+            self._flow_locked = False  # advisory locks end with their (sub)transaction
+        cur = self.raw.execute(self._text(sql), parameters or None)
+        if cur.rowcount > 0 and cur.pgresult is not None and cur.pgresult.command_status:
+            status = cur.pgresult.command_status
+            if not status.startswith(b"SELECT"):
+                self.total_changes += cur.rowcount
+        return cur
+
+    def executemany(self, sql: str, parameters: Any, /) -> Any:
+        cur = self.raw.cursor()
+        cur.executemany(self._text(sql), list(parameters))
+        self.total_changes += 1
+        return cur
+
+    def lock_flow(self) -> None:
+        """Take the flow-control lock once per transaction (``Dialect.lock_flow``)."""
+        if not self._flow_locked:
+            self.raw.execute(POSTGRES.FLOW_LOCK)
+            self._flow_locked = True
+
+    def try_lock_flow(self) -> bool:
+        """The flow-control lock if it is free now (``Dialect.try_lock_flow``)."""
+        if not self._flow_locked:
+            self._flow_locked = bool(self.raw.execute(POSTGRES.TRY_FLOW_LOCK).fetchone()[0])
+        return self._flow_locked
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.pgconn.transaction_status != pq.TransactionStatus.IDLE
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure))
+
+
+class PostgresStorage(SqlStorage):
+    """Executions, steps and logs in one schema of a PostgreSQL database."""
+
+    polls = True
+
+    def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, connect_timeout: float = 10.0):
+        if not SCHEMA_NAME.fullmatch(schema):
+            raise ValueError(
+                f"schema={schema!r} is not a plain lower-case PostgreSQL name "
+                "(letters, digits and _, not starting with a digit)"
+            )
+        self.url = url
+        self.schema = schema
+        self.connect_timeout = float(connect_timeout)
+        self._writer: ConnThread | None = None
+        self._reader: ConnThread | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStorage({redact(self.url)!r}, schema={self.schema!r})"
+
+    def _closed(self) -> StorageError:
+        return StorageError(f"PostgreSQL storage {redact(self.url)} is not open")
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def _connect(self) -> PgConnection:
+        try:
+            raw = psycopg.connect(
+                self.url,
+                autocommit=True,
+                cursor_factory=psycopg.RawCursor,
+                connect_timeout=max(1, round(self.connect_timeout)),
+                options=f"-c search_path={self.schema}",
+                application_name="qanat",
+            )
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            if "password authentication failed" in str(exc):
+                reason = "the server refused the user name or password"
+            raise StorageError(
+                f"cannot connect to PostgreSQL at {redact(self.url)}: {reason}"
+            ) from None
+        return PgConnection(raw)
+
+    def _migrate(self, conn: PgConnection) -> None:
+        raw = conn.raw
+        with raw.transaction():
+            raw.execute(MIGRATE_LOCK, (self.schema,))
+            version = self._check_schema(raw)
+            raw.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            for number, script in migrations():
+                if number <= version:
+                    continue
+                # a client-side cursor runs a script of several statements
+                psycopg.ClientCursor(raw).execute(script)
+                raw.execute(
+                    "INSERT INTO qanat_meta (key, value) VALUES ('schema_version', $1) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (str(number),),
+                )
+
+    def _check_schema(self, raw: psycopg.Connection[Any]) -> int:
+        """The schema version found (0: no schema, or an empty one); refuse others."""
+        where = f"schema {self.schema!r} of {redact(self.url)}"
+        tables = {
+            r[0]
+            for r in raw.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = $1",
+                (self.schema,),
+            ).fetchall()
+        }
+        if not tables:
+            return 0
+        if "qanat_meta" not in tables:
+            raise StorageError(
+                f"{where} holds tables that are not qanat's ({', '.join(sorted(tables)[:5])}); "
+                "qanat refuses to touch it. Use ?schema=<another name> for qanat's tables."
+            )
+        meta = dict(raw.execute("SELECT key, value FROM qanat_meta").fetchall())
+        if meta.get("application") != APPLICATION:
+            raise StorageError(f"{where} has a qanat_meta table without qanat's marker")
+        try:
+            version = int(meta.get("schema_version", "0"))
+        except ValueError:
+            raise StorageError(f"{where}: its schema_version is not a number") from None
+        if version > schema_version():
+            raise StorageError(
+                f"{where} was written by a newer qanat (schema {version}); this version "
+                f"understands up to {schema_version()}. Upgrade qanat to use this database."
+            )
+        return version
+
+    def _open_sync(self) -> tuple[PgConnection, PgConnection]:
+        writer = self._connect()
+        try:
+            self._migrate(writer)
+            reader = self._connect()
+        except BaseException as exc:
+            writer.close()
+            if isinstance(exc, psycopg.Error):
+                raise StorageError(f"cannot open {self!r}: {exc}") from exc
+            raise
+        return writer, reader
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        writer, reader = await asyncio.to_thread(self._open_sync)
+        label = f"PostgreSQL storage {redact(self.url)}"
+        errors = (psycopg.Error,)
+        self._writer = ConnThread(
+            writer, "qanat-pg-writer", label, True, errors, BULK, retryable=_retryable
+        )
+        self._reader = ConnThread(reader, "qanat-pg-reader", label, False, errors)
+
+    async def close(self) -> None:
+        writer, reader = self._writer, self._reader
+        self._writer = self._reader = None
+        if reader is not None:
+            await reader.stop()
+            reader.thread.join()
+        if writer is not None:
+            await writer.stop()  # commits what was queued before it
+            writer.thread.join()
+
+    async def __aenter__(self) -> PostgresStorage:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+__all__ = ["PostgresStorage", "migrations", "redact", "schema_version"]

@@ -1,0 +1,167 @@
+"""PostgreSQL-only checks on the session's real server (tests/services.py): what is
+refused at open (and left unchanged), migrations raced by many workers, and the limits
+that SQLite's single writer gets for free but concurrent PostgreSQL claimers must
+serialise (concurrency windows, idempotency keys)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import urllib.parse
+
+import psycopg
+import pytest
+
+from qanat.errors import StorageError
+from qanat.storage import ExecutionRecord, Finish, PostgresStorage, from_url
+from qanat.storage.flow import FlowSpec, gate_id
+from qanat.storage.postgres import schema_version
+
+T0 = 1_700_000_000.0
+_names = itertools.count()
+
+
+def fresh_schema() -> str:
+    return f"pgtest_{next(_names)}"
+
+
+def with_password(url: str, password: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    netloc = f"{parts.username}:{password}@{parts.hostname}:{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def tables(url: str, schema: str) -> list[str]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+            "ORDER BY table_name",
+            (schema,),
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_from_url_builds_postgres_storage(postgres_url: str) -> None:
+    store = from_url(postgres_url.replace("postgresql://", "postgres://") + "?schema=q1")
+    assert isinstance(store, PostgresStorage) and store.schema == "q1"
+    assert "qanat-test-pw" not in repr(store)
+    assert isinstance(from_url(postgres_url), PostgresStorage)
+
+
+async def test_wrong_password_is_refused_with_the_password_redacted(postgres_url: str) -> None:
+    store = PostgresStorage(with_password(postgres_url, "not-the-pw-123"), schema=fresh_schema())
+    with pytest.raises(StorageError, match="refused the user name or password") as info:
+        await store.open()
+    assert "not-the-pw-123" not in str(info.value) and "***" in str(info.value)
+
+
+async def test_unreachable_server_is_refused_at_open() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket is closed
+    store = PostgresStorage(f"postgresql://u:secret-pw@127.0.0.1:{port}/db", schema="qanat")
+    with pytest.raises(StorageError, match="cannot connect to PostgreSQL") as info:
+        await asyncio.wait_for(store.open(), 30)
+    assert "secret-pw" not in str(info.value)
+
+
+async def test_schema_of_someone_else_is_refused_and_left_unchanged(postgres_url: str) -> None:
+    schema = fresh_schema()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.notes (body text)")
+    store = PostgresStorage(postgres_url, schema=schema)
+    with pytest.raises(StorageError, match="not qanat's \\(notes\\)"):
+        await store.open()
+    assert tables(postgres_url, schema) == ["notes"]
+
+
+async def test_newer_schema_is_refused_and_left_unchanged(postgres_url: str) -> None:
+    schema = fresh_schema()
+    store = PostgresStorage(postgres_url, schema=schema)
+    await store.open()
+    await store.close()
+    before = tables(postgres_url, schema)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"UPDATE {schema}.qanat_meta SET value = '999' WHERE key = 'schema_version'")
+    with pytest.raises(StorageError, match="newer qanat \\(schema 999\\)"):
+        await PostgresStorage(postgres_url, schema=schema).open()
+    assert tables(postgres_url, schema) == before
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        row = conn.execute(f"SELECT value FROM {schema}.qanat_meta WHERE key = 'schema_version'")
+        assert row.fetchone() == ("999",)
+
+
+async def test_workers_starting_at_once_migrate_the_schema_once(postgres_url: str) -> None:
+    schema = fresh_schema()
+    stores = [PostgresStorage(postgres_url, schema=schema) for _ in range(10)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            rows = conn.execute(f"SELECT key, value FROM {schema}.qanat_meta ORDER BY key")
+            assert rows.fetchall() == [
+                ("application", "qanat"),
+                ("schema_version", str(schema_version())),
+            ]
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_window_holds_under_concurrent_claimers(postgres_url: str) -> None:
+    """Eight connections claim at once from one backlog behind concurrency=3: never more
+    than 3 running (counting inside READ COMMITTED + SKIP LOCKED alone would allow more)."""
+    schema = fresh_schema()
+    stores = [PostgresStorage(postgres_url, schema=schema) for _ in range(8)]
+    for s in stores:
+        await s.open()
+    try:
+        spec = FlowSpec(window=(gate_id("j", "window", None), 3)).dump()
+        await stores[0].enqueue(
+            [
+                ExecutionRecord(f"e{i:03}", "j", "{}", created_at=T0, run_at=T0,
+                                available_at=T0, flow=spec)
+                for i in range(60)
+            ]
+        )  # fmt: skip
+        running: dict[str, int] = {}
+        for _round in range(12):
+            got = await asyncio.gather(
+                *(s.claim(f"w{n}", ["j"], 2, 30.0, T0 + 1) for n, s in enumerate(stores))
+            )
+            for n, taken in enumerate(got):
+                for r in taken:
+                    running[r.id] = n
+            assert len(running) <= 3, f"{len(running)} running behind concurrency=3"
+            for n, s in enumerate(stores):  # one by one the limit is reached, not starved
+                for r in await s.claim(f"w{n}", ["j"], 2, 30.0, T0 + 1):
+                    running[r.id] = n
+            assert len(running) == 3
+            done = sorted(running)[0]
+            n = running.pop(done)
+            assert await stores[n].finish(done, f"w{n}", Finish("completed"))
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_idempotency_key_raced_by_eight_connections_stores_one(postgres_url: str) -> None:
+    schema = fresh_schema()
+    stores = [PostgresStorage(postgres_url, schema=schema) for _ in range(8)]
+    for s in stores:
+        await s.open()
+    try:
+        got = await asyncio.gather(
+            *(
+                s.enqueue([ExecutionRecord(f"x{n}", "j", "{}", key="same", created_at=T0,
+                                           run_at=T0, available_at=T0)])
+                for n, s in enumerate(stores)
+            )
+        )  # fmt: skip
+        ids = {batch[0].id for batch in got}
+        assert len(ids) == 1
+        taken = await stores[0].claim("w", ["j"], 10, 30.0, T0 + 1)
+        assert [r.id for r in taken] == list(ids)
+    finally:
+        for s in stores:
+            await s.close()

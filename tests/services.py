@@ -1,0 +1,129 @@
+"""Services the test command starts: a real PostgreSQL 15 server for the session.
+
+``postgres_url`` (a session fixture) runs ``initdb`` into a temporary folder and starts
+``postgres`` bound to 127.0.0.1 on a free port, as the ``postgres`` OS user when the
+tests run as root (PostgreSQL refuses to run as root), with password authentication.
+Its URL is exported as ``QANAT_TEST_POSTGRES_URL`` so worker subprocesses reach it too.
+The server stops when the session ends. A machine without the binaries fails the tests
+that need it, naming what is missing: a missing server is never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BIN = Path(os.environ.get("QANAT_TEST_PG_BIN", "/usr/local/bin"))
+USER = "postgres"
+PASSWORD = "qanat-test-pw"
+ENV_URL = "QANAT_TEST_POSTGRES_URL"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    """Run as the postgres OS user when we are root (initdb and postgres refuse root)."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", USER, "--", *cmd]
+    return cmd
+
+
+def _ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"postgres exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                if "ready to accept connections" in log.read_text():
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)  # polling a socket for the server's start, bounded by timeout
+    raise RuntimeError(f"postgres did not start in {timeout}s: {log.read_text()[-2000:]}")
+
+
+class PostgresServer:
+    """One throw-away PostgreSQL cluster."""
+
+    def __init__(self) -> None:
+        for tool in ("initdb", "postgres"):
+            if not (BIN / tool).exists():
+                raise RuntimeError(
+                    f"PostgreSQL 15 is needed by the tests: {BIN / tool} is missing "
+                    "(install postgresql-15 or set QANAT_TEST_PG_BIN)"
+                )
+        self.root = Path(tempfile.mkdtemp(prefix="qanat-pg-"))
+        self.data = self.root / "data"
+        self.log = self.root / "postgres.log"
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        if os.geteuid() == 0:
+            shutil.chown(self.root, USER)
+        pwfile = self.root / "pw"
+        pwfile.write_text(PASSWORD + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(pwfile, USER)
+        subprocess.run(
+            _as_postgres(
+                [str(BIN / "initdb"), "-D", str(self.data), "-U", USER, "--auth=scram-sha-256",
+                 f"--pwfile={pwfile}", "--no-sync", "-E", "UTF8", "--locale=C"]
+            ),
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        log = open(self.log, "ab")
+        if os.geteuid() == 0:
+            shutil.chown(self.log, USER)
+        self.proc = subprocess.Popen(
+            _as_postgres(
+                [str(BIN / "postgres"), "-D", str(self.data), "-h", "127.0.0.1",
+                 "-p", str(self.port), "-k", str(self.root), "-c", "max_connections=300",
+                 "-c", "fsync=on", "-c", "synchronous_commit=on"]
+            ),
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        _ready(self.port, self.proc, self.log)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The URL of the session's PostgreSQL server (started on first use)."""
+    server = PostgresServer()
+    try:
+        server.start()
+        os.environ[ENV_URL] = server.url
+        yield server.url
+    finally:
+        os.environ.pop(ENV_URL, None)
+        server.stop()
