@@ -109,7 +109,8 @@ class PgConnection:
     def try_lock_flow(self) -> bool:
         """The flow-control lock if it is free now (``Dialect.try_lock_flow``)."""
         if not self._flow_locked:
-            self._flow_locked = bool(self.raw.execute(POSTGRES.TRY_FLOW_LOCK).fetchone()[0])
+            row = self.raw.execute(POSTGRES.TRY_FLOW_LOCK).fetchone()
+            self._flow_locked = row is not None and bool(row[0])
         return self._flow_locked
 
     @property
