@@ -279,7 +279,7 @@ class Supervisor:
         live = [c for c in self._children if not c.retiring]
         if not live:  # every running child is already retiring; nothing more to stop
             return
-        child = max(live, key=lambda c: c.started)
+        child = live[-1]  # the newest: children are kept in the order they started
         child.retiring = True
         _send(child.proc, signal.SIGTERM)
         self._say(f"SIGTTOU: stopping worker {child.proc.pid} ({self.wanted} wanted)")
