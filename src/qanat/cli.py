@@ -162,7 +162,8 @@ def main(app: str | None) -> None:
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Worker processes to run; more than 1 spawns children and supervises them.",
+    help="Worker processes to run; more than 1 runs them under a supervisor that restarts "
+    "a dead one (SIGTTIN / SIGTTOU add / remove one).",
 )
 @click.option(
     "--grace",
@@ -196,6 +197,8 @@ def worker(
 
     On a signal the worker stops claiming, lets running executions finish for up to
     --grace seconds and hands the rest back to storage for another worker to resume.
+    With --processes N > 1 a supervisor keeps N worker processes running (a dead one
+    is replaced); SIGTTIN adds a process, SIGTTOU removes one.
     """
     spec = app or ctx.find_root().params.get("app")
     queue = load_app(spec)
