@@ -158,3 +158,35 @@ def test_children_that_keep_dying_are_restarted_with_growing_delays(project: Pro
     sup.signal(signal.SIGTERM)
     sup.wait(30)
     assert not any(Path(f"/proc/{p}").exists() for p in booted), "a child outlived the supervisor"
+
+
+@pytest.mark.timeout(60)
+def test_a_child_that_exits_zero_on_its_own_is_replaced(project: Project) -> None:
+    sup = project.worker("--processes", "2", count=2)
+    first = project.wait_until(lambda: count_children(sup.pid, 2), what="2 children")
+    quitter = max(first)
+    os.kill(quitter, signal.SIGTERM)  # the child drains and exits 0; the supervisor did not ask
+    now = project.wait_until(
+        lambda: (k := count_children(sup.pid, 2)) and quitter not in k and k,
+        what="a replacement child",
+    )
+    assert now & first == first - {quitter}
+    assert re.search(
+        rf"worker {quitter} exited with status 0 on its own after \S+; restarting in 0.5s",
+        sup.stderr(),
+    )
+    sup.signal(signal.SIGTERM)
+    assert sup.wait(30) == 0
+
+
+def test_the_supervisor_refuses_a_queue_without_jobs_before_starting_children(
+    project: Project,
+) -> None:
+    (project.root / "empty.py").write_text(
+        "import os\nimport qanat\n"
+        "queue = qanat.Queue(jobs=[], storage='sqlite:///' + os.environ['QANAT_TEST_DB'])\n"
+    )
+    res = project.qanat("worker", "empty:queue", "--processes", "2", app=None, timeout=30)
+    assert res.returncode == 2
+    assert "'empty:queue' has no jobs: there is nothing for a worker to run" in res.stderr
+    assert "worker processes" not in res.stderr and "running jobs" not in res.stderr

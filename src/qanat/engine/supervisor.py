@@ -162,6 +162,7 @@ class Supervisor:
         self._restarts: list[float] = []  # due times of replacements not yet started
         self._stopping = False
         self._stop_codes: list[int] = []  # exit statuses of children stopped by a signal
+        self._stop_signals: set[int] = set()  # the stop signals forwarded so far
 
     # --- state ---------------------------------------------------------------------
 
@@ -182,7 +183,8 @@ class Supervisor:
     @property
     def exit_code(self) -> int:
         """The worst exit status of the children stopped by SIGTERM/SIGINT; 0 if all
-        drained cleanly (or none was running)."""
+        drained cleanly (or none was running). A child killed by the stop signal itself
+        (it was still starting) counts as clean."""
         bad = [c for c in self._stop_codes if c != 0]
         return max(bad) if bad else 0
 
@@ -250,6 +252,7 @@ class Supervisor:
                 f"{signal.Signals(sig).name}: stopping {len(self._children)} worker processes"
             )
         self._stopping = True
+        self._stop_signals.add(sig)
         self._restarts.clear()
         for child in self._children:
             _send(child.proc, sig)
@@ -294,7 +297,10 @@ class Supervisor:
             self._children.remove(child)
             pid = child.proc.pid
             if self._stopping:
-                self._stop_codes.append(exit_status(code))
+                # killed by the very signal it was sent: it was still starting (a worker
+                # handles SIGTERM/SIGINT once it runs), so it had nothing to drain
+                clean = code == 0 or -code in self._stop_signals
+                self._stop_codes.append(0 if clean else exit_status(code))
                 if code != 0:
                     self._say(f"worker {pid} {describe_exit(code)}")
             elif child.retiring:

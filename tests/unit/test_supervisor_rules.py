@@ -256,6 +256,16 @@ def test_exit_code_is_the_worst_of_the_stopped_children() -> None:
     assert sup.finished and sup.exit_code == 137
 
 
+def test_a_child_killed_by_the_forwarded_stop_signal_counts_as_clean() -> None:
+    # a child still starting has no handler yet: the SIGTERM kills it, nothing is lost
+    sup, spawner, _, _ = make(2)
+    sup.on_signal(signal.SIGTERM)
+    spawner.procs[0].die(-signal.SIGTERM)
+    spawner.procs[1].die(0)
+    sup.reap()
+    assert sup.finished and sup.exit_code == 0
+
+
 def test_a_failed_spawn_is_retried_after_a_delay(caplog: pytest.LogCaptureFixture) -> None:
     sup, spawner, clock, _ = make(1)
     spawner.fail_next = 1
