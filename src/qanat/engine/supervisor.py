@@ -173,6 +173,7 @@ class Supervisor:
 
     @property
     def stopping(self) -> bool:
+        """A stop signal arrived: nothing is started any more."""
         return self._stopping
 
     @property
