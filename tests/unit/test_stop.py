@@ -119,7 +119,7 @@ async def test_execution_in_a_hot_sleep_is_released_at_once_and_wakes_on_time(
     await eventually(sleeping)
     began = time.monotonic()
     await q.stop(grace=10)
-    assert time.monotonic() - began < 0.5, "the stop waited for the sleep"
+    assert time.monotonic() - began < 1, "the stop waited for the sleep"
     rec = await _record(storage, napper, h.id)
     assert rec.status == "pending" and rec.owner is None
     assert "after" not in marks
@@ -150,7 +150,7 @@ async def test_execution_awaiting_a_child_is_released_at_once(tmp_path: Path) ->
     await eventually(lambda: _status_is(h, "waiting"))
     began = time.monotonic()
     await q.stop(grace=10)
-    assert time.monotonic() - began < 1, "the stop waited for the child"
+    assert time.monotonic() - began < 2, "the stop waited for the child"
     rec = await _record(storage, parent, h.id)
     assert rec.status == "pending" and rec.owner is None
     gate.set()
