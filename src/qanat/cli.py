@@ -170,7 +170,8 @@ def main(app: str | None) -> None:
     type=click.FloatRange(min=0),
     default=10.0,
     show_default=True,
-    help="On SIGTERM/SIGINT, seconds to let running executions finish.",
+    help="On SIGTERM/SIGINT, seconds a step in flight may take to finish before it is "
+    "interrupted (each execution is handed back at its next step boundary).",
 )
 @click.option(
     "--hot-sleep",
@@ -195,8 +196,10 @@ def worker(
 ) -> None:
     """Run executions of APP's queue until SIGTERM or Ctrl-C, then drain.
 
-    On a signal the worker stops claiming, lets running executions finish for up to
-    --grace seconds and hands the rest back to storage for another worker to resume.
+    On a signal the worker stops claiming; each running execution finishes the step in
+    flight and is handed back to storage at that step boundary (sleeping and waiting ones
+    at once), due for any worker to resume. A step still running after --grace seconds
+    is interrupted and runs again elsewhere.
     With --processes N > 1 a supervisor keeps N worker processes running (a dead one
     is replaced); SIGTTIN adds a process, SIGTTOU removes one.
     """
