@@ -1,7 +1,7 @@
 """The flow-control state of :class:`~qanat.storage.memory.MemoryStorage`.
 
 The same rules as every backend (:mod:`qanat.storage.flow`) and the same parking as
-SQLite (``sqlite_flow.py``), kept in dictionaries.
+SQLite and PostgreSQL (``sqlcore/flow.py``), kept in dictionaries.
 """
 
 from __future__ import annotations
