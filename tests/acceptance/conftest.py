@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import json
 import os
 import signal
@@ -26,8 +27,10 @@ import pytest
 
 from qanat import Queue
 from qanat.storage.base import FINISHED_STATUSES, ExecutionRecord, StepRecord
+from services import postgres_url
 
 T = TypeVar("T")
+__all__ = ["postgres_url"]  # the session's PostgreSQL server, for project["postgres"]
 
 #: The app every acceptance test runs. Files go to $QANAT_TEST_DIR.
 APP = r'''
@@ -129,7 +132,7 @@ async def explode(message: str) -> None:
 
 queue = qanat.Queue(
     jobs=[five_steps, napper, record, slow, add, explode],
-    storage="sqlite:///" + os.environ["QANAT_TEST_DB"],
+    storage=os.environ["QANAT_TEST_STORAGE"],
 )
 not_a_queue = {"jobs": []}
 '''
@@ -191,9 +194,11 @@ class Project:
 
     wait_until = staticmethod(wait_until)
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, storage_url: str | None = None) -> None:
         self.root = root
         self.db = root / "qanat.db"
+        #: what the apps use (QANAT_TEST_STORAGE): this project's SQLite file by default
+        self.storage_url = storage_url or f"sqlite:///{self.db}"
         (root / "app.py").write_text(APP)
         self.workers: list[Worker] = []
         self._module: ModuleType | None = None
@@ -206,6 +211,7 @@ class Project:
         env["PYTHONPATH"] = str(self.root) + (os.pathsep + path if path else "")
         env["QANAT_TEST_DIR"] = str(self.root)
         env["QANAT_TEST_DB"] = str(self.db)
+        env["QANAT_TEST_STORAGE"] = self.storage_url
         env["PYTHONUNBUFFERED"] = "1"
         env.update(extra)
         return env
@@ -285,9 +291,11 @@ class Project:
         spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
-        old = {k: os.environ.get(k) for k in ("QANAT_TEST_DIR", "QANAT_TEST_DB")}
+        keys = ("QANAT_TEST_DIR", "QANAT_TEST_DB", "QANAT_TEST_STORAGE")
+        old = {k: os.environ.get(k) for k in keys}
         os.environ["QANAT_TEST_DIR"] = str(self.root)
         os.environ["QANAT_TEST_DB"] = str(self.db)
+        os.environ["QANAT_TEST_STORAGE"] = self.storage_url
         try:
             spec.loader.exec_module(module)
         finally:
@@ -310,7 +318,7 @@ class Project:
         if app is None:
             app = self.module().queue
         # A fresh Queue per call: asyncio objects must not outlive their event loop.
-        queue = Queue(jobs=list(app.jobs), storage=f"sqlite:///{self.db}")
+        queue = Queue(jobs=list(app.jobs), storage=self.storage_url)
 
         async def go() -> T:
             await queue.start(worker=False)
@@ -351,9 +359,20 @@ class Project:
         return res.stdout.strip()
 
 
+_schemas = itertools.count()
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Iterator[Project]:
-    p = Project(tmp_path)
+def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
+    """A project on SQLite; ``@pytest.mark.parametrize("project", ["sqlite", "postgres"],
+    indirect=True)`` runs a test on both (PostgreSQL: a fresh schema of the session's
+    server, tests/services.py)."""
+    backend = getattr(request, "param", "sqlite")
+    url = None
+    if backend == "postgres":
+        server: str = request.getfixturevalue("postgres_url")
+        url = f"{server}?schema=acceptance_{os.getpid()}_{next(_schemas)}"
+    p = Project(tmp_path, url)
     try:
         yield p
     finally:

@@ -37,12 +37,13 @@ async def beat(scheduled_at: datetime) -> None:
     append("ticks.log", f"{scheduled_at.timestamp()!r} {os.getpid()}")
 
 
-queue = qanat.Queue(jobs=[beat], storage="sqlite:///" + os.environ["QANAT_TEST_DB"])
+queue = qanat.Queue(jobs=[beat], storage=os.environ["QANAT_TEST_STORAGE"])
 """
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("project", ["sqlite", "postgres"], indirect=True)
 def test_two_workers_run_a_six_field_cron_once_per_tick(project: Project) -> None:
     (project.root / "cronapp.py").write_text(CRON_APP)
     w1 = project.worker(app="cronapp:queue")

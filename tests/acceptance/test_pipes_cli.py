@@ -40,11 +40,12 @@ async def index(name: str, size: int) -> str:
 
 
 queue = qanat.Queue(
-    jobs=[index], pipes=[uploads], storage="sqlite:///" + os.environ["QANAT_TEST_DB"]
+    jobs=[index], pipes=[uploads], storage=os.environ["QANAT_TEST_STORAGE"]
 )
 """
 
 
+@pytest.mark.parametrize("project", ["sqlite", "postgres"], indirect=True)
 def test_send_from_cli_triggers_worker_job_and_events_lists_it(project: Project) -> None:
     (project.root / "pipes_app.py").write_text(PIPES_APP)
     w = project.worker(app="pipes_app:queue")

@@ -46,7 +46,7 @@ def plain_handler(tag: str) -> str:
 
 
 queue = qanat.Queue(
-    jobs=[plain_step, plain_handler], storage="sqlite:///" + os.environ["QANAT_TEST_DB"]
+    jobs=[plain_step, plain_handler], storage=os.environ["QANAT_TEST_STORAGE"]
 )
 '''
 

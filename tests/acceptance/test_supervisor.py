@@ -184,7 +184,7 @@ def test_the_supervisor_refuses_a_queue_without_jobs_before_starting_children(
 ) -> None:
     (project.root / "empty.py").write_text(
         "import os\nimport qanat\n"
-        "queue = qanat.Queue(jobs=[], storage='sqlite:///' + os.environ['QANAT_TEST_DB'])\n"
+        "queue = qanat.Queue(jobs=[], storage=os.environ['QANAT_TEST_STORAGE'])\n"
     )
     res = project.qanat("worker", "empty:queue", "--processes", "2", app=None, timeout=30)
     assert res.returncode == 2
