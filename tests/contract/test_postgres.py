@@ -165,3 +165,60 @@ async def test_idempotency_key_raced_by_eight_connections_stores_one(postgres_ur
     finally:
         for s in stores:
             await s.close()
+
+
+def _rec(ident: str) -> ExecutionRecord:
+    return ExecutionRecord(ident, "j", "{}", created_at=T0, run_at=T0, available_at=T0)
+
+
+async def _rung_by(event: asyncio.Event, action: object, timeout: float = 10.0) -> None:
+    event.clear()
+    await action  # type: ignore[misc]
+    await asyncio.wait_for(event.wait(), timeout)
+
+
+async def test_a_commit_of_another_process_wakes_listeners(postgres_url: str) -> None:
+    schema = fresh_schema()
+    waiting, writing = PostgresStorage(postgres_url, schema=schema), None
+    await waiting.open()
+    try:
+        writing = PostgresStorage(postgres_url, schema=schema)
+        await writing.open()
+        rang = asyncio.Event()
+        stop = waiting.listen(rang.set)
+        assert stop is not None
+        await asyncio.wait_for(rang.wait(), 10)  # the first call: listening has begun
+        await waiting.changed()
+        assert not await waiting.changed()
+        await _rung_by(rang, writing.enqueue([_rec("a")]))
+        assert await waiting.changed()
+        assert not await waiting.changed()
+        # a dropped listening connection is re-established, and wakes work again
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE query = %s AND pid <> pg_backend_pid()",
+                (f"LISTEN qanat_{schema}",),
+            ).fetchall()
+        assert killed == [(True,)]
+        rang.clear()
+        await asyncio.wait_for(rang.wait(), 10)  # reconnected (calls back once)
+        await _rung_by(rang, writing.enqueue([_rec("b")]))
+        stop()
+    finally:
+        await waiting.close()
+        if writing is not None:
+            await writing.close()
+
+
+async def test_notify_off_polls(postgres_url: str) -> None:
+    store = from_url(postgres_url + f"?schema={fresh_schema()}&notify=off")
+    await store.open()
+    try:
+        assert store.listen(lambda: None) is None
+        assert await store.changed()
+        assert not await store.changed()  # polled again only after POLL_ONLY
+    finally:
+        await store.close()
+    with pytest.raises(StorageError, match="notify='maybe' is not on or off"):
+        from_url(postgres_url + "?notify=maybe")

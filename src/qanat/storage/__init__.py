@@ -95,10 +95,17 @@ def _postgres(url: str) -> Storage:
     parts = urllib.parse.urlsplit(url)
     options = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     schema = "qanat"
+    notify = True
     rest: list[tuple[str, str]] = []
     for key, value in options:
         if key == "schema":
             schema = value
+        elif key == "notify":
+            if value not in ("on", "off"):
+                raise StorageError(
+                    f"invalid PostgreSQL URL {_redact(url)!r}: notify={value!r} is not on or off"
+                )
+            notify = value == "on"
         else:
             rest.append((key, value))  # libpq's own parameters (sslmode, ...)
     scheme = "postgresql"
@@ -106,7 +113,7 @@ def _postgres(url: str) -> Storage:
         parts._replace(scheme=scheme, query=urllib.parse.urlencode(rest))
     )
     try:
-        return _postgres_class()(conninfo, schema=schema)
+        return _postgres_class()(conninfo, schema=schema, notify=notify)
     except ValueError as exc:
         raise StorageError(f"invalid PostgreSQL URL {_redact(url)!r}: {exc}") from None
 

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -31,6 +33,7 @@ import psycopg.errors
 from psycopg import pq
 
 from qanat.errors import StorageError
+from qanat.storage.pg_notify import PgBell
 from qanat.storage.sqlcore.backend import BULK, SqlStorage
 from qanat.storage.sqlcore.dialect import POSTGRES, Dialect
 from qanat.storage.sqlcore.schema import numbered_scripts
@@ -39,6 +42,8 @@ from qanat.storage.sqlcore.writer import ConnThread
 APPLICATION = "qanat"
 DEFAULT_SCHEMA = "qanat"
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+#: Without LISTEN: how often ``changed()`` says "maybe" (seconds).
+POLL_ONLY = 0.05
 #: key of the advisory lock that serialises migrations of one schema
 MIGRATE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('qanat.migrate.' || $1))"
 
@@ -130,7 +135,14 @@ class PostgresStorage(SqlStorage):
 
     polls = True
 
-    def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, connect_timeout: float = 10.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        notify: bool = True,
+        connect_timeout: float = 10.0,
+    ) -> None:
         if not SCHEMA_NAME.fullmatch(schema):
             raise ValueError(
                 f"schema={schema!r} is not a plain lower-case PostgreSQL name "
@@ -138,9 +150,13 @@ class PostgresStorage(SqlStorage):
             )
         self.url = url
         self.schema = schema
+        self.notify = bool(notify)
         self.connect_timeout = float(connect_timeout)
         self._writer: ConnThread | None = None
         self._reader: ConnThread | None = None
+        self._bell: PgBell | None = None
+        self._heard = -1
+        self._polled = 0.0
 
     def __repr__(self) -> str:
         return f"PostgresStorage({redact(self.url)!r}, schema={self.schema!r})"
@@ -151,8 +167,11 @@ class PostgresStorage(SqlStorage):
     # --- lifecycle ---------------------------------------------------------------------
 
     def _connect(self) -> PgConnection:
+        return PgConnection(self._connect_raw())
+
+    def _connect_raw(self) -> psycopg.Connection[Any]:
         try:
-            raw = psycopg.connect(
+            return psycopg.connect(
                 self.url,
                 autocommit=True,
                 cursor_factory=psycopg.RawCursor,
@@ -167,7 +186,6 @@ class PostgresStorage(SqlStorage):
             raise StorageError(
                 f"cannot connect to PostgreSQL at {redact(self.url)}: {reason}"
             ) from None
-        return PgConnection(raw)
 
     def _migrate(self, conn: PgConnection) -> None:
         raw = conn.raw
@@ -239,6 +257,8 @@ class PostgresStorage(SqlStorage):
             writer, "qanat-pg-writer", label, True, errors, BULK, retryable=_retryable
         )
         self._reader = ConnThread(reader, "qanat-pg-reader", label, False, errors)
+        if self.notify:
+            self._bell = self._writer.bell = PgBell(self._connect_raw, f"qanat_{self.schema}")
 
     async def close(self) -> None:
         writer, reader = self._writer, self._reader
@@ -249,6 +269,26 @@ class PostgresStorage(SqlStorage):
         if writer is not None:
             await writer.stop()  # commits what was queued before it
             writer.thread.join()
+        bell, self._bell = self._bell, None
+        if bell is not None:
+            await asyncio.to_thread(bell.close)
+
+    def listen(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        return None if self._bell is None else self._bell.listen(callback)
+
+    async def changed(self) -> bool:
+        bell = self._bell
+        if bell is None or not bell.listening:
+            # poll-only (notify=False, or the listening connection is down): report a
+            # change every POLL_ONLY seconds rather than at every tick of the caller
+            t = time.monotonic()
+            if t - self._polled < POLL_ONLY:
+                return False
+            self._polled = t
+            return True
+        heard = bell.heard
+        seen, self._heard = self._heard, heard
+        return heard != seen
 
     async def __aenter__(self) -> PostgresStorage:
         await self.open()
