@@ -1,7 +1,8 @@
 """The jobs the benchmarks run.
 
-``queue`` (what ``qanat worker bench_app:queue`` loads) uses the database named by
-``QANAT_BENCH_DB``; ``make_queue(path)`` binds the same jobs to another file.
+``queue`` (what ``qanat worker bench_app:queue`` loads) uses the storage URL in
+``QANAT_BENCH_STORAGE`` or else the SQLite file named by ``QANAT_BENCH_DB``;
+``make_queue(path)`` binds the same jobs to another file (or storage URL).
 """
 
 from __future__ import annotations
@@ -46,8 +47,12 @@ JOBS = [noop, ten_steps, child, fan_out]
 
 
 def make_queue(path: str | os.PathLike[str]) -> Queue:
-    """A queue of the benchmark jobs on the SQLite file ``path`` (synchronous=FULL)."""
-    return Queue(jobs=JOBS, storage=f"sqlite:///{os.fspath(path)}")
+    """A queue of the benchmark jobs on the SQLite file ``path`` (synchronous=FULL), or
+    on the storage ``path`` names if it is a URL."""
+    where = os.fspath(path)
+    return Queue(jobs=JOBS, storage=where if "://" in where else f"sqlite:///{where}")
 
 
-queue = make_queue(os.environ.get("QANAT_BENCH_DB", "bench.db"))
+queue = make_queue(
+    os.environ.get("QANAT_BENCH_STORAGE") or os.environ.get("QANAT_BENCH_DB", "bench.db")
+)

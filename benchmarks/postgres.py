@@ -1,0 +1,158 @@
+"""The benchmark workloads on PostgreSQL: a throw-away PostgreSQL 15 server on this
+machine (``tests/services.py``: initdb defaults, fsync and synchronous_commit on),
+sharing its cores with the workers.
+
+    python benchmarks/postgres.py [--only NAME ...] [--quick]
+
+Workloads: enqueue (1 per call), drain of 5,000 no-op jobs by 1, 2 and 4 worker
+processes, latency (enqueue then ``result()``, worker in another process), steps
+(sequential and concurrent), fan-out of 200 children. Each runs on a fresh schema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import bench_app  # noqa: E402
+
+from services import PostgresServer  # noqa: E402
+
+_schemas = itertools.count()
+
+
+def fresh(url: str) -> str:
+    return f"{url}?schema=bench_{os.getpid()}_{next(_schemas)}"
+
+
+def spawn(url: str, n: int = 1) -> list[subprocess.Popen[bytes]]:
+    env = {**os.environ, "QANAT_BENCH_STORAGE": url}
+    cmd = [sys.executable, "-m", "qanat", "worker", "bench_app:queue"]
+    quiet = subprocess.DEVNULL
+    return [subprocess.Popen(cmd, cwd=HERE, env=env, stdout=quiet, stderr=quiet) for _ in range(n)]
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(30)
+
+
+async def enqueue(url: str, n: int) -> dict[str, float]:
+    async with bench_app.make_queue(url) as q:
+        for _ in range(20):
+            await q.jobs.noop.start()
+        t = time.perf_counter()
+        for _ in range(n):
+            await q.jobs.noop.start()
+        return {"per_s": n / (time.perf_counter() - t)}
+
+
+async def drain(url: str, n: int, workers: int) -> dict[str, float]:
+    q = bench_app.make_queue(url)
+    await q.start(worker=False)
+    try:
+        for i in range(0, n, 1000):
+            await q.jobs.noop.start_many([{}] * min(1000, n - i))
+    finally:
+        await q.stop()
+    schema = url.split("schema=")[1]
+    conninfo = url.split("?")[0]
+    procs = spawn(url, workers)
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as watch:
+            left = f"SELECT count(*) FROM {schema}.executions WHERE status <> 'completed'"
+            while watch.execute(left).fetchone()[0] > 0:  # type: ignore[index]
+                await asyncio.sleep(0.05)
+            first, last = watch.execute(
+                f"SELECT min(started_at), max(completed_at) FROM {schema}.executions"
+            ).fetchone()  # type: ignore[misc]
+    finally:
+        stop(procs)
+    return {"steady_per_s": n / (last - first)}
+
+
+async def latency(url: str, n: int) -> dict[str, float]:
+    procs = spawn(url)
+    try:
+        async with bench_app.make_queue(url) as q:
+            for _ in range(20):
+                await (await q.jobs.noop.start()).result(timeout=60)
+            times = []
+            for _ in range(n):
+                t = time.perf_counter()
+                await (await q.jobs.noop.start()).result(timeout=60)
+                times.append((time.perf_counter() - t) * 1000)
+    finally:
+        stop(procs)
+    times.sort()
+    return {"p50_ms": statistics.median(times), "p95_ms": times[int(0.95 * len(times)) - 1]}
+
+
+async def steps(url: str, n: int) -> dict[str, float]:
+    async with bench_app.make_queue(url) as q:
+        await q.jobs.ten_steps.run()
+        t = time.perf_counter()
+        for _ in range(n):
+            await q.jobs.ten_steps.run()
+        seq = n * 10 / (time.perf_counter() - t)
+        t = time.perf_counter()
+        await asyncio.gather(*[q.jobs.ten_steps.run() for _ in range(n)])
+        conc = n * 10 / (time.perf_counter() - t)
+    return {"sequential_per_s": seq, "concurrent_per_s": conc}
+
+
+async def fanout(url: str, n: int) -> dict[str, float]:
+    async with bench_app.make_queue(url) as q:
+        await q.jobs.fan_out.run(n=10)
+        t = time.perf_counter()
+        done = await q.jobs.fan_out.run(n=n)
+        assert done == n
+        return {"children_per_s": n / (time.perf_counter() - t)}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    names = ["enqueue", "drain1", "drain2", "drain4", "latency", "steps", "fanout"]
+    parser.add_argument("--only", nargs="+", choices=names)
+    parser.add_argument("--quick", action="store_true", help="small sizes")
+    args = parser.parse_args()
+    small = args.quick
+    server = PostgresServer()
+    server.start()
+    out: dict[str, Any] = {}
+    try:
+        url = server.url
+        plan = {
+            "enqueue": lambda: enqueue(fresh(url), 300 if small else 2000),
+            "drain1": lambda: drain(fresh(url), 1000 if small else 5000, 1),
+            "drain2": lambda: drain(fresh(url), 1000 if small else 5000, 2),
+            "drain4": lambda: drain(fresh(url), 1000 if small else 5000, 4),
+            "latency": lambda: latency(fresh(url), 50 if small else 300),
+            "steps": lambda: steps(fresh(url), 10 if small else 100),
+            "fanout": lambda: fanout(fresh(url), 200),
+        }
+        for name in args.only or names:
+            out[name] = await plan[name]()
+            print(name, {k: round(v, 2) for k, v in out[name].items()}, flush=True)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
