@@ -10,6 +10,8 @@ progress, log line, step result and finish are refused.
 from __future__ import annotations
 
 import signal
+import sqlite3
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +22,7 @@ from qanat.engine.failures import error_fields
 from qanat.storage.base import LogRecord
 
 if TYPE_CHECKING:
-    from conftest import Project
+    from conftest import Project, Worker
 
 POISON_APP = r'''
 import os
@@ -105,6 +107,30 @@ def _logs(project: Project, eid: str) -> list[LogRecord]:
     return project.client(body, _app(project).queue)
 
 
+def _stopped(pid: int) -> bool:
+    """Every thread of ``pid`` is stopped (state T in /proc)."""
+    tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    return all((t / "stat").read_text().rsplit(")", 1)[1].split()[0] == "T" for t in tasks)
+
+
+def _freeze_outside_a_write(project: Project, w: Worker) -> None:
+    """SIGSTOP ``w`` at a moment it holds no SQLite write lock (a worker frozen inside a
+    commit would block every other writer: SQLite's locks are the frozen process's)."""
+    for _ in range(50):
+        w.signal(signal.SIGSTOP)
+        project.wait_until(lambda: _stopped(w.pid), what="worker stopped")
+        conn = sqlite3.connect(project.db, timeout=0.5, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # frozen mid-commit: thaw and try again
+            w.signal(signal.SIGCONT)
+        finally:
+            conn.close()
+    raise AssertionError("the worker was in a write transaction at every try")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_poison_pill_fails_with_worker_lost_after_three_worker_deaths(project: Project) -> None:
@@ -139,7 +165,7 @@ def test_worker_frozen_past_its_lease_writes_nothing_after_it_thaws(project: Pro
     project.wait_until(
         lambda: f"start {frozen.pid}" in project.lines("fenced.log"), what="A in step s1"
     )
-    frozen.signal(signal.SIGSTOP)
+    _freeze_outside_a_write(project, frozen)
     try:
         project.touch("go")
         # A's pid is alive, so B may take it only once A's 2 s lease has lapsed
