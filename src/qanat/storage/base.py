@@ -281,7 +281,10 @@ class Storage(abc.ABC):
     ``end_wait``, ``enter_step``, ``set_progress``, ``append_logs`` and ``renew``.
     ``set_progress`` and ``append_logs`` also take ``owner=None``: a write made under
     no claim (a client, or the engine's hooks after a finish that worker committed),
-    stored unconditionally.
+    stored unconditionally. Not fenced, because a stale worker repeating them changes
+    nothing: ``enqueue`` of a keyed child and ``send`` of a step's event (both
+    idempotent, by key and by a deterministic event id) and ``acquire_step`` (a slot
+    leased to the worker, given back when its step ends).
     """
 
     #: True when commits by other processes can only be noticed by polling.
