@@ -117,6 +117,7 @@ async def run(step: str | Step, fn: Callable[..., Any], *args: Any, **kwargs: An
     rec = st.recorded(key, "run", opts.name)
     if rec is not None and (rec.status == COMPLETED or rec.job_attempt == st.attempt):
         return _replayed(st, rec, _return_annotation(fn))
+    await st.enter_step(key)  # a no-op unless a worker died under this execution
     if opts.concurrency is None:
         return await _attempts(st, opts, key, fn, args, kwargs)
     holder = f"{st.id}|{key}"

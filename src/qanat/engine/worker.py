@@ -378,19 +378,28 @@ class Worker:
         fut = asyncio.run_coroutine_threadsafe(coro, loop)
         self._pending_io.setdefault(st.id, []).append(fut)
 
+    def _owner_of(self, st: ExecState) -> str | None:
+        """Who a log line or progress of ``st`` is written as: this worker, fenced by its
+        claim; once its own finish committed (hooks running), nobody (``None``)."""
+        return None if st.settled else self.id
+
     def log(self, st: ExecState, message: str, fields: dict[str, Any]) -> None:
         line = LogRecord(st.id, now(), str(message), json.dumps(fields, default=str) or None)
-        self._io(st, self.storage.append_logs([line]))
+        self._io(st, self.storage.append_logs(self._owner_of(st), [line]))
 
     def progress(self, st: ExecState, pct: float, message: str | None, details: Any) -> None:
         pct = float(pct)
         if not 0 <= pct <= 100:
             raise ValueError(f"progress must be between 0 and 100, got {pct!r}")
         text = json.dumps({"pct": pct, "message": message, "details": details}, default=str)
-        self._io(st, self.storage.set_progress(st.id, text))
-        if self.queue.has_hooks("progress"):
-            value = {"pct": pct, "message": message, "details": details}
-            self._io(st, self.queue.fire(st.job, "progress", st.id, None, value))
+        value = {"pct": pct, "message": message, "details": details}
+        self._io(st, self._store_progress(st, text, value))
+
+    async def _store_progress(self, st: ExecState, text: str, value: dict[str, Any]) -> None:
+        # the hook fires only for progress that was stored: not for a worker's stale claim
+        stored = await self.storage.set_progress(st.id, self._owner_of(st), text)
+        if stored and self.queue.has_hooks("progress"):
+            await self.queue.fire(st.job, "progress", st.id, None, value)
 
     async def flush(self, st: ExecState) -> None:
         """Wait until the execution's log lines and progress are stored."""

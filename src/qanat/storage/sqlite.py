@@ -256,7 +256,7 @@ def _exec_params(r: ExecutionRecord) -> tuple[Any, ...]:
         r.id, r.job, r.input, r.status, r.priority, r.key, r.group, r.parent_id, r.attempt,
         r.max_attempts, r.created_at, r.run_at, r.available_at, r.deadline, r.started_at,
         r.completed_at, r.owner, r.output, r.error, r.reason, r.progress,
-        r.pause_requested, r.claims, r.flow, r.slot, r.gate,
+        r.pause_requested, r.claims, r.flow, r.slot, r.gate, r.recoveries, r.step_in_flight,
     )  # fmt: skip
 
 
@@ -279,7 +279,8 @@ FINAL_ID = FINAL + " RETURNING parent_id, slot"
 FINAL_OWNED = FINAL + f" AND owner = ? AND {OWNED} RETURNING parent_id, slot"
 RETRY_OWNED = (
     "UPDATE executions SET status = 'pending', owner = NULL, error = ?2, "
-    "attempt = COALESCE(?3, attempt + 1), available_at = ?1, run_at = ?1 "
+    "attempt = COALESCE(?3, attempt + 1), available_at = ?1, run_at = ?1, "
+    "recoveries = 0, step_in_flight = NULL "
     f"WHERE id = ?4 AND owner = ?5 AND {OWNED} RETURNING slot"
 )
 CLAIMABLE = "status IN ('pending', 'running', 'waiting')"
@@ -303,17 +304,24 @@ CLAIM_LEVEL_OPEN = (
 HAS_READY = f"SELECT 1 {READY} AND available_at <= ? AND job IN {IDS} LIMIT 1"
 NEXT_WAKE = "SELECT min(wake_at) FROM gates INDEXED BY gates_wake WHERE wake_at IS NOT NULL"
 GATE_DUE = "SELECT 1 FROM gates INDEXED BY gates_wake WHERE wake_at IS NOT NULL AND wake_at <= ?"
+#: An execution still owned when claimed was never let go: its worker died or froze.
 CLAIM_TAKE = (
     "UPDATE executions SET status = 'running', owner = ?, available_at = ?, "
-    f"claims = claims + 1, started_at = COALESCE(started_at, ?) WHERE id IN {IDS} "
+    "claims = claims + 1, recoveries = recoveries + (owner IS NOT NULL), "
+    f"started_at = COALESCE(started_at, ?) WHERE id IN {IDS} "
     f"RETURNING {EXEC_RETURNING}"
 )
 RENEW = (
     f"UPDATE executions SET available_at = ? WHERE id IN {IDS} AND owner = ? AND {OWNED} "
     "AND pause_requested = 0 RETURNING id"
 )
-OWNER_STATE = "SELECT owner, status, pause_requested FROM executions WHERE id = ?"
-OWNER_STATES = f"SELECT id, owner, status, pause_requested FROM executions WHERE id IN {IDS}"
+#: The owner, status, pause request and recovery count: what a worker write checks first.
+OWNER_STATE = "SELECT owner, status, pause_requested, recoveries FROM executions WHERE id = ?"
+OWNER_STATES = (
+    f"SELECT id, owner, status, pause_requested, recoveries FROM executions WHERE id IN {IDS}"
+)
+#: A checkpoint of a recovered execution: it got past what killed its workers.
+RECOVERED = "UPDATE executions SET recoveries = 0, step_in_flight = NULL WHERE id = ?"
 UPSERT_STEP = (
     f"INSERT INTO steps ({STEP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (execution_id, key) DO UPDATE SET kind = excluded.kind, "
@@ -370,7 +378,7 @@ RESUME = (
 RESTART = (
     "UPDATE executions SET status = 'pending', attempt = 1, owner = NULL, output = NULL, "
     "error = NULL, reason = NULL, progress = NULL, started_at = NULL, completed_at = NULL, "
-    "available_at = ?1, run_at = ?1, claims = 0 "
+    "available_at = ?1, run_at = ?1, claims = 0, recoveries = 0, step_in_flight = NULL "
     f"WHERE id = ?2 AND status IN ('failed', 'cancelled') RETURNING {EXEC_RETURNING}"
 )
 WAKE = (
@@ -536,9 +544,12 @@ def _op_renew(conn: sqlite3.Connection, owner: str, ids: list[str], until: float
 
 
 def _op_checkpoint(conn: sqlite3.Connection, eid: str, owner: str, cp: Checkpoint) -> str | None:
-    why = _stop_reason(conn.execute(OWNER_STATE, (eid,)).fetchone(), owner)
+    state = conn.execute(OWNER_STATE, (eid,)).fetchone()
+    why = _stop_reason(state, owner)
     if why is not None and why != "paused":
         return why
+    if state[3]:
+        conn.execute(RECOVERED, (eid,))
     s = cp.step
     conn.execute(
         UPSERT_STEP,
@@ -557,6 +568,8 @@ def _op_finish(conn: sqlite3.Connection, eid: str, owner: str, fin: Finish) -> b
         slots = conn.execute(RETRY_OWNED, (due, fin.error, fin.attempt or None, eid, owner))
         got = [r[0] for r in slots]
         freed(got, conn)
+        if got and fin.logs:
+            _insert_logs(conn, fin.logs)
         return len(got) == 1
     rows = conn.execute(
         FINAL_OWNED, (fin.status, fin.output, fin.error, fin.reason, at, eid, owner)
@@ -569,6 +582,8 @@ def _op_finish(conn: sqlite3.Connection, eid: str, owner: str, fin: Finish) -> b
         freed([rows[0][1]], conn)
     if fin.event is not None and fin.status == COMPLETED:
         deliver_job_events(conn, [fin.event])
+    if fin.logs:
+        _insert_logs(conn, fin.logs)
     return True
 
 
@@ -587,8 +602,10 @@ def _bulk_finish(
     conn: sqlite3.Connection, calls: list[tuple[str, str, Finish]]
 ) -> list[bool] | None:
     """Many final finishes in one statement (a worker's group-committed finishes)."""
-    if len({c[0] for c in calls}) < len(calls) or any(c[2].status == PENDING for c in calls):
-        return None  # a retry or the same execution twice: run them one by one
+    if len({c[0] for c in calls}) < len(calls) or any(
+        c[2].status == PENDING or c[2].logs for c in calls
+    ):
+        return None  # a retry, log lines or the same execution twice: one by one
     at = now()
     rows = json.dumps([[e, o, f.status, f.output, f.error, f.reason] for e, o, f in calls])
     got = conn.execute(BULK_FINAL, (at, rows)).fetchall()
@@ -624,6 +641,11 @@ def _op_mark(conn: sqlite3.Connection, eid: str, owner: str, status: str) -> boo
     if status == WAITING:
         freed(got, conn)
     return len(got) == 1
+
+
+def _op_enter_step(conn: sqlite3.Connection, eid: str, owner: str, key: str) -> bool:
+    sql = f"UPDATE executions SET step_in_flight = ? WHERE id = ? AND owner = ? AND {OWNED}"
+    return conn.execute(sql, (key, eid, owner)).rowcount == 1
 
 
 def _op_release(conn: sqlite3.Connection, owner: str, ids: list[str]) -> None:
@@ -669,15 +691,37 @@ def _op_wake(conn: sqlite3.Connection, ids: list[str], at: float) -> None:
     conn.executemany(WAKE, [(at, i) for i in ids])
 
 
-def _op_progress(conn: sqlite3.Connection, eid: str, progress: str) -> None:
-    conn.execute("UPDATE executions SET progress = ? WHERE id = ?", (progress, eid))
+PROGRESS = "UPDATE executions SET progress = ? WHERE id = ?"
+PROGRESS_OWNED = PROGRESS + f" AND owner = ? AND {OWNED}"
+INSERT_LOG = f"INSERT INTO logs ({LOG_COLS}) VALUES (?, ?, ?, ?, ?)"
+INSERT_LOG_OWNED = (
+    f"INSERT INTO logs ({LOG_COLS}) SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS "
+    f"(SELECT 1 FROM executions WHERE id = ?1 AND owner = ?6 AND {OWNED})"
+)
 
 
-def _op_logs(conn: sqlite3.Connection, logs: list[LogRecord]) -> None:
+def _op_progress(conn: sqlite3.Connection, eid: str, owner: str | None, progress: str) -> bool:
+    if owner is None:
+        return conn.execute(PROGRESS, (progress, eid)).rowcount == 1
+    return conn.execute(PROGRESS_OWNED, (progress, eid, owner)).rowcount == 1
+
+
+def _insert_logs(conn: sqlite3.Connection, logs: Sequence[LogRecord]) -> None:
     conn.executemany(
-        f"INSERT INTO logs ({LOG_COLS}) VALUES (?, ?, ?, ?, ?)",
-        [(g.execution_id, g.at, g.message, g.fields, g.step) for g in logs],
+        INSERT_LOG, [(g.execution_id, g.at, g.message, g.fields, g.step) for g in logs]
     )
+
+
+def _op_logs(conn: sqlite3.Connection, owner: str | None, logs: list[LogRecord]) -> int:
+    if owner is None:
+        _insert_logs(conn, logs)
+        return len(logs)
+    before = conn.total_changes
+    conn.executemany(
+        INSERT_LOG_OWNED,
+        [(g.execution_id, g.at, g.message, g.fields, g.step, owner) for g in logs],
+    )
+    return conn.total_changes - before
 
 
 def _op_register(conn: sqlite3.Connection, wid: str, host: str, pid: int, at: float) -> None:
@@ -831,6 +875,12 @@ def _bulk_checkpoint(
         for r in conn.execute(OWNER_STATES, (json.dumps([c[0] for c in calls]),)).fetchall()
     }
     whys = [_stop_reason(state.get(e), o) for e, o, _ in calls]
+    recovered = [
+        (e,) for (e, _, _), why in zip(calls, whys, strict=True)
+        if why in (None, "paused") and state[e][3]
+    ]  # fmt: skip
+    if recovered:
+        conn.executemany(RECOVERED, recovered)
     conn.executemany(
         UPSERT_STEP,
         [
@@ -1182,7 +1232,7 @@ class SqliteStorage(SqliteEvents, Storage):
         return await self._w(_op_checkpoint, execution_id, owner, cp)
 
     async def finish(self, execution_id: str, owner: str, fin: Finish) -> bool:
-        if fin.children or fin.failures:  # see sqlite_events.py
+        if fin.children or fin.failures:  # see sqlite_events.py (fin.logs: in _op_finish)
             return await self._finish_triggers(execution_id, owner, fin)
         return await self._w(_op_finish, execution_id, owner, fin)
 
@@ -1198,6 +1248,9 @@ class SqliteStorage(SqliteEvents, Storage):
     async def release(self, owner: str, ids: Sequence[str]) -> None:
         if ids:
             await self._w(_op_release, owner, list(ids))
+
+    async def enter_step(self, execution_id: str, owner: str, key: str) -> bool:
+        return await self._w(_op_enter_step, execution_id, owner, key)
 
     # --- flow control -------------------------------------------------------------
 
@@ -1258,12 +1311,13 @@ class SqliteStorage(SqliteEvents, Storage):
 
     # --- progress and logs --------------------------------------------------------------
 
-    async def set_progress(self, execution_id: str, progress: str) -> None:
-        await self._w(_op_progress, execution_id, progress)
+    async def set_progress(self, execution_id: str, owner: str | None, progress: str) -> bool:
+        return await self._w(_op_progress, execution_id, owner, progress)
 
-    async def append_logs(self, logs: Sequence[LogRecord]) -> None:
-        if logs:
-            await self._w(_op_logs, list(logs))
+    async def append_logs(self, owner: str | None, logs: Sequence[LogRecord]) -> int:
+        if not logs:
+            return 0
+        return await self._w(_op_logs, owner, list(logs))
 
     async def logs(self, execution_id: str) -> builtins.list[LogRecord]:
         return await self._r(_op_read_logs, execution_id)
