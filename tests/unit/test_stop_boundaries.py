@@ -266,6 +266,9 @@ def test_daemon_thread_pool_runs_reuses_and_refuses_after_shutdown() -> None:
         boom.result(5)
     gate = threading.Event()
     busy = [pool.submit(gate.wait, 5) for _ in range(2)]
+    end = time.monotonic() + 5  # both threads have taken their task before the shutdown
+    while not all(f.running() for f in busy) and time.monotonic() < end:
+        time.sleep(0.001)
     queued = pool.submit(pow, 3, 2)
     pool.shutdown(wait=False, cancel_futures=True)
     assert queued.cancelled()
