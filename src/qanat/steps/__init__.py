@@ -5,8 +5,8 @@ an occurrence counter (``fetch``, ``fetch#2``); on replay a recorded step return
 stored result (or raises its stored error) instead of running again.
 
 One module per kind of step: ``run`` (and its retries), ``sleeps``, ``children``
-(child executions), ``events`` (pipe send and waits); ``records`` holds progress and
-log lines.
+(child executions), ``events`` (pipe send and waits), ``thread`` (``run`` in a
+child process); ``records`` holds progress and log lines.
 """
 
 from qanat.steps.children import start_child
@@ -20,6 +20,7 @@ from qanat.steps.events import (
 from qanat.steps.records import log, progress
 from qanat.steps.run import Step, run
 from qanat.steps.sleeps import sleep, sleep_until
+from qanat.steps.thread import thread
 
 __all__ = [
     "Step",
@@ -32,6 +33,7 @@ __all__ = [
     "sleep",
     "sleep_until",
     "start_child",
+    "thread",
     "wait_for_completion",
     "wait_step",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, get_type_hints
@@ -21,7 +21,7 @@ from qanat.storage.base import COMPLETED, FAILED, StepRecord, now
 
 @dataclass(frozen=True)
 class Step:
-    """Options of a ``run`` step: its name, retries, backoff, per-attempt timeout."""
+    """Options of a ``run`` or ``thread`` step: its name, retries, backoff, per-attempt timeout."""
 
     name: str
     retry: int = 3
@@ -76,19 +76,31 @@ async def run(step: str | Step, fn: Callable[..., Any], *args: Any, **kwargs: An
     The step's own retries follow ``Step(retry=, backoff=)``; when they are exhausted
     the error is checkpointed and raised here, where the handler may catch it.
     """
+    return await checkpointed("run", step, fn, lambda st: _call(st, fn, args, kwargs))
+
+
+async def checkpointed(
+    kind: str,
+    step: str | Step,
+    fn: Callable[..., Any],
+    call: Callable[[ExecState], Awaitable[Any]],
+) -> Any:
+    """A step of ``kind`` (``run``, ``thread``) whose attempts are ``call(st)``: replayed
+    from its record if it has one, else attempted per its ``Step`` options and
+    checkpointed; ``fn`` is what its return annotation is read from on replay."""
     opts = step if isinstance(step, Step) else Step(step)
-    st = current("run")
+    st = current(kind)
     st.boundary()
     key = st.next_key(opts.name)
-    rec = st.recorded(key, "run", opts.name)
+    rec = st.recorded(key, kind, opts.name)
     if rec is not None and (rec.status == COMPLETED or rec.job_attempt == st.attempt):
         return _replayed(st, rec, _return_annotation(fn))
     if opts.concurrency is None:
-        return await _attempts(st, opts, key, fn, args, kwargs)
+        return await _attempts(st, opts, key, kind, call)
     holder = f"{st.id}|{key}"
     await _acquire_step(st, opts.name, holder, opts.concurrency)
     try:
-        return await _attempts(st, opts, key, fn, args, kwargs)
+        return await _attempts(st, opts, key, kind, call)
     finally:
         await st.worker.storage.release_step(opts.name, holder)
 
@@ -107,7 +119,7 @@ async def _acquire_step(st: ExecState, name: str, holder: str, limit: int) -> No
 
 
 async def _attempts(
-    st: ExecState, opts: Step, key: str, fn: Callable[..., Any], args: Any, kwargs: Any
+    st: ExecState, opts: Step, key: str, kind: str, call: Callable[[ExecState], Awaitable[Any]]
 ) -> Any:
     started = now()
     limit = None if opts.timeout is None else parse_duration(opts.timeout)
@@ -116,11 +128,11 @@ async def _attempts(
         attempt += 1
         try:
             if limit is None:
-                result = await _call(st, fn, args, kwargs)
+                result = await call(st)
             else:
                 try:
                     async with asyncio.timeout(limit):
-                        result = await _call(st, fn, args, kwargs)
+                        result = await call(st)
                 except TimeoutError:
                     raise Timeout(f"step {opts.name!r} timed out after {limit:g}s") from None
             text = codec.dumps(result, where=f"the result of step {opts.name!r}")
@@ -131,7 +143,7 @@ async def _attempts(
                     StepRecord(
                         st.id,
                         key,
-                        "run",
+                        kind,
                         opts.name,
                         FAILED,
                         None,
@@ -149,7 +161,7 @@ async def _attempts(
             StepRecord(
                 st.id,
                 key,
-                "run",
+                kind,
                 opts.name,
                 COMPLETED,
                 text,
