@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import inspect
 import multiprocessing
 import os
 import pickle
 import signal
-import sys
 import threading
 import traceback
 from collections import deque
@@ -292,7 +292,7 @@ def _child_main(conn: Connection) -> None:
     import resource
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the worker to handle
-    _die_with_parent()
+    signal.signal(signal.SIGIO, signal.SIG_DFL)  # see _die_with_worker
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     while True:
         try:
@@ -306,14 +306,16 @@ def _child_main(conn: Connection) -> None:
                 f"address space, {format_size(hard)}"
             )
             reply = _error_reply(err)
-        elif memory is None:
-            reply = _run_task(task)
         else:
-            resource.setrlimit(resource.RLIMIT_AS, (memory, hard))
+            if memory is not None:
+                resource.setrlimit(resource.RLIMIT_AS, (memory, hard))
+            _die_with_worker(conn, True)
             try:
                 reply = _run_task(task)
             finally:
-                resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+                _die_with_worker(conn, False)
+                if memory is not None:
+                    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
         conn.send_bytes(reply)
         if reply is _MEMORY_REPLY:
             return  # its heap may be in any state: the pool starts a fresh child
@@ -355,18 +357,19 @@ def _error_reply(exc: Exception) -> bytes:
         return pickle.dumps((_ERROR, stand_in, trace))
 
 
-def _die_with_parent() -> None:
-    """Have the kernel kill this child when the process that started it exits (Linux).
+def _die_with_worker(conn: Connection, on: bool) -> None:
+    """While a task runs, have the kernel kill this child if the worker dies.
 
-    Under ``forkserver`` that parent is the fork server, which exits with the worker;
-    elsewhere the child ends at its next read from the closed pipe.
+    The worker sends nothing while a task runs, so the pipe becomes readable only when
+    the worker's end closes: with ``O_ASYNC`` the kernel then sends SIGIO, whose default
+    action ends the process, even inside C code that never returns to Python. (The
+    parent of a forkserver child is the fork server, not the worker, and it outlives
+    the worker while children hold its fd, so a parent-death signal would not do.)
     """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the parent was already gone
-            os._exit(1)
+    fd = conn.fileno()
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    if on:
+        fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_ASYNC)
+    else:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_ASYNC)
