@@ -7,6 +7,7 @@ is checked in the process table by the pid the child wrote.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from pathlib import Path
@@ -332,5 +333,30 @@ async def test_pool_children_are_not_forks_of_the_worker() -> None:
         assert pool.start_method in {"forkserver", "spawn"}
         if pool.start_method == "forkserver":
             assert parent != os.getpid()  # forked by the clean server, not by this process
+    finally:
+        pool.shutdown()
+
+
+async def test_pool_queues_tasks_and_a_crash_fails_only_its_own(tmp_path: Path) -> None:
+    pool = ProcessPool(1)
+    try:
+        results = await asyncio.gather(
+            pool.call(tt.add, (1, 2), {}),
+            pool.call(tt.segfault, (), {}),
+            pool.call(tt.add, (3, 4), {}),
+            return_exceptions=True,
+        )
+        assert results[0] == 3 and results[2] == 7
+        assert isinstance(results[1], qanat.ThreadCrashed)
+        # a task cancelled while it waits for the only child gives its turn to the next
+        pidfile = str(tmp_path / "pid")
+        busy = asyncio.ensure_future(pool.call(tt.write_pid_and_sleep, (pidfile, 0.5), {}))
+        waiting = asyncio.ensure_future(pool.call(tt.add, (0, 0), {}))
+        after = asyncio.ensure_future(pool.call(tt.add, (5, 5), {}))
+        await eventually(lambda: _exists(Path(pidfile)))
+        waiting.cancel()
+        assert await asyncio.wait_for(after, 10) == 10
+        assert await busy > 0 and waiting.cancelled()
+        assert len(pool.pids()) == 1
     finally:
         pool.shutdown()

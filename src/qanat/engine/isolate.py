@@ -147,9 +147,11 @@ class ProcessPool:
             self._waiters.append(fut)
             try:
                 await fut
+            except BaseException:
+                if fut.done() and not fut.cancelled():
+                    self._wake_one()  # woken, then cancelled: pass the free child on
+                raise
             finally:
-                if not fut.done():
-                    fut.cancel()
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(fut)
 
