@@ -81,3 +81,13 @@ def read_text(path: str | Path) -> str:
     """The file's text, or "" if it does not exist (for the tests, in the worker process)."""
     p = Path(path)
     return p.read_text() if p.exists() else ""
+
+
+async def add_async(a: int, b: int) -> int:
+    return a + b
+
+
+def unpicklable_result() -> object:
+    import threading
+
+    return threading.Lock()

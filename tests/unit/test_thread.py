@@ -360,3 +360,25 @@ async def test_pool_queues_tasks_and_a_crash_fails_only_its_own(tmp_path: Path) 
         assert len(pool.pids()) == 1
     finally:
         pool.shutdown()
+
+
+async def test_an_async_fn_runs_on_its_own_loop_in_the_child(make_queue: Any) -> None:
+    @job
+    async def uses_async() -> int:
+        return int(await thread("add", tt.add_async, 20, 22))
+
+    q = await make_queue(uses_async)
+    assert await q.jobs.uses_async.run() == 42
+
+
+async def test_a_result_that_cannot_be_pickled_back_is_a_type_error(make_queue: Any) -> None:
+    @job(retry=1)
+    async def returns_lock() -> None:
+        await thread("lock", tt.unpicklable_result)
+
+    q = await make_queue(returns_lock)
+    h = await q.jobs.returns_lock.start()
+    with pytest.raises(TypeError, match="cannot be pickled back to the worker"):
+        await h.result(timeout=10)
+    [step] = await h.steps()
+    assert step.attempts == 1  # a TypeError is not retried

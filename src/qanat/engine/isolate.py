@@ -20,6 +20,7 @@ import inspect
 import multiprocessing
 import os
 import pickle
+import resource
 import signal
 import threading
 import traceback
@@ -291,8 +292,6 @@ def _unpickled_reply(reply: bytes, what: str) -> tuple[str, Any, str]:
 
 def _child_main(conn: Connection) -> None:
     """A child's life: run tasks one at a time until the worker's end of the pipe closes."""
-    import resource
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the worker to handle
     signal.signal(signal.SIGIO, signal.SIG_DFL)  # see _die_with_worker
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
