@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -382,3 +383,15 @@ async def test_a_result_that_cannot_be_pickled_back_is_a_type_error(make_queue: 
         await h.result(timeout=10)
     [step] = await h.steps()
     assert step.attempts == 1  # a TypeError is not retried
+
+
+async def test_an_idle_child_killed_from_outside_is_replaced_without_failing_a_task() -> None:
+    pool = ProcessPool(1)
+    try:
+        first = await pool.call(tt.pid, (), {})
+        os.kill(first, signal.SIGKILL)
+        await eventually(lambda: _gone(first))
+        second = await pool.call(tt.pid, (), {})
+        assert second != first and pool.pids() == [second]
+    finally:
+        pool.shutdown()

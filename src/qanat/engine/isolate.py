@@ -85,10 +85,10 @@ class ProcessPool:
                 raise ThreadCrashed(f"{what}: {child.describe_death(fn)}")
             kind, value, trace = _unpickled_reply(reply, what)
             if kind == _OUT_OF_MEMORY:
-                limit = "its memory limit" if memory is None else f"memory={format_size(memory)}"
+                at = "" if memory is None else f" at memory={format_size(memory)}"
                 raise ThreadCrashed(
                     f"{what}: the child process (pid {child.pid}) running {_name(fn)} ran out "
-                    f"of memory (MemoryError at {limit})"
+                    f"of memory (MemoryError{at})"
                 )
             keep = True
             if kind == _ERROR:
