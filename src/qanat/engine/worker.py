@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from qanat._ids import new_id
 from qanat.engine.cron import CronScheduler
+from qanat.engine.isolate import ProcessPool
 from qanat.engine.runner import execute
 from qanat.engine.state import ExecState
 from qanat.engine.threads import DaemonThreadPool
@@ -56,7 +57,7 @@ class Worker:
         *,
         concurrency: int | None = None,
         lease: float = 30.0,
-        threads: int | None = None,
+        sync_threads: int | None = None,
         hot_sleep: float = HOT_SLEEP,
     ) -> None:
         self.queue = queue
@@ -67,7 +68,9 @@ class Worker:
         self.lease = lease
         self.hot_sleep = hot_sleep
         self.batch = max(1, min(self.capacity, 256))
-        self._threads = DaemonThreadPool(threads or min(32, (os.cpu_count() or 1) + 4), "qanat-job")
+        self._threads = DaemonThreadPool(
+            sync_threads or min(32, (os.cpu_count() or 1) + 4), "qanat-job"
+        )
         self.active: dict[str, ExecState] = {}
         self._blocked: dict[str, int] = {}
         self._reserved = 0
@@ -77,6 +80,7 @@ class Worker:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._processes: ProcessPool | None = None  # for thread steps, made on first use
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -135,6 +139,9 @@ class Worker:
         with contextlib.suppress(Exception):
             await self.storage.unregister_worker(self.id)
         self._threads.shutdown(wait=False, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.shutdown()  # kills its children
+            self._processes = None
 
     @property
     def stopping(self) -> bool:
@@ -372,6 +379,13 @@ class Worker:
         ctx = contextvars.copy_context()
         call = functools.partial(ctx.run, fn, *args, **kwargs)
         return await self.loop.run_in_executor(self._threads, call)
+
+    def process_pool(self) -> ProcessPool:
+        """The pool of child processes for ``thread`` steps (``Queue(threads=)`` of them,
+        default the CPU count), started on first use."""
+        if self._processes is None:
+            self._processes = ProcessPool(self.queue.threads or os.cpu_count() or 1)
+        return self._processes
 
     def _io(self, st: ExecState, coro: Any) -> None:
         loop = self.loop or asyncio.get_running_loop()
