@@ -315,7 +315,9 @@ class Storage(abc.ABC):
         first, then oldest ``available_at``. Each taken one becomes ``running``, owned
         by ``owner``, ``available_at = at + lease``, ``claims + 1``, and ``started_at``
         is set if it was unset. Executions past their ``deadline`` are not returned;
-        they are failed with a Timeout error in the same transaction.
+        they are failed with a Timeout error in the same transaction. Executions of a
+        paused job (``pause_job``) are not taken, whatever their status: the paused
+        set is read in the claim's own transaction, so a pause holds for every worker.
         """
 
     async def has_ready(self, jobs: Sequence[str], at: float) -> bool:
@@ -417,6 +419,16 @@ class Storage(abc.ABC):
         Its steps and logs are deleted, attempt goes back to 1, status to pending.
         Returns None if it does not exist or is not failed or cancelled.
         """
+
+    @abc.abstractmethod
+    async def pause_job(self, job: str, paused: bool) -> bool:
+        """Pause (``paused=True``) or resume a whole job: while paused, ``claim`` and
+        ``has_ready`` pass over its executions (see ``claim``); owned ones carry on.
+        Returns True if this changed the job's state."""
+
+    @abc.abstractmethod
+    async def paused_jobs(self) -> set[str]:
+        """The names of the paused jobs."""
 
     @abc.abstractmethod
     async def wake(self, ids: Sequence[str], at: float) -> None:
