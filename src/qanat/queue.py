@@ -18,7 +18,7 @@ from qanat._ids import new_id
 from qanat.durations import parse_duration, to_timestamp
 from qanat.engine.watcher import Ticker, Watcher
 from qanat.errors import ConfigurationError, UnknownJob, UnknownPipe
-from qanat.execution import Execution, outcome_of
+from qanat.execution import Execution, apply_matching, outcome_of
 from qanat.flow import CancelOn, attr_view
 from qanat.job import Job
 from qanat.pipe import EventInfo, Pipe, event_info
@@ -207,6 +207,36 @@ class Executions:
         async for e in self.list(limit=1, **filters):
             return e
         return None
+
+    # Bulk actions: the filters of ``list``; the rules of each action are those of the
+    # ``Execution`` handle (``qanat.execution.refusal``). Each returns how many changed.
+
+    async def cancel(
+        self, *, reason: str | None = None, page_size: int = 200, **filters: Any
+    ) -> int:
+        """Cancel every matching live execution (and its live children); how many."""
+        return await self._apply("cancel", reason, page_size, filters)
+
+    async def pause(self, *, page_size: int = 200, **filters: Any) -> int:
+        """Pause every matching live execution (running ones at their next step boundary)."""
+        return await self._apply("pause", None, page_size, filters)
+
+    async def resume(self, *, page_size: int = 200, **filters: Any) -> int:
+        """Resume every matching paused execution (and drop pending pause requests)."""
+        return await self._apply("resume", None, page_size, filters)
+
+    async def retry(self, *, page_size: int = 200, **filters: Any) -> int:
+        """Run every matching failed or cancelled execution again from the start."""
+        return await self._apply("retry", None, page_size, filters)
+
+    async def _apply(
+        self, action: str, reason: str | None, page_size: int, filters: dict[str, Any]
+    ) -> int:
+        flt = make_filter(**filters)
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise ValueError(f"page_size must be an int >= 1, got {page_size!r}")
+        await self._queue.ensure_open()
+        return await apply_matching(self._queue, action, flt, reason, page_size)
 
 
 def _ts(value: datetime | float | None, name: str) -> float | None:
@@ -606,6 +636,24 @@ class Queue:
                     st.task.cancel()
         return len(before)
 
+    async def pause_job(self, name: str, paused: bool) -> bool:
+        """Pause or resume starting executions of job ``name`` for every worker on this
+        storage; True if that changed its state."""
+        await self.ensure_open()
+        changed = await self.storage.pause_job(name, paused)
+        if self.worker is not None:  # its own adoptions see it at once, not at the next read
+            if paused:
+                self.worker.paused_jobs.add(name)
+            else:
+                self.worker.paused_jobs.discard(name)
+        self.notify_local()
+        return changed
+
+    async def paused_jobs(self) -> set[str]:
+        """The names of the jobs paused on this storage."""
+        await self.ensure_open()
+        return await self.storage.paused_jobs()
+
     async def cancel_where(self, j: Job[Any], pred: Callable[[Any], bool]) -> int:
         ids = []
         async for e in self.executions.list(job=j.name, status=list(LIVE_STATUSES)):
@@ -657,7 +705,8 @@ class Queue:
     # --- queries -----------------------------------------------------------------------
 
     async def stats(self) -> dict[str, Any]:
-        """Counts by status and job, total retries, mean and p95 run time (seconds)."""
+        """Counts by status and job, total retries, mean and p95 run time (seconds), and
+        the paused jobs."""
         await self.ensure_open()
         s = await self.storage.stats()
         return {
@@ -666,6 +715,7 @@ class Queue:
             "retries": s.retries,
             "mean_runtime": s.mean_runtime,
             "p95_runtime": s.p95_runtime,
+            "paused_jobs": sorted(await self.storage.paused_jobs()),
         }
 
     async def apply_retention(self) -> int:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from test_storage_contract import LEASE, claimed, rec, status
+
 from qanat.storage import SqliteStorage, Storage
 from qanat.storage.base import Finish, now
-
-from test_storage_contract import LEASE, claimed, rec, status
 
 
 async def test_pause_job_reports_changes_and_lists_paused(storage: Storage) -> None:

@@ -77,6 +77,9 @@ class Worker:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self.loop: asyncio.AbstractEventLoop | None = None
+        #: Jobs paused in storage, as last read (the control loop refreshes it on every
+        #: change): ``adopt`` passes over them. Claims decide from storage itself.
+        self.paused_jobs: set[str] = set()
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -84,6 +87,7 @@ class Worker:
         """Register, reclaim work of dead processes on this host, start the loops."""
         self.loop = asyncio.get_running_loop()
         await self.storage.register_worker(self.id, self.host, os.getpid(), now())
+        self.paused_jobs = await self.storage.paused_jobs()
         await self.reclaim_dead()
         self.queue.ticker.start()
         self._tasks = [
@@ -175,6 +179,8 @@ class Worker:
         if self._stopping or rec.job not in self.queue.registry or self.free_slots() <= 0:
             return False
         if rec.flow is not None:  # flow control is decided by the claim, in storage
+            return False
+        if rec.job in self.paused_jobs:  # it waits as pending until the job is resumed
             return False
         if rec.available_at is None or rec.available_at > at:
             return False
@@ -288,14 +294,18 @@ class Worker:
                     st.task.cancel()
 
     async def _control_loop(self) -> None:
-        """Notice cancels and pauses made by other processes soon after they commit.
+        """Notice cancels, pauses and paused jobs made by other processes soon after they
+        commit.
 
         The heartbeat would notice too, but only every lease/3; this reads (never writes)
-        the active executions when storage changed, at most every ``CONTROL_EVERY``.
+        the paused jobs and the active executions when storage changed, at most every
+        ``CONTROL_EVERY``.
         """
         ticker = self.queue.ticker
         while True:
             await ticker.event().wait()
+            with contextlib.suppress(Exception):
+                self.paused_jobs = await self.storage.paused_jobs()
             ids = [i for i, st in self.active.items() if st.stop_reason is None]
             if ids:
                 try:
