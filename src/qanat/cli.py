@@ -643,7 +643,7 @@ def _control(action: str, help_text: str) -> click.Command:
         if (execution_id is None) == (not filters):
             raise CliError(
                 f"{action}: give an execution ID or filters (--job, --status, --group, "
-                f"--started-before, ...), not {'both' if filters else 'neither'}"
+                f"--started-before, ...){', not both' if filters else ''}"
             )
         if execution_id is not None:
             _control_one(ctx, action, execution_id, as_json)
