@@ -12,7 +12,6 @@ import importlib
 import logging
 import os
 import signal
-import subprocess
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
@@ -25,6 +24,7 @@ import pydantic
 from qanat import cli_format as fmt
 from qanat import codec
 from qanat.durations import parse_duration
+from qanat.engine.supervisor import Supervisor, watch_supervisor
 from qanat.errors import StorageError, UnknownJob, UnknownPipe
 from qanat.execution import Execution
 from qanat.job import Job
@@ -38,7 +38,6 @@ from qanat.storage.base import (
 
 T = TypeVar("T")
 
-SUPERVISOR_ENV = "QANAT_SUPERVISOR_PID"
 NO_APP = "no app given: pass -A module:queue or set QANAT_APP"
 
 
@@ -163,14 +162,16 @@ def main(app: str | None) -> None:
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Worker processes to run; more than 1 spawns children and supervises them.",
+    help="Worker processes to run; more than 1 runs them under a supervisor that restarts "
+    "a dead one (SIGTTIN / SIGTTOU add / remove one).",
 )
 @click.option(
     "--grace",
     type=click.FloatRange(min=0),
     default=10.0,
     show_default=True,
-    help="On SIGTERM/SIGINT, seconds to let running executions finish.",
+    help="On SIGTERM/SIGINT, seconds a step in flight may take to finish before it is "
+    "interrupted (each execution is handed back at its next step boundary).",
 )
 @click.option(
     "--hot-sleep",
@@ -195,8 +196,12 @@ def worker(
 ) -> None:
     """Run executions of APP's queue until SIGTERM or Ctrl-C, then drain.
 
-    On a signal the worker stops claiming, lets running executions finish for up to
-    --grace seconds and hands the rest back to storage for another worker to resume.
+    On a signal the worker stops claiming; each running execution finishes the step in
+    flight and is handed back to storage at that step boundary (sleeping and waiting ones
+    at once), due for any worker to resume. A step still running after --grace seconds
+    is interrupted and runs again elsewhere.
+    With --processes N > 1 a supervisor keeps N worker processes running (a dead one
+    is replaced); SIGTTIN adds a process, SIGTTOU removes one.
     """
     spec = app or ctx.find_root().params.get("app")
     queue = load_app(spec)
@@ -206,15 +211,16 @@ def worker(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not queue.registry:
+        raise CliError(f"{spec!r} has no jobs: there is nothing for a worker to run")
     if processes > 1:
         args = ["--grace", repr(grace), "--log-level", log_level]
         if concurrency is not None:
             args += ["--concurrency", str(concurrency)]
         if hot_sleep is not None:
             args += ["--hot-sleep", repr(hot_sleep)]
-        ctx.exit(_supervise(spec, processes, args))
-    if not queue.registry:
-        raise CliError(f"{spec!r} has no jobs: there is nothing for a worker to run")
+        child = [sys.executable, "-m", "qanat", "worker", spec, "--processes", "1", *args]
+        ctx.exit(Supervisor(child, processes, echo=lambda line: click.echo(line, err=True)).run())
     try:
         code = asyncio.run(_work(queue, concurrency, grace, hot_sleep))
     except StorageError as exc:
@@ -259,47 +265,7 @@ async def _work(
 
 async def _watch_supervisor(stop: asyncio.Event) -> None:
     """A child of ``--processes N`` drains by itself if its supervisor disappears."""
-    parent = os.environ.get(SUPERVISOR_ENV)
-    if not parent:
-        return
-    # already reparented means the supervisor died before this loop began: drain too
-    while os.getppid() == int(parent):
-        await asyncio.sleep(0.5)
-    click.echo(f"qanat worker: supervisor {parent} is gone", err=True)
-    stop.set()
-
-
-def _supervise(spec: str, n: int, args: list[str]) -> int:
-    """Run ``n`` single-process workers; forward SIGTERM/SIGINT; exit when all have."""
-    cmd = [sys.executable, "-m", "qanat", "worker", spec, "--processes", "1", *args]
-    env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
-    children: list[subprocess.Popen[bytes]] = []
-    stopping = False
-
-    def forward(sig: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for p in children:
-            if p.poll() is None:
-                p.send_signal(sig)
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        for _ in range(n):
-            if stopping:
-                break
-            children.append(subprocess.Popen(cmd, env=env))
-        click.echo(
-            f"qanat supervisor {os.getpid()}: {len(children)} worker processes "
-            f"({', '.join(str(p.pid) for p in children)})",
-            err=True,
-        )
-        codes = [p.wait() for p in children]
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    bad = [c for c in codes if c != 0]
-    return max(bad, key=abs) if bad else 0
+    await watch_supervisor(stop.set)
 
 
 # --- start ---------------------------------------------------------------------------

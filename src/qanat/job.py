@@ -13,6 +13,7 @@ import pydantic
 from qanat import codec
 from qanat._ids import new_id
 from qanat.context import Context
+from qanat.cron import CronSchedule, check_cron_input, check_missed_policy
 from qanat.durations import (
     DEFAULT_BACKOFF,
     BackoffSpec,
@@ -20,7 +21,6 @@ from qanat.durations import (
     to_timestamp,
     validate_backoff,
 )
-from qanat.engine.cron import CronSchedule, check_cron_input, check_missed_policy
 from qanat.engine.state import current_or_none
 from qanat.errors import ConfigurationError
 from qanat.flow import CancelOn, FlowOptions, check_cancel_on

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from qanat import Queue
-from qanat.engine.cron import tick_of
+from qanat.cron import tick_of
 from qanat.storage.base import ExecutionFilter
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ import pydantic
 import pytest
 
 from qanat import ConfigurationError, Job, Queue, Skipped, job
-from qanat.engine.cron import DUE_GRACE, CronSchedule, tick_key, tick_of
+from qanat.cron import DUE_GRACE, CronSchedule, tick_key, tick_of
 from qanat.storage.memory import MemoryStorage
 from support import eventually
 

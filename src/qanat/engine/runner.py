@@ -17,6 +17,7 @@ from qanat.storage.base import (
     CANCELLED,
     COMPLETED,
     FAILED,
+    PAUSED,
     PENDING,
     WAITING,
     EventRecord,
@@ -137,7 +138,11 @@ async def _after_output_triggers(
 async def _stopped(worker: Worker, st: ExecState, value: Any, why: str | None) -> None:
     """The handler was interrupted from outside: cancelled, shut down, or taken over."""
     if why == "shutdown":
-        await worker.storage.release(worker.id, [st.id])
+        await worker.flush(st)  # its log lines and progress, while it still owns it
+        if st.pause_requested:  # a pause asked for meanwhile takes effect at this boundary
+            await worker.storage.suspend(st.id, worker.id, PAUSED, None)
+        else:
+            await worker.storage.release(worker.id, [st.id])
         return
     if why == "cancelled":
         await worker.queue.fire(st.job, "cancel", st.id, value, st.record.reason or "cancelled")

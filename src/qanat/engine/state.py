@@ -60,12 +60,16 @@ class ExecState:
         return rec
 
     def boundary(self) -> None:
-        """A step boundary: leave now if a pause was requested."""
+        """A step boundary: leave now if stopped, a pause was requested or the worker is
+        shutting down (the runner then releases the execution; its checkpoints stay)."""
         if self.stop_reason is not None:
             raise LeaseLost(self.stop_reason)
         if self.pause_requested:
             self.suspend_status = PAUSED
             raise Suspend("paused")
+        if self.worker.stopping:
+            self.stop_reason = "shutdown"
+            raise LeaseLost("shutdown")
 
     async def checkpoint(
         self, step: StepRecord, children: list[ExecutionRecord] | None = None

@@ -12,13 +12,14 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from qanat._ids import new_id
 from qanat.engine.cron import CronScheduler
 from qanat.engine.runner import execute
 from qanat.engine.state import ExecState
+from qanat.engine.threads import DaemonThreadPool
+from qanat.errors import LeaseLost
 from qanat.storage.base import (
     CANCELLED,
     PAUSED,
@@ -42,6 +43,8 @@ HOT_SLEEP = 5.0
 FALLBACK_POLL = 0.25
 #: How often, at most, to look for cancels and pauses made by other processes.
 CONTROL_EVERY = 0.1
+#: At the end of a stop, how long interrupted executions get to release themselves.
+STOP_WAIT = 1.0
 
 
 class Worker:
@@ -64,10 +67,7 @@ class Worker:
         self.lease = lease
         self.hot_sleep = hot_sleep
         self.batch = max(1, min(self.capacity, 256))
-        self._threads = ThreadPoolExecutor(
-            max_workers=threads or min(32, (os.cpu_count() or 1) + 4),
-            thread_name_prefix="qanat-job",
-        )
+        self._threads = DaemonThreadPool(threads or min(32, (os.cpu_count() or 1) + 4), "qanat-job")
         self.active: dict[str, ExecState] = {}
         self._blocked: dict[str, int] = {}
         self._reserved = 0
@@ -99,24 +99,38 @@ class Worker:
         ]
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop claiming, let running executions finish for ``grace`` seconds, then hand the
-        rest back to storage for others to resume."""
+        """Stop claiming and release every execution this worker holds, at a step boundary.
+
+        Each running execution finishes the step in flight and is released at its next
+        step boundary (``ExecState.boundary``); one that returns instead completes as
+        usual. Executions held in memory without running a step (a short sleep, awaiting
+        a child) are released at once. What still runs when ``grace`` seconds have
+        passed is interrupted and released. Released executions are ``pending`` and due
+        at once for any worker, which replays them from their last checkpoint.
+        """
         self._stopping = True
         claim = self._tasks[0] if self._tasks else None
         if claim is not None:
             claim.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await claim
+        for ident in list(self._blocked):
+            self._interrupt(self.active.get(ident), "shutdown")
         running = [st.task for st in self.active.values() if st.task is not None]
         if running:
             await asyncio.wait(running, timeout=grace)
         for st in list(self.active.values()):
-            if st.task is not None and not st.task.done():
-                st.stop_reason = "shutdown"
-                st.task.cancel()
+            self._interrupt(st, "shutdown")
         left = [st.task for st in self.active.values() if st.task is not None]
         if left:
-            await asyncio.wait(left, timeout=5.0)
+            # cancelled tasks release themselves (runner._stopped); a plain step's thread
+            # cannot be stopped, but its task ends at once and the thread is a daemon
+            await asyncio.wait(left, timeout=STOP_WAIT)
+        stuck = list(self.active)
+        if stuck:  # a handler that swallowed the cancel: release it all the same
+            log.warning("qanat: %d executions did not stop; releasing them", len(stuck))
+            with contextlib.suppress(Exception):
+                await self.storage.release(self.id, stuck)
         for t in self._tasks[1:]:
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -125,6 +139,17 @@ class Worker:
         with contextlib.suppress(Exception):
             await self.storage.unregister_worker(self.id)
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def stopping(self) -> bool:
+        """True once ``stop`` began: executions leave at their next step boundary."""
+        return self._stopping
+
+    def _interrupt(self, st: ExecState | None, why: str) -> None:
+        """Cancel an execution's task; the runner ends it according to ``why``."""
+        if st is not None and st.task is not None and not st.task.done():
+            st.stop_reason = why
+            st.task.cancel()
 
     # --- signals from elsewhere in this process -------------------------------------
 
@@ -161,6 +186,9 @@ class Worker:
         await self.flush(st)  # its "waiting" mark is stored before it asks for "running"
         ticker = self.queue.ticker
         while st.stop_reason is None:
+            if self._stopping:  # released here rather than take a slot back
+                st.stop_reason = "shutdown"
+                raise LeaseLost("shutdown")
             ev = ticker.event()
             if await self.storage.mark(st.id, self.id, RUNNING):
                 return
@@ -289,9 +317,8 @@ class Worker:
                     continue
                 if why == "paused":
                     st.pause_requested = True
-                elif st.task is not None and not st.task.done():
-                    st.stop_reason = why
-                    st.task.cancel()
+                else:
+                    self._interrupt(st, why)
 
     async def _control_loop(self) -> None:
         """Notice cancels, pauses and paused jobs made by other processes soon after they
@@ -318,10 +345,9 @@ class Worker:
                         continue
                     if rec.pause_requested or rec.status == PAUSED:
                         st.pause_requested = True
-                    elif rec.status == CANCELLED and st.task is not None and not st.task.done():
-                        st.stop_reason = "cancelled"
+                    elif rec.status == CANCELLED:
                         st.record.reason = rec.reason
-                        st.task.cancel()
+                        self._interrupt(st, "cancelled")
             await asyncio.sleep(CONTROL_EVERY)
 
     async def reclaim_dead(self) -> int:
