@@ -8,128 +8,32 @@ argument. Each command runs in its own ``asyncio.run`` and always stops the queu
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
-import os
 import signal
 import sys
-import traceback
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import click
 import pydantic
 
+from qanat import cli_control, codec
 from qanat import cli_format as fmt
-from qanat import codec
-from qanat.durations import parse_duration
+from qanat.cli_app import CliError, Failed, load_app
+from qanat.cli_app import echo_json as _echo_json
+from qanat.cli_app import get_record as _record
+from qanat.cli_app import job_of as _job
+from qanat.cli_app import queue_of as _queue
+from qanat.cli_app import run as _run
+from qanat.cli_control import filter_options, filters_of
 from qanat.engine.supervisor import Supervisor, watch_supervisor
-from qanat.errors import StorageError, UnknownJob, UnknownPipe
+from qanat.errors import StorageError, UnknownPipe
 from qanat.execution import Execution
-from qanat.job import Job
 from qanat.pipe import EventInfo, Pipe
 from qanat.queue import Queue
 from qanat.storage.base import (
     COMPLETED,
-    STATUSES,
     ExecutionRecord,
 )
-
-T = TypeVar("T")
-
-NO_APP = "no app given: pass -A module:queue or set QANAT_APP"
-
-
-class CliError(click.ClickException):
-    """A one-line usage error (exit status 2): bad app, job name or input."""
-
-    exit_code = 2
-
-
-class Failed(click.ClickException):
-    """The command ran but what it asked for did not happen (exit status 1)."""
-
-    exit_code = 1
-
-
-# --- finding the queue ---------------------------------------------------------------
-
-
-def load_app(spec: str | None) -> Queue:
-    """Import ``module:attribute`` (attributes may be dotted) and check it is a Queue."""
-    if not spec:
-        raise CliError(NO_APP)
-    module_name, colon, attr = spec.partition(":")
-    if not colon or not module_name or not attr:
-        raise CliError(f"invalid app {spec!r}: expected module:attribute, e.g. myapp.tasks:queue")
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise CliError(
-                f"cannot import app module {module_name!r}: no module named {exc.name!r} "
-                f"(searched the current directory {cwd} and sys.path)"
-            ) from None
-        _import_failed(module_name, exc)
-    except Exception as exc:  # the app's own import-time error
-        _import_failed(module_name, exc)
-    obj: Any = module
-    for i, part in enumerate(attr.split(".")):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            detail = ""
-            if i > 0:
-                detail = f" ({module_name}:{'.'.join(attr.split('.')[:i])} has no {part!r})"
-            raise CliError(
-                f"app module {module_name!r} has no attribute {attr!r}{detail}"
-            ) from None
-    if not isinstance(obj, Queue):
-        raise CliError(
-            f"{spec!r} is a {type(obj).__module__}.{type(obj).__qualname__}, not a qanat.Queue"
-        )
-    return obj
-
-
-def _import_failed(module_name: str, exc: BaseException) -> NoReturn:
-    traceback.print_exception(exc, file=sys.stderr)
-    raise CliError(f"importing app module {module_name!r} failed: {type(exc).__name__}: {exc}")
-
-
-def _queue(ctx: click.Context) -> Queue:
-    return load_app(ctx.find_root().params.get("app"))
-
-
-def _run(queue: Queue, body: Callable[[Queue], Awaitable[T]]) -> T:
-    """Open the queue as a client, run ``body``, always stop the queue."""
-
-    async def go() -> T:
-        try:
-            await queue.start(worker=False)
-            return await body(queue)
-        finally:
-            await queue.stop()
-
-    try:
-        return asyncio.run(go())
-    except StorageError as exc:
-        raise Failed(str(exc)) from None
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(fmt.dumps(value))
-
-
-async def _record(queue: Queue, execution_id: str) -> ExecutionRecord:
-    rec = await queue.storage.get(execution_id)
-    if rec is None:
-        raise Failed(f"no execution with id {execution_id!r}")
-    return rec
-
 
 # --- the command group ---------------------------------------------------------------
 
@@ -269,13 +173,6 @@ async def _watch_supervisor(stop: asyncio.Event) -> None:
 
 
 # --- start ---------------------------------------------------------------------------
-
-
-def _job(queue: Queue, name: str) -> Job[Any]:
-    try:
-        return queue.jobs[name]
-    except UnknownJob as exc:
-        raise CliError(str(exc)) from None
 
 
 def _parse_input(text: str) -> dict[str, Any]:
@@ -472,76 +369,15 @@ def events(ctx: click.Context, pipe_name: str | None, limit: int, as_json: bool)
 
 # --- inspecting ------------------------------------------------------------------------
 
-#: The execution filters of ``ls`` and the bulk control commands: (option, filter name).
-_TIME_FILTERS = (
-    ("--started-before", "started_before"),
-    ("--started-after", "started_after"),
-    ("--completed-before", "completed_before"),
-    ("--completed-after", "completed_after"),
-)
-
-
-def _filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The ``--job/--status/--group`` and time filter options of a command."""
-    for flag, name in reversed(_TIME_FILTERS):
-        fn = click.option(
-            flag,
-            name,
-            metavar="WHEN",
-            help="A timezone-aware ISO time (2026-01-02T03:04:05+00:00) or a duration ago (2h).",
-        )(fn)
-    fn = click.option("--group", help="Only this group.")(fn)
-    fn = click.option(
-        "--status",
-        "statuses",
-        multiple=True,
-        type=click.Choice(STATUSES),
-        help="Only this status (repeatable).",
-    )(fn)
-    return click.option("--job", "jobs", multiple=True, help="Only this job (repeatable).")(fn)
-
-
-def _filters(options: dict[str, Any]) -> dict[str, Any]:
-    """``queue.executions`` filters from the options of ``_filter_options``."""
-    filters: dict[str, Any] = {}
-    if options.get("jobs"):
-        filters["job"] = list(options["jobs"])
-    if options.get("statuses"):
-        filters["status"] = list(options["statuses"])
-    if options.get("group") is not None:
-        filters["group"] = options["group"]
-    for flag, name in _TIME_FILTERS:
-        if options.get(name) is not None:
-            filters[name] = _when(options[name], flag)
-    return filters
-
-
-def _when(text: str, flag: str) -> datetime:
-    """A time option: an ISO time with its timezone, or a duration before now."""
-    try:
-        return datetime.now(UTC) - timedelta(seconds=parse_duration(text, what=flag))
-    except (ValueError, TypeError):
-        pass
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise CliError(
-            f"{flag} {text!r} is neither an ISO time (2026-01-02T03:04:05+00:00) "
-            "nor a duration (2h)"
-        ) from None
-    if when.tzinfo is None:
-        raise CliError(f"{flag} {text!r} has no timezone: add one, e.g. {text}+00:00")
-    return when
-
 
 @main.command("ls")
-@_filter_options
+@filter_options
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of executions.")
 @click.pass_context
 def ls(ctx: click.Context, /, limit: int, as_json: bool, **options: Any) -> None:
     """List executions, newest first."""
-    filters = _filters(options)
+    filters = filters_of(options)
 
     async def body(q: Queue) -> list[ExecutionRecord]:
         return [
@@ -588,144 +424,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     click.echo(fmt.dumps(s) if as_json else fmt.stats_text(s))
 
 
-# --- steering -------------------------------------------------------------------------
-
-#: What each control command prints after a count of changed executions.
-_DONE = {"cancel": "cancelled", "pause": "paused", "resume": "resumed", "retry": "retried"}
-
-
-def _control(action: str, help_text: str) -> click.Command:
-    """``qanat <action> ID`` or ``qanat <action> --job/--status/--group/...``: the rules of
-    what may be done to which execution live in ``qanat.execution``; this only prints."""
-
-    @click.argument("execution_id", metavar="[ID]", required=False)
-    @_filter_options
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    @click.pass_context
-    def command(
-        ctx: click.Context, /, execution_id: str | None, as_json: bool, **options: Any
-    ) -> None:
-        filters = _filters(options)
-        if (execution_id is None) == (not filters):
-            raise CliError(
-                f"{action}: give an execution ID or filters (--job, --status, --group, "
-                f"--started-before, ...){', not both' if filters else ''}"
-            )
-        if execution_id is not None:
-            _control_one(ctx, action, execution_id, as_json)
-            return
-        reason = "cancelled from the CLI" if action == "cancel" else None
-
-        async def body(q: Queue) -> int:
-            method = getattr(q.executions, action)
-            n: int = await method(reason=reason, **filters) if reason else await method(**filters)
-            return n
-
-        n = _run(_queue(ctx), body)
-        if as_json:
-            _echo_json({"action": action, "filters": filters, "changed": n})
-        else:
-            click.echo(f"{action}: {n} execution{'' if n == 1 else 's'} {_DONE[action]}")
-
-    command.__doc__ = help_text
-    return main.command(action)(command)
-
-
-def _control_one(ctx: click.Context, action: str, execution_id: str, as_json: bool) -> None:
-    reason = "cancelled from the CLI" if action == "cancel" else None
-
-    async def body(q: Queue) -> tuple[str | None, ExecutionRecord]:
-        before = await _record(q, execution_id)
-        done = await q.handle(before).control(action, reason)
-        return done.refused, await _record(q, execution_id)
-
-    problem, after = _run(_queue(ctx), body)
-    status = after.status + (" (pause requested)" if after.pause_requested else "")
-    if as_json:
-        _echo_json(
-            {
-                "id": after.id,
-                "action": action,
-                "ok": problem is None,
-                "status": after.status,
-                "pause_requested": after.pause_requested,
-                "error": problem,
-            }
-        )
-    elif problem is None:
-        click.echo(f"{action}: {after.id} is now {status}")
-    if problem is not None:
-        if not as_json:
-            click.echo(f"error: {problem}", err=True)
-        ctx.exit(1)
-
-
-_control("cancel", "Cancel an execution (and its live children), or every matching live one.")
-_control("pause", "Pause an execution at its next step boundary, or every matching live one.")
-_control("resume", "Resume a paused execution, or every matching paused one.")
-_control(
-    "retry", "Run a failed or cancelled execution again from the start, or every matching one."
-)
-
-
-# --- jobs -----------------------------------------------------------------------------
-
-
-@main.group("jobs", invoke_without_command=True)
-@click.option("--json", "as_json", is_flag=True, help="A JSON array of jobs.")
-@click.pass_context
-def jobs_group(ctx: click.Context, as_json: bool) -> None:
-    """List the app's jobs and whether each is paused; `jobs pause|resume NAME` steer them."""
-    if ctx.invoked_subcommand is not None:
-        return
-    queue = _queue(ctx)
-    paused = _run(queue, lambda q: q.paused_jobs())
-    names = sorted(set(queue.registry) | paused)
-    if as_json:
-        _echo_json([{"job": n, "paused": n in paused, "known": n in queue.registry} for n in names])
-        return
-    rows = [
-        [n, "paused" if n in paused else "active", "" if n in queue.registry else "not in this app"]
-        for n in names
-    ]
-    click.echo(fmt.table(["JOB", "STATE", ""], rows))
-
-
-def _job_control(paused: bool) -> click.Command:
-    action = "pause" if paused else "resume"
-
-    @click.argument("names", metavar="JOB...", nargs=-1, required=True)
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    @click.pass_context
-    def command(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
-        queue = _queue(ctx)
-        targets = [_job(queue, n) for n in names]  # an unknown name is refused first
-
-        async def body(q: Queue) -> list[bool]:
-            return [await (j.pause() if paused else j.resume()) for j in targets]
-
-        changed = _run(queue, body)
-        if as_json:
-            _echo_json(
-                [
-                    {"job": n, "paused": paused, "changed": c}
-                    for n, c in zip(names, changed, strict=True)
-                ]
-            )
-            return
-        state = "paused" if paused else "active"
-        for n, c in zip(names, changed, strict=True):
-            click.echo(f"{action}: job {n!r} is {'now' if c else 'already'} {state}")
-
-    command.__doc__ = (
-        "Stop starting new executions of these jobs, on every worker (running ones carry on)."
-        if paused
-        else "Start executions of these paused jobs again."
-    )
-    return jobs_group.command(action)(command)
-
-
-_job_control(True)
-_job_control(False)
+for _command in cli_control.COMMANDS:
+    main.add_command(_command)
 
 __all__ = ["load_app", "main"]
