@@ -24,6 +24,7 @@ _TIME_FILTERS = (
     ("--completed-before", "completed_before"),
     ("--completed-after", "completed_after"),
 )
+_WHEN = "WHEN: an ISO time with its zone (2026-01-02T03:04:05+00:00) or a duration ago (2h)."
 
 
 def filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -33,7 +34,8 @@ def filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             flag,
             name,
             metavar="WHEN",
-            help="A timezone-aware ISO time (2026-01-02T03:04:05+00:00) or a duration ago (2h).",
+            help=f"Only those {flag[2:].replace('-', ' ')} WHEN."
+            + (f" {_WHEN}" if flag == _TIME_FILTERS[-1][0] else ""),
         )(fn)
     fn = click.option("--group", help="Only this group.")(fn)
     fn = click.option(
