@@ -194,12 +194,19 @@ class Execution:
             return Control(False, refused, rec.status)
         if not has_effect(action, rec):
             return Control(False, None, rec.status)
-        changed = bool(await apply(self._queue, action, [rec], reason))
-        after = await storage.get(self.id)
-        status = None if after is None else after.status
-        if not changed and after is not None:  # it changed under us: say how it is now
-            return Control(False, refusal(action, after), status)
-        return Control(changed, None, status)
+        if action == "cancel":
+            status: str | None = (
+                CANCELLED if await apply(self._queue, action, [rec], reason) else None
+            )
+        else:
+            status = await _act(self._queue, action, self.id)
+            self._queue.notify_local()
+        if status is not None:  # as storage reported it, before any worker acts on it
+            return Control(True, None, status)
+        after = await storage.get(self.id)  # it changed under us: say how it is now
+        if after is None:
+            return Control(False, f"execution {self.id} does not exist", None)
+        return Control(False, refusal(action, after), after.status)
 
     def on_progress(self, callback: Callable[[Progress], Any]) -> None:
         """Call ``callback(progress)`` whenever its progress changes (while the queue runs)."""
@@ -250,20 +257,22 @@ async def apply(
     todo = [r for r in records if refusal(action, r) is None and has_effect(action, r)]
     if not todo:
         return 0
-    storage = queue.storage
-    if action == "cancel":
+    if action == "cancel":  # one transaction for the lot, cascading to children
         return await queue.cancel_ids([r.id for r in todo], reason)
+    after = await asyncio.gather(*(_act(queue, action, r.id) for r in todo))
+    queue.notify_local()  # resumed and retried ones are due now
+    return sum(st is not None for st in after)
+
+
+async def _act(queue: Queue, action: str, execution_id: str) -> str | None:
+    """Pause, resume or retry one execution; the status storage reports right after it,
+    or None if storage changed nothing (it is gone, or finished meanwhile)."""
+    storage = queue.storage
     if action == "retry":
-        at = queue.clock()
-        done = await asyncio.gather(*(storage.restart(r.id, at) for r in todo))
-        changed = sum(d is not None for d in done)
-    else:
-        act = storage.pause if action == "pause" else storage.resume
-        after = await asyncio.gather(*(act(r.id) for r in todo))
-        changed = sum(st is not None and st not in FINISHED_STATUSES for st in after)
-    if action != "pause":
-        queue.notify_local()  # resumed and retried ones are due now
-    return changed
+        got = await storage.restart(execution_id, queue.clock())
+        return None if got is None else got.status
+    st = await (storage.pause if action == "pause" else storage.resume)(execution_id)
+    return None if st is None or st in FINISHED_STATUSES else st
 
 
 async def apply_matching(
