@@ -362,6 +362,23 @@ class Job(Generic[R]):
 
         return await q.cancel_where(self, where)
 
+    async def pause(self) -> bool:
+        """Stop starting new executions of this job, on every worker of its storage.
+
+        Executions already running carry on; new ones are still enqueued and wait as
+        pending, and none of its executions is taken up again (after a durable sleep, a
+        retry's backoff or a lost worker) until ``resume``. True if it was not paused.
+        """
+        return await self._bound().pause_job(self.name, True)
+
+    async def resume(self) -> bool:
+        """Start executions of this job again after ``pause``; True if it was paused."""
+        return await self._bound().pause_job(self.name, False)
+
+    async def is_paused(self) -> bool:
+        """Whether this job is paused (``pause``) on its queue's storage."""
+        return self.name in await self._bound().paused_jobs()
+
 
 def _pop_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     names = ("key", "priority", "delay", "run_at", "deadline", "group")

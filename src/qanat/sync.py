@@ -118,7 +118,8 @@ def _wrappable(value: Any) -> bool:
     from qanat.execution import Execution
     from qanat.job import Job
     from qanat.pipe import Pipe
-    from qanat.queue import Events, Executions, Jobs, Pipes
+    from qanat.queries import Events, Executions
+    from qanat.queue import Jobs, Pipes
 
     if isinstance(value, list):
         return False

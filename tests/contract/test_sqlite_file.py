@@ -77,11 +77,12 @@ async def test_a_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
     await store.enqueue([rec("a")])
     await store.close()
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE qanat_meta SET value = '7' WHERE key = 'schema_version'")
+    newer = schema_version() + 1
+    conn.execute("UPDATE qanat_meta SET value = ? WHERE key = 'schema_version'", (str(newer),))
     conn.commit()
     conn.close()
     message = await refused(path)
-    assert "newer qanat (schema 7)" in message
+    assert f"newer qanat (schema {newer})" in message
     assert f"understands up to {schema_version()}" in message
 
 

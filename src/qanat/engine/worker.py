@@ -81,6 +81,9 @@ class Worker:
         self._stopping = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self._processes: ProcessPool | None = None  # for thread steps, made on first use
+        #: Jobs paused in storage, as last read (the control loop refreshes it on every
+        #: change): ``adopt`` passes over them. Claims decide from storage itself.
+        self.paused_jobs: set[str] = set()
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -88,6 +91,7 @@ class Worker:
         """Register, reclaim work of dead processes on this host, start the loops."""
         self.loop = asyncio.get_running_loop()
         await self.storage.register_worker(self.id, self.host, os.getpid(), now())
+        self.paused_jobs = await self.storage.paused_jobs()
         await self.reclaim_dead()
         self.queue.ticker.start()
         self._tasks = [
@@ -211,6 +215,8 @@ class Worker:
             return False
         if rec.flow is not None:  # flow control is decided by the claim, in storage
             return False
+        if rec.job in self.paused_jobs:  # it waits as pending until the job is resumed
+            return False
         if rec.available_at is None or rec.available_at > at:
             return False
         rec.status = RUNNING
@@ -322,14 +328,18 @@ class Worker:
                     self._interrupt(st, why)
 
     async def _control_loop(self) -> None:
-        """Notice cancels and pauses made by other processes soon after they commit.
+        """Notice cancels, pauses and paused jobs made by other processes soon after they
+        commit.
 
         The heartbeat would notice too, but only every lease/3; this reads (never writes)
-        the active executions when storage changed, at most every ``CONTROL_EVERY``.
+        the paused jobs and the active executions when storage changed, at most every
+        ``CONTROL_EVERY``.
         """
         ticker = self.queue.ticker
         while True:
             await ticker.event().wait()
+            with contextlib.suppress(Exception):
+                self.paused_jobs = await self.storage.paused_jobs()
             ids = [i for i, st in self.active.items() if st.stop_reason is None]
             if ids:
                 try:

@@ -336,7 +336,9 @@ class Storage(abc.ABC):
         or ``expire_owner`` made it claimable: that worker died or froze without letting
         it go), ``recoveries + 1``; an unowned one (new, released, suspended, retried)
         keeps its count. Executions past their ``deadline`` are not returned; they are
-        failed with a Timeout error in the same transaction.
+        failed with a Timeout error in the same transaction. Executions of a paused job
+        (``pause_job``) are not taken, whatever their status: the paused set is read in
+        the claim's own transaction, so a pause holds for every worker.
         """
 
     async def has_ready(self, jobs: Sequence[str], at: float) -> bool:
@@ -451,6 +453,16 @@ class Storage(abc.ABC):
         ``claims`` and ``recoveries`` to 0, ``step_in_flight`` to None.
         Returns None if it does not exist or is not failed or cancelled.
         """
+
+    @abc.abstractmethod
+    async def pause_job(self, job: str, paused: bool) -> bool:
+        """Pause (``paused=True``) or resume a whole job: while paused, ``claim`` and
+        ``has_ready`` pass over its executions (see ``claim``); owned ones carry on.
+        Returns True if this changed the job's state."""
+
+    @abc.abstractmethod
+    async def paused_jobs(self) -> set[str]:
+        """The names of the paused jobs."""
 
     @abc.abstractmethod
     async def wake(self, ids: Sequence[str], at: float) -> None:

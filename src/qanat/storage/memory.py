@@ -67,6 +67,7 @@ class MemoryStorage(Storage):
         self._version = 0
         self._seen = -1
         self._flow = MemoryFlow(self)
+        self._paused_jobs: set[str] = set()
 
     def _touch(self) -> None:
         self._version += 1
@@ -101,7 +102,7 @@ class MemoryStorage(Storage):
     async def claim(
         self, owner: str, jobs: Sequence[str], limit: int, lease: float, at: float
     ) -> list[ExecutionRecord]:
-        wanted = set(jobs)
+        wanted = set(jobs) - self._paused_jobs
         self._flow.open_due(at)
         ready = [
             e
@@ -364,6 +365,19 @@ class MemoryStorage(Storage):
         self._drop_waiters(execution_id)
         self._touch()
         return e.copy()
+
+    async def pause_job(self, job: str, paused: bool) -> bool:
+        if (job in self._paused_jobs) == paused:
+            return False
+        if paused:
+            self._paused_jobs.add(job)
+        else:
+            self._paused_jobs.discard(job)
+        self._touch()
+        return True
+
+    async def paused_jobs(self) -> set[str]:
+        return set(self._paused_jobs)
 
     async def wake(self, ids: Sequence[str], at: float) -> None:
         for i in ids:

@@ -301,6 +301,9 @@ CLAIM_LEVEL_OPEN = (
     f"AND (slot IS NULL OR slot NOT IN {IDS}) "
     "ORDER BY available_at, id LIMIT ?"
 )
+PAUSED_JOBS = "SELECT job FROM paused_jobs"
+PAUSE_JOB = "INSERT INTO paused_jobs (job, paused_at) VALUES (?, ?) ON CONFLICT (job) DO NOTHING"
+RESUME_JOB = "DELETE FROM paused_jobs WHERE job = ?"
 HAS_READY = f"SELECT 1 {READY} AND available_at <= ? AND job IN {IDS} LIMIT 1"
 NEXT_WAKE = "SELECT min(wake_at) FROM gates INDEXED BY gates_wake WHERE wake_at IS NOT NULL"
 GATE_DUE = "SELECT 1 FROM gates INDEXED BY gates_wake WHERE wake_at IS NOT NULL AND wake_at <= ?"
@@ -462,6 +465,7 @@ def _op_claim(
 ) -> tuple[list[ExecutionRecord], float | None]:
     """The claim, and the earliest time a gate with parked work opens (or None)."""
     taken: list[ExecutionRecord] = []
+    jobs = _unpaused(conn, jobs)
     if limit <= 0 or not jobs:
         return taken, None
     jobs_json = json.dumps(jobs)
@@ -522,8 +526,15 @@ def _op_claim(
     return taken, wake
 
 
+def _unpaused(conn: sqlite3.Connection, jobs: list[str]) -> list[str]:
+    """``jobs`` without the paused ones (one read of a table of a few rows, usually none)."""
+    paused = {r[0] for r in conn.execute(PAUSED_JOBS)}
+    return [j for j in jobs if j not in paused] if paused else jobs
+
+
 def _op_has_ready(conn: sqlite3.Connection, jobs: list[str], at: float) -> bool:
-    if conn.execute(HAS_READY, (at, json.dumps(jobs))).fetchone() is not None:
+    jobs = _unpaused(conn, jobs)
+    if jobs and conn.execute(HAS_READY, (at, json.dumps(jobs))).fetchone() is not None:
         return True
     return conn.execute(GATE_DUE, (at,)).fetchone() is not None
 
@@ -685,6 +696,16 @@ def _op_restart(conn: sqlite3.Connection, eid: str, at: float) -> ExecutionRecor
     conn.execute("DELETE FROM logs WHERE execution_id = ?", (eid,))
     conn.execute("DELETE FROM waiters WHERE execution_id = ?", (eid,))
     return _exec(rows[0])
+
+
+def _op_pause_job(conn: sqlite3.Connection, job: str, paused: bool, at: float) -> bool:
+    if paused:
+        return conn.execute(PAUSE_JOB, (job, at)).rowcount == 1
+    return conn.execute(RESUME_JOB, (job,)).rowcount == 1
+
+
+def _op_paused_jobs(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute(PAUSED_JOBS)}
 
 
 def _op_wake(conn: sqlite3.Connection, ids: list[str], at: float) -> None:
@@ -1280,6 +1301,12 @@ class SqliteStorage(SqliteEvents, Storage):
 
     async def restart(self, execution_id: str, at: float) -> ExecutionRecord | None:
         return await self._w(_op_restart, execution_id, at)
+
+    async def pause_job(self, job: str, paused: bool) -> bool:
+        return await self._w(_op_pause_job, job, paused, now())
+
+    async def paused_jobs(self) -> builtins.set[str]:
+        return await self._r(_op_paused_jobs)
 
     async def wake(self, ids: Sequence[str], at: float) -> None:
         if ids:
