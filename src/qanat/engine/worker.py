@@ -120,6 +120,9 @@ class Worker:
                 await claim
         for ident in list(self._blocked):
             self._interrupt(self.active.get(ident), "shutdown")
+        for st in list(self.active.values()):
+            if st.idle:  # between a step's attempts: nothing of the step runs now
+                self._interrupt(st, "shutdown")
         running = [st.task for st in self.active.values() if st.task is not None]
         if running:
             await asyncio.wait(running, timeout=grace)

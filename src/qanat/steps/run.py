@@ -99,7 +99,8 @@ async def checkpointed(
     if opts.concurrency is None:
         return await _attempts(st, opts, key, kind, call)
     holder = f"{st.id}|{key}"
-    await _acquire_step(st, opts.name, holder, opts.concurrency)
+    with st.between_attempts():
+        await _acquire_step(st, opts.name, holder, opts.concurrency)
     try:
         return await _attempts(st, opts, key, kind, call)
     finally:
@@ -156,7 +157,8 @@ async def _attempts(
                     )
                 )
                 raise
-            await asyncio.sleep(delay)
+            with st.between_attempts():
+                await asyncio.sleep(delay)
             continue
         await st.checkpoint(
             StepRecord(
