@@ -17,7 +17,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
 from qanat import codec
-from qanat.durations import DEFAULT_BACKOFF, BackoffSpec, backoff_delay, parse_duration
+from qanat.durations import (
+    DEFAULT_BACKOFF,
+    BackoffSpec,
+    backoff_delay,
+    parse_duration,
+    validate_backoff,
+)
 from qanat.durations import to_timestamp as _to_ts
 from qanat.engine.failures import decode_error, encode_error
 from qanat.engine.state import ExecState, current
@@ -68,8 +74,12 @@ class Step:
             raise ValueError(f"a step needs a non-empty name, got {self.name!r}")
         if isinstance(self.retry, bool) or not isinstance(self.retry, int) or self.retry < 1:
             raise ValueError(f"step {self.name!r}: retry must be an int >= 1, got {self.retry!r}")
-        if self.timeout is not None:
-            parse_duration(self.timeout, what="timeout")
+        try:
+            validate_backoff(self.backoff)
+            if self.timeout is not None and parse_duration(self.timeout, what="timeout") <= 0:
+                raise ValueError(f"timeout must be longer than zero, got {self.timeout!r}")
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"step {self.name!r}: {exc}") from None
         if self.concurrency is not None and (
             isinstance(self.concurrency, bool)
             or not isinstance(self.concurrency, int)
