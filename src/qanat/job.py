@@ -166,9 +166,12 @@ class Job(Generic[R]):
             item = adapter.validate_python(args[0] if args else dict(kwargs))
             args, kwargs = (), {field: [item]}
         value = self._schema.validate(args, kwargs)
-        return codec.dumps(
-            self._schema.plain(value), where=f"the input of job {self.name!r}"
-        ), value
+        where = f"the input of job {self.name!r}"
+        text = codec.dumps(self._schema.plain(value), where=where)
+        return codec.check_size(text, self._max_payload(), where), value
+
+    def _max_payload(self) -> int | None:
+        return None if self._queue is None else self._queue.max_payload
 
     def decode_input(self, text: str) -> Any:
         """The validated input of a stored execution."""
@@ -208,7 +211,8 @@ class Job(Generic[R]):
                     f"job {self.name!r} returned a value that does not match its output "
                     f"type {self._output_annotation!r}: {exc}"
                 ) from None
-        return codec.dumps(output, where=f"the output of job {self.name!r}")
+        where = f"the output of job {self.name!r}"
+        return codec.check_size(codec.dumps(output, where=where), self._max_payload(), where)
 
     def decode_output(self, text: str | None) -> Any:
         """The output of a completed execution, as the annotated type."""

@@ -31,6 +31,7 @@ from qanat.errors import (
     ConfigurationError,
     LeaseLost,
     NonRetryable,
+    PayloadTooLarge,
     RetryAfter,
     Suspend,
     Timeout,
@@ -167,7 +168,10 @@ async def _attempts(
                         result = await _call(st, fn, args, kwargs)
                 except TimeoutError:
                     raise Timeout(f"step {opts.name!r} timed out after {limit:g}s") from None
-            text = codec.dumps(result, where=f"the result of step {opts.name!r}")
+            where = f"the result of step {opts.name!r}"
+            text = codec.check_size(
+                codec.dumps(result, where=where), st.worker.queue.max_payload, where
+            )
         except Exception as exc:
             delay = _retry_delay(exc, opts, attempt)
             if delay is None:
@@ -208,7 +212,8 @@ async def _attempts(
 
 
 def _retry_delay(exc: Exception, opts: Step, attempt: int) -> float | None:
-    if isinstance(exc, NonRetryable | TypeError) or attempt >= opts.retry:
+    # a result that cannot be stored (TypeError, PayloadTooLarge) would be so again
+    if isinstance(exc, NonRetryable | TypeError | PayloadTooLarge) or attempt >= opts.retry:
         return None
     if isinstance(exc, RetryAfter):
         if isinstance(exc.delay, datetime):
