@@ -27,7 +27,7 @@ from qanat.storage.base import (
     FAILED,
     PENDING,
     WAITING,
-    EventRecord,
+    CompletionEvent,
     ExecutionRecord,
     Finish,
     LogRecord,
@@ -116,8 +116,9 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
         )
     # job.wait_for: storage records this completion as an event, and serves its waiters,
     # in the finishing transaction, only when a waiter for this job exists
-    data = f'{{"input":{rec.input},"output":{text}}}'
-    fin.event = EventRecord(f"job:{rec.id}", f"job:{job.name}", data, round(now(), 6), rec.id)
+    fin.event = CompletionEvent(
+        f"job:{rec.id}", f"job:{job.name}", rec.input, text, round(now(), 6), rec.id
+    )
     if await storage.finish(rec.id, worker.id, fin):
         if queue.watcher.waiting(rec.id):
             done = rec.copy(status=COMPLETED, output=text, completed_at=now(), owner=None)
