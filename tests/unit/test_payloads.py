@@ -4,7 +4,9 @@ changes. Memory and SQLite storage."""
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +174,42 @@ async def test_output_over_the_limit_fails_the_execution(make_queue: Any) -> Non
         await h.result(timeout=10)
     rec = await h.record()
     assert (rec.status, rec.attempt, rec.output, len(attempts)) == ("failed", 1, None, 1)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"blob": "x" * (2 << 20), "n": 1},
+        ["é" * (2 << 20)],
+        {"nested": [{"s": '\u2028"\\' * (1 << 19)}], "when": datetime(2024, 1, 1, tzinfo=UTC)},
+        {"raw": b"\x00\xff" * (1 << 20)},
+        "\ud800 lone surrogate " + "y" * (2 << 20),
+    ],
+    ids=["ascii", "non-ascii", "escapes-and-tags", "bytes", "surrogate"],
+)
+def test_big_payloads_round_trip(value: Any) -> None:
+    text = codec.dumps(value)
+    assert codec.loads(text) == value
+    if isinstance(value, list):  # non-ASCII text stays UTF-8, as orjson writes it
+        assert "é" in text
+
+
+def test_big_payloads_encode_and_decode_in_about_their_size() -> None:
+    """orjson reserves ~10x a str it writes and ~12x the text it parses; the codec hands
+    big payloads to the standard library's JSON instead (SPEC §12: an execution costs
+    about its payload)."""
+    blob = {"blob": "x" * (20 << 20)}
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        text = codec.dumps(blob)
+        encode_peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        assert codec.loads(text) == blob
+        decode_peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert encode_peak <= 2.5 * len(text), encode_peak / len(text)
+    assert decode_peak <= 1.5 * len(text), decode_peak / len(text)
