@@ -218,7 +218,7 @@ class CompletionEvent(EventRecord):
         self._joined: str | None = None
         super().__init__(id, pipe, "", sent_at, source)
 
-    @property  # type: ignore[override]
+    @property
     def data(self) -> str:
         if self._joined is None:
             self._joined = f'{{"input":{self._parts[0]},"output":{self._parts[1]}}}'
