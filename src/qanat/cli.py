@@ -23,7 +23,7 @@ import pydantic
 
 from qanat import cli_format as fmt
 from qanat import codec
-from qanat.errors import StorageError, UnknownJob, UnknownPipe
+from qanat.errors import PayloadTooLarge, StorageError, UnknownJob, UnknownPipe
 from qanat.execution import Execution
 from qanat.job import Job
 from qanat.pipe import EventInfo, Pipe
@@ -368,6 +368,8 @@ def start(
     # Validate before anything is opened or stored.
     try:
         j.encode_input((), data)
+    except PayloadTooLarge as exc:
+        raise CliError(str(exc)) from None
     except (pydantic.ValidationError, TypeError) as exc:
         raise CliError(f"invalid input for job {j.name!r}: {exc}") from None
     try:
@@ -460,6 +462,8 @@ def send(ctx: click.Context, pipe_name: str, data_text: str, as_json: bool) -> N
         raise CliError(f"--data is not valid JSON: {exc}") from None
     try:  # validate before anything is opened or stored
         pipe.encode(data)
+    except PayloadTooLarge as exc:
+        raise CliError(str(exc)) from None
     except (pydantic.ValidationError, TypeError) as exc:
         raise CliError(f"invalid data for pipe {pipe.name!r}: {exc}") from None
 

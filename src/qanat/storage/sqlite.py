@@ -137,8 +137,8 @@ def _unreadable(path: str, exc: sqlite3.DatabaseError) -> StorageError:
         f"{path} is a damaged SQLite file (SQLite: {exc}), for example a truncated or "
         "partial copy; qanat refuses to touch it. Restore it from a backup, or copy what "
         f'SQLite can still read into a new file: sqlite3 {path} ".recover" | sqlite3 '
-        "recovered.db, and point the queue at recovered.db (docs/storage.md, \"Backups "
-        'and damaged files\", also shows the .dump way for sqlite3 versions whose '
+        'recovered.db, and point the queue at recovered.db (docs/storage.md, "Backups '
+        'and damaged files", also shows the .dump way for sqlite3 versions whose '
         ".recover fails)."
     )
 
