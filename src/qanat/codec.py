@@ -41,15 +41,11 @@ import orjson
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
-from qanat.errors import PayloadTooLarge
-from qanat.sizes import format_size
-
 __all__ = [
     "TAG",
     "Codec",
     "JsonCodec",
     "canonical",
-    "check_size",
     "default_codec",
     "revive",
 ]
@@ -589,27 +585,6 @@ def canonical(value: Any, where: str = "value") -> str:
         TypeError: as :meth:`JsonCodec.dumps`.
     """
     return _CANONICAL_ENCODER.encode(_encode(value, where, canon=True))
-
-
-def check_size(text: str, limit: int | None, where: str) -> str:
-    """``text``, unless its UTF-8 size is over ``limit`` bytes (``Queue(max_payload=)``).
-
-    Cheap where it runs (every input, output, step result and event): the length and
-    the ASCII flag of a str are stored, and a character is 1 to 4 bytes, so non-ASCII
-    text is encoded to count its bytes only when its length alone cannot tell.
-
-    Raises:
-        PayloadTooLarge: naming ``where``, the size and the limit.
-    """
-    if limit is None or len(text) * 4 <= limit:
-        return text
-    size = len(text) if text.isascii() else len(text.encode())  # isascii: a flag, O(1)
-    if size > limit:
-        raise PayloadTooLarge(
-            f"{where} is {format_size(size)} ({size:,} bytes of JSON), over the limit of "
-            f"{format_size(limit)} (Queue(max_payload=))"
-        )
-    return text
 
 
 # ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from qanat.engine.state import current_or_none
 from qanat.errors import ConfigurationError
 from qanat.flow import CancelOn, FlowOptions, check_cancel_on
 from qanat.pipe import Pipe, Trigger
+from qanat.sizes import check_size
 from qanat.storage.base import ExecutionRecord, now
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ class Job(Generic[R]):
         value = self._schema.validate(args, kwargs)
         where = f"the input of job {self.name!r}"
         text = codec.dumps(self._schema.plain(value), where=where)
-        return codec.check_size(text, self._max_payload(), where), value
+        return check_size(text, self._max_payload(), where), value
 
     def _max_payload(self) -> int | None:
         return None if self._queue is None else self._queue.max_payload
@@ -212,7 +213,7 @@ class Job(Generic[R]):
                     f"type {self._output_annotation!r}: {exc}"
                 ) from None
         where = f"the output of job {self.name!r}"
-        return codec.check_size(codec.dumps(output, where=where), self._max_payload(), where)
+        return check_size(codec.dumps(output, where=where), self._max_payload(), where)
 
     def decode_output(self, text: str | None) -> Any:
         """The output of a completed execution, as the annotated type."""

@@ -16,6 +16,7 @@ import pydantic
 
 from qanat import codec
 from qanat.errors import ConfigurationError
+from qanat.sizes import check_size
 
 if TYPE_CHECKING:
     from qanat.job import Job
@@ -124,7 +125,7 @@ class Pipe(Generic[T]):
         value = data if self._adapter is None else self._adapter.validate_python(data)
         where = f"the data of pipe {self.name!r}"
         limit = None if self._queue is None else self._queue.max_payload
-        return codec.check_size(codec.dumps(value, where=where), limit, where), value
+        return check_size(codec.dumps(value, where=where), limit, where), value
 
     def decode(self, text: str) -> Any:
         """Stored event data, revived to the pipe's input type."""

@@ -36,6 +36,7 @@ from qanat.errors import (
     Suspend,
     Timeout,
 )
+from qanat.sizes import check_size
 from qanat.storage.base import (
     WAITING,
     Checkpoint,
@@ -169,9 +170,7 @@ async def _attempts(
                 except TimeoutError:
                     raise Timeout(f"step {opts.name!r} timed out after {limit:g}s") from None
             where = f"the result of step {opts.name!r}"
-            text = codec.check_size(
-                codec.dumps(result, where=where), st.worker.queue.max_payload, where
-            )
+            text = check_size(codec.dumps(result, where=where), st.worker.queue.max_payload, where)
         except Exception as exc:
             delay = _retry_delay(exc, opts, attempt)
             if delay is None:

@@ -15,6 +15,7 @@ import pytest_asyncio
 
 import qanat
 from qanat import Job, Pipe, Queue, codec, job, run
+from qanat.sizes import check_size
 from support import eventually
 
 LIMIT = "1KB"
@@ -45,14 +46,14 @@ async def _stored(q: Queue) -> list[str]:
 
 
 def test_check_size_counts_utf8_bytes() -> None:
-    assert codec.check_size("a" * 1024, 1024, "x") == "a" * 1024
-    assert codec.check_size("é" * 100, 1024, "x") == "é" * 100  # 4 bytes max each: fits
-    assert codec.check_size("é" * 512, 1024, "x") == "é" * 512  # 1024 bytes exactly
+    assert check_size("a" * 1024, 1024, "x") == "a" * 1024
+    assert check_size("é" * 100, 1024, "x") == "é" * 100  # 4 bytes max each: fits
+    assert check_size("é" * 512, 1024, "x") == "é" * 512  # 1024 bytes exactly
     with pytest.raises(qanat.PayloadTooLarge, match=r"the thing is 1.002 KB \(1,026 bytes"):
-        codec.check_size("é" * 513, 1024, "the thing")
+        check_size("é" * 513, 1024, "the thing")
     with pytest.raises(qanat.PayloadTooLarge, match=r"over the limit of 1 KB \(Queue\(max_pay"):
-        codec.check_size("a" * 1025, 1024, "the thing")
-    assert codec.check_size("a" * 10**6, None, "x")  # no limit
+        check_size("a" * 1025, 1024, "the thing")
+    assert check_size("a" * 10**6, None, "x")  # no limit
 
 
 async def test_inputs_over_the_limit_are_refused_at_every_enqueue(make_queue: Any) -> None:
