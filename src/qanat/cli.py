@@ -26,7 +26,7 @@ from qanat.cli_app import queue_of as _queue
 from qanat.cli_app import run as _run
 from qanat.cli_control import filter_options, filters_of
 from qanat.engine.supervisor import Supervisor, watch_supervisor
-from qanat.errors import StorageError, UnknownPipe
+from qanat.errors import PayloadTooLarge, StorageError, UnknownPipe
 from qanat.execution import Execution
 from qanat.pipe import EventInfo, Pipe
 from qanat.queue import Queue
@@ -231,6 +231,8 @@ def start(
     # Validate before anything is opened or stored.
     try:
         j.encode_input((), data)
+    except PayloadTooLarge as exc:
+        raise CliError(str(exc)) from None
     except (pydantic.ValidationError, TypeError) as exc:
         raise CliError(f"invalid input for job {j.name!r}: {exc}") from None
     try:
@@ -323,6 +325,8 @@ def send(ctx: click.Context, pipe_name: str, data_text: str, as_json: bool) -> N
         raise CliError(f"--data is not valid JSON: {exc}") from None
     try:  # validate before anything is opened or stored
         pipe.encode(data)
+    except PayloadTooLarge as exc:
+        raise CliError(str(exc)) from None
     except (pydantic.ValidationError, TypeError) as exc:
         raise CliError(f"invalid data for pipe {pipe.name!r}: {exc}") from None
 

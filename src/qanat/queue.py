@@ -7,7 +7,7 @@ import importlib.util
 import inspect
 import logging
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,17 +154,21 @@ class Queue:
         max_payload: SizeLike = "16MB",
         name: str = "default",
     ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"Queue(name=) must be a non-empty string, got {name!r}")
         self.name = name
+        if storage is not None and not isinstance(storage, str | Storage):
+            raise ConfigurationError(
+                f"Queue(storage=) takes a URL or a storage backend, got {storage!r}"
+            )
         self.storage: Storage = (
             from_url(storage or "sqlite:///qanat.db")
             if (storage is None or isinstance(storage, str))
             else storage
         )
-        if concurrency is not None and (isinstance(concurrency, bool) or concurrency < 1):
-            raise ConfigurationError(f"Queue(concurrency=) must be >= 1, got {concurrency!r}")
-        self.concurrency = concurrency
+        self.concurrency = _positive_int(concurrency, "concurrency", optional=True)
         self.context = context
-        self.lease = parse_duration(lease, what="lease")
+        self.lease = _lease(lease)
         #: Child processes for ``thread`` steps in a worker (None: the number of CPUs).
         self.threads = _positive_int(threads, "threads", optional=True)
         #: Worker deaths under an execution, with no checkpoint between, before it fails
@@ -583,6 +587,16 @@ def _positive_int(value: Any, name: str, *, optional: bool = False) -> Any:
     return value
 
 
+def _lease(value: Any) -> float:
+    try:
+        seconds = parse_duration(value, what="lease")
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"Queue(lease=): {exc}") from None
+    if seconds <= 0:
+        raise ConfigurationError(f"Queue(lease=) must be longer than zero, got {value!r}")
+    return seconds
+
+
 def _register(registry: dict[str, Any], obj: Any, cls: type[Any], kind: str, hint: str) -> None:
     if not isinstance(obj, cls):
         raise ConfigurationError(
@@ -621,6 +635,10 @@ async def _call_hook(hook: Callable[..., Any], *args: Any) -> None:
 def _check_retention(retention: Mapping[str, Any] | None) -> dict[str, Any]:
     if not retention:
         return {}
+    if not isinstance(retention, Mapping):
+        raise ConfigurationError(
+            f"Queue(retention=) takes a dict such as {{'completed': '7d'}}, got {retention!r}"
+        )
     out: dict[str, Any] = {}
     for k, v in retention.items():
         if k == "max_per_status":
@@ -628,7 +646,10 @@ def _check_retention(retention: Mapping[str, Any] | None) -> dict[str, Any]:
                 raise ConfigurationError(f"retention max_per_status must be an int >= 0, got {v!r}")
             out[k] = v
         elif k in FINISHED_STATUSES:
-            out[k] = parse_duration(v, what=f"retention {k}")
+            try:
+                out[k] = parse_duration(v, what=f"retention {k}")
+            except (TypeError, ValueError) as exc:
+                raise ConfigurationError(f"Queue(retention=): {exc}") from None
         else:
             raise ConfigurationError(
                 f"unknown retention key {k!r}; use {', '.join(FINISHED_STATUSES)} or max_per_status"
@@ -638,6 +659,10 @@ def _check_retention(retention: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _load_jobs(jobs: Sequence[Job[Any]] | str | Path) -> list[Job[Any]]:
     if not isinstance(jobs, str | Path):
+        if not isinstance(jobs, Iterable):
+            raise ConfigurationError(
+                f"Queue(jobs=) takes a list of jobs or a folder of job modules, got {jobs!r}"
+            )
         return list(jobs)
     folder = Path(jobs)
     if not folder.is_dir():

@@ -86,6 +86,25 @@ async def test_a_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
     assert f"understands up to {schema_version()}" in message
 
 
+async def test_a_damaged_qanat_file_is_refused_untouched_with_how_to_recover(
+    tmp_path: Path,
+) -> None:
+    whole = tmp_path / "whole.db"
+    store = SqliteStorage(str(whole))
+    await store.open()
+    await store.enqueue([rec(f"e{i}") for i in range(3000)])
+    await store.close()
+    data = whole.read_bytes()
+    for fraction in (0.5, 0.1):  # a truncated (interrupted or partial) copy
+        path = tmp_path / f"copy-{fraction}.db"
+        path.write_bytes(data[: int(len(data) * fraction)])
+        message = await refused(path)
+        assert "is a damaged SQLite file (SQLite: database disk image is malformed)" in message
+        assert "is not a qanat database" not in message
+        assert f'sqlite3 {path} ".recover" | sqlite3 recovered.db' in message
+        assert "Backups and damaged files" in message
+
+
 async def test_missing_and_empty_files_are_created(tmp_path: Path) -> None:
     for path in (tmp_path / "new.db", tmp_path / "empty.db"):
         if path.name == "empty.db":

@@ -16,6 +16,7 @@ from qanat.errors import (
     LeaseLost,
     NonDeterminism,
     NonRetryable,
+    PayloadTooLarge,
     RetryAfter,
     Suspend,
     Timeout,
@@ -28,7 +29,7 @@ from qanat.storage.base import (
     PAUSED,
     PENDING,
     WAITING,
-    EventRecord,
+    CompletionEvent,
     ExecutionRecord,
     Finish,
     LogRecord,
@@ -69,6 +70,7 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
         await queue.fire(job, "start", rec.id, value)
     limit = job.timeout_for(value)
     deadline_hit = False
+    past_deadline: Timeout | None = None
     if rec.deadline is not None:
         left = rec.deadline - now()
         if limit is None or left < limit:
@@ -83,8 +85,8 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
             except TimeoutError as exc:
                 what = "deadline" if deadline_hit else f"timeout of {limit:g}s"
                 err = Timeout(f"job {job.name!r} exceeded its {what}")
-                if deadline_hit:
-                    raise NonRetryable(str(err)) from exc
+                if deadline_hit:  # SPEC §3: a Timeout, and no retry (the deadline has passed)
+                    past_deadline = err
                 raise err from exc
         text = job.encode_output(out)
     except Suspend:
@@ -107,7 +109,7 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
         await _stopped(worker, st, value, st.stop_reason)
         return
     except Exception as exc:
-        await _failed(worker, st, value, exc)
+        await _failed(worker, st, value, exc, final=exc is past_deadline)
         return
     await worker.flush(st)
     fin = Finish(COMPLETED, output=text)
@@ -119,8 +121,9 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
         )
     # job.wait_for: storage records this completion as an event, and serves its waiters,
     # in the finishing transaction, only when a waiter for this job exists
-    data = f'{{"input":{rec.input},"output":{text}}}'
-    fin.event = EventRecord(f"job:{rec.id}", f"job:{job.name}", data, round(now(), 6), rec.id)
+    fin.event = CompletionEvent(
+        f"job:{rec.id}", f"job:{job.name}", rec.input, text, round(now(), 6), rec.id
+    )
     if fin.failures:  # logged in the finishing transaction: no line without its finish
         fin.logs = [
             LogRecord(rec.id, f.at, f"trigger of job {f.job!r} failed: {f.error}")
@@ -164,10 +167,17 @@ async def _stopped(worker: Worker, st: ExecState, value: Any, why: str | None) -
             worker.queue.watcher.finished(rec)
 
 
-async def _failed(worker: Worker, st: ExecState, value: Any, exc: Exception) -> None:
+async def _failed(
+    worker: Worker, st: ExecState, value: Any, exc: Exception, *, final: bool = False
+) -> None:
     rec, job = st.record, st.job
     await worker.flush(st)
-    final = isinstance(exc, NonRetryable | NonDeterminism) or rec.attempt >= rec.max_attempts
+    # an output over max_payload would be so again: retrying cannot help
+    final = (
+        final
+        or isinstance(exc, NonRetryable | NonDeterminism | PayloadTooLarge)
+        or rec.attempt >= rec.max_attempts
+    )
     if isinstance(exc, RetryAfter) and rec.attempt < rec.max_attempts:
         final = False
     if final:

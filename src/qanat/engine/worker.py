@@ -346,7 +346,7 @@ class Worker:
             ids = [i for i, st in self.active.items() if st.stop_reason is None]
             if ids:
                 try:
-                    recs = await self.storage.get_many(ids)
+                    recs = await self.storage.get_many(ids, payloads=False)
                 except Exception:
                     recs = []
                 for rec in recs:

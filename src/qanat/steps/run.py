@@ -11,11 +11,18 @@ from datetime import datetime, timedelta
 from typing import Any, get_type_hints
 
 from qanat import codec
-from qanat.durations import DEFAULT_BACKOFF, BackoffSpec, backoff_delay, parse_duration
+from qanat.durations import (
+    DEFAULT_BACKOFF,
+    BackoffSpec,
+    backoff_delay,
+    parse_duration,
+    validate_backoff,
+)
 from qanat.durations import to_timestamp as _to_ts
 from qanat.engine.failures import decode_error, encode_error
 from qanat.engine.state import ExecState, current
-from qanat.errors import NonRetryable, RetryAfter, Timeout
+from qanat.errors import NonRetryable, PayloadTooLarge, RetryAfter, Timeout
+from qanat.sizes import check_size
 from qanat.storage.base import COMPLETED, FAILED, StepRecord, now
 
 
@@ -34,8 +41,12 @@ class Step:
             raise ValueError(f"a step needs a non-empty name, got {self.name!r}")
         if isinstance(self.retry, bool) or not isinstance(self.retry, int) or self.retry < 1:
             raise ValueError(f"step {self.name!r}: retry must be an int >= 1, got {self.retry!r}")
-        if self.timeout is not None:
-            parse_duration(self.timeout, what="timeout")
+        try:
+            validate_backoff(self.backoff)
+            if self.timeout is not None and parse_duration(self.timeout, what="timeout") <= 0:
+                raise ValueError(f"timeout must be longer than zero, got {self.timeout!r}")
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"step {self.name!r}: {exc}") from None
         if self.concurrency is not None and (
             isinstance(self.concurrency, bool)
             or not isinstance(self.concurrency, int)
@@ -137,7 +148,8 @@ async def _attempts(
                         result = await call(st)
                 except TimeoutError:
                     raise Timeout(f"step {opts.name!r} timed out after {limit:g}s") from None
-            text = codec.dumps(result, where=f"the result of step {opts.name!r}")
+            where = f"the result of step {opts.name!r}"
+            text = check_size(codec.dumps(result, where=where), st.worker.queue.max_payload, where)
         except Exception as exc:
             delay = _retry_delay(exc, opts, attempt)
             if delay is None:
@@ -179,7 +191,8 @@ async def _attempts(
 
 
 def _retry_delay(exc: Exception, opts: Step, attempt: int) -> float | None:
-    if isinstance(exc, NonRetryable | TypeError) or attempt >= opts.retry:
+    # a result that cannot be stored (TypeError, PayloadTooLarge) would be so again
+    if isinstance(exc, NonRetryable | TypeError | PayloadTooLarge) or attempt >= opts.retry:
         return None
     if isinstance(exc, RetryAfter):
         if isinstance(exc.delay, datetime):

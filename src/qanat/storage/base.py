@@ -210,6 +210,35 @@ class EventRecord:
     woke: list[str] = field(default_factory=list)  # executions whose dict waiters got it
 
 
+class CompletionEvent(EventRecord):
+    """A job's completion as an event on ``job:<name>`` (for ``job.wait_for``).
+
+    Its data, ``{"input": ..., "output": ...}``, is joined from the two JSON texts when
+    first read, that is only when storage records it because the job has waiters: a
+    finish does not copy a large input and output for nothing.
+    """
+
+    __slots__ = ("_joined", "_parts")
+
+    def __init__(
+        self, id: str, pipe: str, input: str, output: str, sent_at: float, source: str
+    ) -> None:
+        self._parts = (input, output)
+        self._joined: str | None = None
+        super().__init__(id, pipe, "", sent_at, source)
+
+    @property
+    def data(self) -> str:
+        if self._joined is None:
+            self._joined = f'{{"input":{self._parts[0]},"output":{self._parts[1]}}}'
+        return self._joined
+
+    @data.setter
+    def data(self, value: str) -> None:
+        if value:  # EventRecord.__init__ sets "" here
+            self._joined = value
+
+
 @dataclass(slots=True)
 class EventPage:
     """A page of events, newest first, and the cursor of the next page (None at the end)."""
@@ -475,8 +504,13 @@ class Storage(abc.ABC):
         """One execution, or None."""
 
     @abc.abstractmethod
-    async def get_many(self, ids: Sequence[str]) -> list[ExecutionRecord]:
-        """The executions among ``ids`` that exist, in no particular order."""
+    async def get_many(self, ids: Sequence[str], *, payloads: bool = True) -> list[ExecutionRecord]:
+        """The executions among ``ids`` that exist, in no particular order.
+
+        With ``payloads=False`` a backend may leave ``input`` empty and ``output`` and
+        ``error`` None: for readers of status and control fields only (a worker
+        watching its running executions), so that large payloads are not copied.
+        """
 
     @abc.abstractmethod
     async def query(self, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:

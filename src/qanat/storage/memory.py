@@ -222,7 +222,9 @@ class MemoryStorage(Storage):
                     self._failures.setdefault(f.source, []).append(replace(f))
                 ev = fin.event
                 if ev is not None and ev.id not in self._events and self._has_waiters(ev.pipe):
-                    self._events[ev.id] = replace(ev, executions=[], failures=[], woke=[])
+                    self._events[ev.id] = EventRecord(
+                        ev.id, ev.pipe, ev.data, ev.sent_at, ev.source
+                    )
                     self._serve_waiters(self._events[ev.id])
         for line in fin.logs:
             self._logs.setdefault(line.execution_id, []).append(replace(line))
@@ -392,7 +394,7 @@ class MemoryStorage(Storage):
         e = self._execs.get(execution_id)
         return e.copy() if e is not None else None
 
-    async def get_many(self, ids: Sequence[str]) -> list[ExecutionRecord]:
+    async def get_many(self, ids: Sequence[str], *, payloads: bool = True) -> list[ExecutionRecord]:
         return [e.copy() for i in ids if (e := self._execs.get(i)) is not None]
 
     async def query(self, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:

@@ -128,6 +128,21 @@ def _not_qanat(path: str, why: str) -> StorageError:
     )
 
 
+def _unreadable(path: str, exc: sqlite3.DatabaseError) -> StorageError:
+    """An SQLite file (its header is right) that SQLite cannot read: damaged, typically a
+    truncated copy; say so, and how to get back what can be (docs/storage.md)."""
+    if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+        return _not_qanat(path, f"SQLite cannot read it: {exc}")
+    return StorageError(
+        f"{path} is a damaged SQLite file (SQLite: {exc}), for example a truncated or "
+        "partial copy; qanat refuses to touch it. Restore it from a backup, or copy what "
+        f'SQLite can still read into a new file: sqlite3 {path} ".recover" | sqlite3 '
+        'recovered.db, and point the queue at recovered.db (docs/storage.md, "Backups '
+        'and damaged files", also shows the .dump way for sqlite3 versions whose '
+        ".recover fails)."
+    )
+
+
 def _newer(path: str, version: int) -> StorageError:
     return StorageError(
         f"{path} was written by a newer qanat (schema {version}); this version understands "
@@ -186,7 +201,7 @@ def _inspect(path: str, timeout: float) -> None:
     try:
         _check_meta(path, conn)
     except sqlite3.DatabaseError as exc:
-        raise _not_qanat(path, f"SQLite cannot read it: {exc}") from exc
+        raise _unreadable(path, exc) from exc
     finally:
         conn.close()
 
@@ -267,6 +282,10 @@ INSERT_EXEC = (
 SELECT_BY_KEY = f"SELECT {EXEC_COLS} FROM executions WHERE job = ? AND key = ?"
 SELECT_ONE = f"SELECT {EXEC_COLS} FROM executions WHERE id = ?"
 SELECT_MANY = f"SELECT {EXEC_COLS} FROM executions WHERE id IN {IDS}"
+#: SELECT_MANY without the payloads (get_many(payloads=False)).
+SELECT_MANY_BARE = SELECT_MANY.replace("input,", "'' AS input,", 1).replace(
+    "output, error,", "NULL AS output, NULL AS error,", 1
+)
 WAKE_PARENT = (
     "UPDATE executions SET available_at = ?1 WHERE id = ?2 AND status = 'waiting' "
     "AND owner IS NULL AND (available_at IS NULL OR available_at > ?1)"
@@ -308,12 +327,15 @@ HAS_READY = f"SELECT 1 {READY} AND available_at <= ? AND job IN {IDS} LIMIT 1"
 NEXT_WAKE = "SELECT min(wake_at) FROM gates INDEXED BY gates_wake WHERE wake_at IS NOT NULL"
 GATE_DUE = "SELECT 1 FROM gates INDEXED BY gates_wake WHERE wake_at IS NOT NULL AND wake_at <= ?"
 #: An execution still owned when claimed was never let go: its worker died or froze.
+# The inputs are read by a SELECT after the UPDATE: RETURNING buffers its rows in a
+# temporary table, which for a 50 MB input costs 150 MB more at the claim's peak.
 CLAIM_TAKE = (
     "UPDATE executions SET status = 'running', owner = ?, available_at = ?, "
     "claims = claims + 1, recoveries = recoveries + (owner IS NOT NULL), "
     f"started_at = COALESCE(started_at, ?) WHERE id IN {IDS} "
-    f"RETURNING {EXEC_RETURNING}"
+    f"RETURNING {EXEC_RETURNING.replace('input,', 'NULL,', 1)}"
 )
+CLAIM_INPUTS = f"SELECT id, input FROM executions WHERE id IN {IDS}"
 RENEW = (
     f"UPDATE executions SET available_at = ? WHERE id IN {IDS} AND owner = ? AND {OWNED} "
     "AND pause_requested = 0 RETURNING id"
@@ -509,13 +531,13 @@ def _op_claim(
                     ids.append(ident)
             if ids:
                 seen.update(ids)
-                got = {
-                    r[0]: r
-                    for r in conn.execute(
-                        CLAIM_TAKE, (owner, at + lease, at, json.dumps(ids))
-                    ).fetchall()
-                }
-                taken.extend(_exec(got[i]) for i in ids)
+                ids_json = json.dumps(ids)
+                got = {r[0]: r for r in conn.execute(CLAIM_TAKE, (owner, at + lease, at, ids_json))}
+                inputs = dict(conn.execute(CLAIM_INPUTS, (ids_json,)).fetchall())
+                for i in ids:
+                    rec = _exec(got[i])
+                    rec.input = inputs[i]
+                    taken.append(rec)
             if not expired or len(rows) < want or parked >= MAX_PARK:
                 break
         if parked >= MAX_PARK:
@@ -780,8 +802,9 @@ def _op_get(conn: sqlite3.Connection, eid: str) -> ExecutionRecord | None:
     return _exec(row) if row is not None else None
 
 
-def _op_get_many(conn: sqlite3.Connection, ids: list[str]) -> list[ExecutionRecord]:
-    rows = {r[0]: r for r in conn.execute(SELECT_MANY, (json.dumps(ids),)).fetchall()}
+def _op_get_many(conn: sqlite3.Connection, ids: list[str], payloads: bool) -> list[ExecutionRecord]:
+    sql = SELECT_MANY if payloads else SELECT_MANY_BARE
+    rows = {r[0]: r for r in conn.execute(sql, (json.dumps(ids),)).fetchall()}
     return [_exec(rows[i]) for i in ids if i in rows]
 
 
@@ -1165,7 +1188,7 @@ class SqliteStorage(SqliteEvents, Storage):
             for c in conns:
                 c.close()
             if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
-                raise _not_qanat(self.path, f"SQLite cannot read it: {exc}") from exc
+                raise _unreadable(self.path, exc) from exc
             if isinstance(exc, sqlite3.Error):
                 raise StorageError(f"cannot open qanat database {self.path}: {exc}") from exc
             raise
@@ -1317,10 +1340,10 @@ class SqliteStorage(SqliteEvents, Storage):
     async def get(self, execution_id: str) -> ExecutionRecord | None:
         return await self._r(_op_get, execution_id)
 
-    async def get_many(self, ids: Sequence[str]) -> list[ExecutionRecord]:
+    async def get_many(self, ids: Sequence[str], *, payloads: bool = True) -> list[ExecutionRecord]:
         if not ids:
             return []
-        return await self._r(_op_get_many, list(ids))
+        return await self._r(_op_get_many, list(ids), payloads)
 
     async def query(self, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
         if cursor is not None:
