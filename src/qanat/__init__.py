@@ -31,7 +31,7 @@ from qanat.flow import Batch, CancelOn, Concurrency, Debounce, RateLimit, Single
 from qanat.job import Job, job
 from qanat.pipe import EventInfo, FailedTrigger, Pipe, Trigger
 from qanat.queue import Event, Queue
-from qanat.steps import Step, log, progress, run, sleep, sleep_until
+from qanat.steps import Step, log, progress, run, sleep, sleep_until, thread
 
 __all__ = [
     "DEFAULT_BACKOFF",
@@ -79,4 +79,5 @@ __all__ = [
     "sleep",
     "sleep_until",
     "sync",
+    "thread",
 ]

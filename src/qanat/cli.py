@@ -8,128 +8,32 @@ argument. Each command runs in its own ``asyncio.run`` and always stops the queu
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
-import os
 import signal
 import sys
-import traceback
-from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import click
 import pydantic
 
+from qanat import cli_control, codec
 from qanat import cli_format as fmt
-from qanat import codec
+from qanat.cli_app import CliError, Failed, load_app
+from qanat.cli_app import echo_json as _echo_json
+from qanat.cli_app import get_record as _record
+from qanat.cli_app import job_of as _job
+from qanat.cli_app import queue_of as _queue
+from qanat.cli_app import run as _run
+from qanat.cli_control import filter_options, filters_of
 from qanat.engine.supervisor import Supervisor, watch_supervisor
-from qanat.errors import StorageError, UnknownJob, UnknownPipe
+from qanat.errors import PayloadTooLarge, StorageError, UnknownPipe
 from qanat.execution import Execution
-from qanat.job import Job
 from qanat.pipe import EventInfo, Pipe
 from qanat.queue import Queue
 from qanat.storage.base import (
     COMPLETED,
-    FINISHED_STATUSES,
-    PAUSED,
-    STATUSES,
     ExecutionRecord,
 )
-
-T = TypeVar("T")
-
-NO_APP = "no app given: pass -A module:queue or set QANAT_APP"
-
-
-class CliError(click.ClickException):
-    """A one-line usage error (exit status 2): bad app, job name or input."""
-
-    exit_code = 2
-
-
-class Failed(click.ClickException):
-    """The command ran but what it asked for did not happen (exit status 1)."""
-
-    exit_code = 1
-
-
-# --- finding the queue ---------------------------------------------------------------
-
-
-def load_app(spec: str | None) -> Queue:
-    """Import ``module:attribute`` (attributes may be dotted) and check it is a Queue."""
-    if not spec:
-        raise CliError(NO_APP)
-    module_name, colon, attr = spec.partition(":")
-    if not colon or not module_name or not attr:
-        raise CliError(f"invalid app {spec!r}: expected module:attribute, e.g. myapp.tasks:queue")
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise CliError(
-                f"cannot import app module {module_name!r}: no module named {exc.name!r} "
-                f"(searched the current directory {cwd} and sys.path)"
-            ) from None
-        _import_failed(module_name, exc)
-    except Exception as exc:  # the app's own import-time error
-        _import_failed(module_name, exc)
-    obj: Any = module
-    for i, part in enumerate(attr.split(".")):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            detail = ""
-            if i > 0:
-                detail = f" ({module_name}:{'.'.join(attr.split('.')[:i])} has no {part!r})"
-            raise CliError(
-                f"app module {module_name!r} has no attribute {attr!r}{detail}"
-            ) from None
-    if not isinstance(obj, Queue):
-        raise CliError(
-            f"{spec!r} is a {type(obj).__module__}.{type(obj).__qualname__}, not a qanat.Queue"
-        )
-    return obj
-
-
-def _import_failed(module_name: str, exc: BaseException) -> NoReturn:
-    traceback.print_exception(exc, file=sys.stderr)
-    raise CliError(f"importing app module {module_name!r} failed: {type(exc).__name__}: {exc}")
-
-
-def _queue(ctx: click.Context) -> Queue:
-    return load_app(ctx.find_root().params.get("app"))
-
-
-def _run(queue: Queue, body: Callable[[Queue], Awaitable[T]]) -> T:
-    """Open the queue as a client, run ``body``, always stop the queue."""
-
-    async def go() -> T:
-        try:
-            await queue.start(worker=False)
-            return await body(queue)
-        finally:
-            await queue.stop()
-
-    try:
-        return asyncio.run(go())
-    except StorageError as exc:
-        raise Failed(str(exc)) from None
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(fmt.dumps(value))
-
-
-async def _record(queue: Queue, execution_id: str) -> ExecutionRecord:
-    rec = await queue.storage.get(execution_id)
-    if rec is None:
-        raise Failed(f"no execution with id {execution_id!r}")
-    return rec
-
 
 # --- the command group ---------------------------------------------------------------
 
@@ -271,13 +175,6 @@ async def _watch_supervisor(stop: asyncio.Event) -> None:
 # --- start ---------------------------------------------------------------------------
 
 
-def _job(queue: Queue, name: str) -> Job[Any]:
-    try:
-        return queue.jobs[name]
-    except UnknownJob as exc:
-        raise CliError(str(exc)) from None
-
-
 def _parse_input(text: str) -> dict[str, Any]:
     import json
 
@@ -334,6 +231,8 @@ def start(
     # Validate before anything is opened or stored.
     try:
         j.encode_input((), data)
+    except PayloadTooLarge as exc:
+        raise CliError(str(exc)) from None
     except (pydantic.ValidationError, TypeError) as exc:
         raise CliError(f"invalid input for job {j.name!r}: {exc}") from None
     try:
@@ -426,6 +325,8 @@ def send(ctx: click.Context, pipe_name: str, data_text: str, as_json: bool) -> N
         raise CliError(f"--data is not valid JSON: {exc}") from None
     try:  # validate before anything is opened or stored
         pipe.encode(data)
+    except PayloadTooLarge as exc:
+        raise CliError(str(exc)) from None
     except (pydantic.ValidationError, TypeError) as exc:
         raise CliError(f"invalid data for pipe {pipe.name!r}: {exc}") from None
 
@@ -474,34 +375,13 @@ def events(ctx: click.Context, pipe_name: str | None, limit: int, as_json: bool)
 
 
 @main.command("ls")
-@click.option("--job", "jobs", multiple=True, help="Only this job (repeatable).")
-@click.option(
-    "--status",
-    "statuses",
-    multiple=True,
-    type=click.Choice(STATUSES),
-    help="Only this status (repeatable).",
-)
-@click.option("--group", help="Only this group.")
+@filter_options
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of executions.")
 @click.pass_context
-def ls(
-    ctx: click.Context,
-    jobs: tuple[str, ...],
-    statuses: tuple[str, ...],
-    group: str | None,
-    limit: int,
-    as_json: bool,
-) -> None:
+def ls(ctx: click.Context, /, limit: int, as_json: bool, **options: Any) -> None:
     """List executions, newest first."""
-    filters: dict[str, Any] = {}
-    if jobs:
-        filters["job"] = list(jobs)
-    if statuses:
-        filters["status"] = list(statuses)
-    if group is not None:
-        filters["group"] = group
+    filters = filters_of(options)
 
     async def body(q: Queue) -> list[ExecutionRecord]:
         return [
@@ -548,76 +428,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     click.echo(fmt.dumps(s) if as_json else fmt.stats_text(s))
 
 
-# --- steering -------------------------------------------------------------------------
-
-
-def _control(
-    action: str, act: Callable[[Execution, ExecutionRecord], Awaitable[str | None]], help_text: str
-) -> click.Command:
-    """A command ``qanat <action> ID``; ``act`` returns an error sentence or None."""
-
-    @click.argument("execution_id", metavar="ID")
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    @click.pass_context
-    def command(ctx: click.Context, execution_id: str, as_json: bool) -> None:
-        async def body(q: Queue) -> tuple[str | None, ExecutionRecord]:
-            before = await _record(q, execution_id)
-            problem = await act(q.handle(before), before)
-            return problem, await _record(q, execution_id)
-
-        problem, after = _run(_queue(ctx), body)
-        status = after.status + (" (pause requested)" if after.pause_requested else "")
-        if as_json:
-            _echo_json(
-                {
-                    "id": after.id,
-                    "action": action,
-                    "ok": problem is None,
-                    "status": after.status,
-                    "pause_requested": after.pause_requested,
-                    "error": problem,
-                }
-            )
-        elif problem is None:
-            click.echo(f"{action}: {after.id} is now {status}")
-        if problem is not None:
-            if not as_json:
-                click.echo(f"error: {problem}", err=True)
-            ctx.exit(1)
-
-    command.__doc__ = help_text
-    return main.command(action)(command)
-
-
-async def _cancel(h: Execution, rec: ExecutionRecord) -> str | None:
-    if await h.cancel("cancelled from the CLI"):
-        return None
-    return f"execution {h.id} is {rec.status}; only live executions can be cancelled"
-
-
-async def _pause(h: Execution, rec: ExecutionRecord) -> str | None:
-    if rec.status in FINISHED_STATUSES:
-        return f"execution {h.id} is {rec.status}; only live executions can be paused"
-    await h.pause()
-    return None
-
-
-async def _resume(h: Execution, rec: ExecutionRecord) -> str | None:
-    if rec.status != PAUSED and not rec.pause_requested:
-        return f"execution {h.id} is {rec.status}, not paused"
-    await h.resume()
-    return None
-
-
-async def _retry(h: Execution, rec: ExecutionRecord) -> str | None:
-    if await h.retry():
-        return None
-    return f"execution {h.id} is {rec.status}; only failed or cancelled executions can be retried"
-
-
-_control("cancel", _cancel, "Cancel an execution (and its live children).")
-_control("pause", _pause, "Pause an execution at its next step boundary.")
-_control("resume", _resume, "Resume a paused execution.")
-_control("retry", _retry, "Run a failed or cancelled execution again from the start.")
+for _command in cli_control.COMMANDS:
+    main.add_command(_command)
 
 __all__ = ["load_app", "main"]

@@ -259,6 +259,8 @@ def stats_text(s: dict[str, Any]) -> str:
     out.append(f"retries       {s.get('retries', 0)}")
     out.append(f"mean runtime  {seconds(s.get('mean_runtime'))}")
     out.append(f"p95 runtime   {seconds(s.get('p95_runtime'))}")
+    if s.get("paused_jobs"):
+        out.append(f"paused jobs   {', '.join(s['paused_jobs'])}")
     return "\n".join(out)
 
 

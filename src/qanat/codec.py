@@ -86,6 +86,17 @@ class _Unsupported(Exception):
         self.path: list[str] = []  # innermost first
 
 
+# orjson reserves about ten times a string's length while it writes it, and parses with
+# a buffer about twelve times the text's length: a 50 MB payload would peak near 600 MB.
+# Above these sizes the standard library's encoder and decoder (about 1x) are used.
+_BIG_STR = 1 << 20  # a str longer than this sends the payload to the standard encoder
+_BIG_TEXT = 1 << 20  # JSON text longer than this is parsed by the standard decoder
+
+
+class _BigString(Exception):
+    """Raised inside the encoder pass for a str over ``_BIG_STR``."""
+
+
 # Integers beyond 64 bits are tagged: orjson would read them back as floats.
 _INT_MIN = -(2**63)
 _INT_MAX = 2**63 - 1
@@ -104,10 +115,19 @@ def _float_tag(v: float) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
-def _enc(v: Any, canon: bool) -> Any:
-    """Return JSON-native data for ``v``; ``v`` itself when it already is."""
+def _enc(v: Any, canon: bool | None) -> Any:
+    """Return JSON-native data for ``v``; ``v`` itself when it already is.
+
+    ``canon``: True for canonical data (sorted sets); False for plain data bound for
+    orjson, where a str over ``_BIG_STR`` raises ``_BigString``; None for plain data
+    bound for the standard library's encoder (any size).
+    """
     t = type(v)
-    if t is str or t is bool or v is None:
+    if t is str:
+        if canon is False and len(v) > _BIG_STR:
+            raise _BigString
+        return v
+    if t is bool or v is None:
         return v
     if t is int:
         return v if _INT_MIN <= v <= _INT_MAX else _int_tag(v)
@@ -123,7 +143,7 @@ def _enc(v: Any, canon: bool) -> Any:
     return _enc_other(v, canon)
 
 
-def _enc_dict(d: dict[Any, Any], canon: bool) -> Any:
+def _enc_dict(d: dict[Any, Any], canon: bool | None) -> Any:
     out: dict[str, Any] | None = None
     k: Any = None
     try:
@@ -131,9 +151,12 @@ def _enc_dict(d: dict[Any, Any], canon: bool) -> Any:
             if type(k) is not str:
                 break
             tx = type(x)
+            if tx is str:
+                if canon is False and len(x) > _BIG_STR:
+                    raise _BigString
+                continue
             if (
-                tx is str
-                or tx is bool
+                tx is bool
                 or x is None
                 or (tx is int and _INT_MIN <= x <= _INT_MAX)
                 or (tx is float and x - x == 0.0)
@@ -155,7 +178,7 @@ def _enc_dict(d: dict[Any, Any], canon: bool) -> Any:
     return _enc_dict_slow(d, canon)  # some key is not exactly a str
 
 
-def _enc_dict_slow(d: dict[Any, Any], canon: bool) -> Any:
+def _enc_dict_slow(d: dict[Any, Any], canon: bool | None) -> Any:
     """A dict with some key that is not exactly ``str`` (a ``str`` subclass is allowed)."""
     out: dict[str, Any] = {}
     for k, x in d.items():
@@ -179,7 +202,7 @@ def _enc_dict_slow(d: dict[Any, Any], canon: bool) -> Any:
     return out
 
 
-def _escape_dict(d: dict[str, Any], canon: bool) -> dict[str, Any]:
+def _escape_dict(d: dict[str, Any], canon: bool | None) -> dict[str, Any]:
     """Wrap user data that has a ``$qanat`` key so that it is not read as a tag.
 
     The values are already encoded; the dict is stored as a list of pairs, which a
@@ -191,15 +214,18 @@ def _escape_dict(d: dict[str, Any], canon: bool) -> dict[str, Any]:
     return {TAG: "dict", "v": pairs}
 
 
-def _enc_list(v: list[Any], canon: bool) -> Any:
+def _enc_list(v: list[Any], canon: bool | None) -> Any:
     out: list[Any] | None = None
     i = 0
     try:
         for i, x in enumerate(v):
             tx = type(x)
+            if tx is str:
+                if canon is False and len(x) > _BIG_STR:
+                    raise _BigString
+                continue
             if (
-                tx is str
-                or tx is bool
+                tx is bool
                 or x is None
                 or (tx is int and _INT_MIN <= x <= _INT_MAX)
                 or (tx is float and x - x == 0.0)
@@ -216,7 +242,7 @@ def _enc_list(v: list[Any], canon: bool) -> Any:
     return v if out is None else out
 
 
-def _enc_items(v: Any, canon: bool) -> list[Any]:
+def _enc_items(v: Any, canon: bool | None) -> list[Any]:
     out: list[Any] = []
     for i, x in enumerate(v):
         try:
@@ -231,57 +257,61 @@ def _canonical_text(v: Any) -> str:
     return _CANONICAL_ENCODER.encode(v)
 
 
-def _enc_tuple(v: Any, canon: bool) -> Any:
+def _enc_tuple(v: Any, canon: bool | None) -> Any:
     return {TAG: "tuple", "v": _enc_items(v, canon)}
 
 
-def _enc_set(v: Any, canon: bool) -> Any:
+def _enc_set(v: Any, canon: bool | None) -> Any:
     items = _enc_items(v, canon)
     if canon:
         items.sort(key=_canonical_text)
     return {TAG: "set", "v": items}
 
 
-def _enc_frozenset(v: Any, canon: bool) -> Any:
+def _enc_frozenset(v: Any, canon: bool | None) -> Any:
     items = _enc_items(v, canon)
     if canon:
         items.sort(key=_canonical_text)
     return {TAG: "frozenset", "v": items}
 
 
-def _enc_datetime(v: datetime, canon: bool) -> Any:
+def _enc_datetime(v: datetime, canon: bool | None) -> Any:
     return {TAG: "datetime", "v": v.isoformat()}
 
 
-def _enc_date(v: date, canon: bool) -> Any:
+def _enc_date(v: date, canon: bool | None) -> Any:
     return {TAG: "date", "v": v.isoformat()}
 
 
-def _enc_time(v: time, canon: bool) -> Any:
+def _enc_time(v: time, canon: bool | None) -> Any:
     return {TAG: "time", "v": v.isoformat()}
 
 
-def _enc_timedelta(v: timedelta, canon: bool) -> Any:
+def _enc_timedelta(v: timedelta, canon: bool | None) -> Any:
     return {TAG: "timedelta", "v": [v.days, v.seconds, v.microseconds]}
 
 
-def _enc_uuid(v: UUID, canon: bool) -> Any:
+def _enc_uuid(v: UUID, canon: bool | None) -> Any:
     return {TAG: "uuid", "v": str(v)}
 
 
-def _enc_decimal(v: Decimal, canon: bool) -> Any:
+def _enc_decimal(v: Decimal, canon: bool | None) -> Any:
     return {TAG: "decimal", "v": str(v)}
 
 
-def _enc_bytes(v: bytes, canon: bool) -> Any:
+def _enc_bytes(v: bytes, canon: bool | None) -> Any:
+    if canon is False and len(v) > _BIG_STR // 4 * 3:  # its base64 text is a big str
+        raise _BigString
     return {TAG: "bytes", "v": base64.b64encode(v).decode("ascii")}
 
 
-def _enc_bytearray(v: bytearray, canon: bool) -> Any:
+def _enc_bytearray(v: bytearray, canon: bool | None) -> Any:
+    if canon is False and len(v) > _BIG_STR // 4 * 3:
+        raise _BigString
     return {TAG: "bytearray", "v": base64.b64encode(v).decode("ascii")}
 
 
-_EXACT: dict[type, Callable[[Any, bool], Any]] = {
+_EXACT: dict[type, Callable[[Any, bool | None], Any]] = {
     tuple: _enc_tuple,
     set: _enc_set,
     frozenset: _enc_frozenset,
@@ -296,7 +326,7 @@ _EXACT: dict[type, Callable[[Any, bool], Any]] = {
 }
 
 # Checked in order for subclasses (datetime before date: a datetime is a date).
-_BY_BASE: tuple[tuple[type, Callable[[Any, bool], Any]], ...] = (
+_BY_BASE: tuple[tuple[type, Callable[[Any, bool | None], Any]], ...] = (
     (datetime, _enc_datetime),
     (date, _enc_date),
     (time, _enc_time),
@@ -311,7 +341,7 @@ _BY_BASE: tuple[tuple[type, Callable[[Any, bool], Any]], ...] = (
 )
 
 
-def _enc_other(v: Any, canon: bool) -> Any:
+def _enc_other(v: Any, canon: bool | None) -> Any:
     """Values whose exact type is not a JSON type nor in ``_EXACT``."""
     if isinstance(v, Enum):
         try:
@@ -352,7 +382,7 @@ def _enc_other(v: Any, canon: bool) -> Any:
     raise _Unsupported(f"object of type {type(v).__name__!r}")
 
 
-def _encode(value: Any, where: str, canon: bool) -> Any:
+def _encode(value: Any, where: str, canon: bool | None) -> Any:
     """Run the encoder pass, turning its internal errors into a clear ``TypeError``."""
     try:
         return _enc(value, canon)
@@ -454,7 +484,22 @@ _STD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_
 _CANONICAL_ENCODER = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=True, allow_nan=False, sort_keys=True
 )
+_UTF8_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _TAG_MARK = f'"{TAG}"'
+
+
+def _dumps_big(data: Any) -> str:
+    """JSON text of data holding a big str, in about its size (orjson: ten times).
+
+    Non-ASCII text is kept as UTF-8, as orjson writes it, unless it holds lone
+    surrogates, which only the ASCII encoder can escape."""
+    text = _UTF8_ENCODER.encode(data)
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return _STD_ENCODER.encode(data)
+    return text
 
 
 class JsonCodec:
@@ -485,14 +530,17 @@ class JsonCodec:
                 store, or a dict has a key that is not a string. The message names the
                 type, ``where``, and the path inside the value.
         """
-        data = _encode(value, where, canon=False)
-        if self._orjson is not None:
-            try:
-                text: str = self._orjson.dumps(data).decode()
-                return text
-            except TypeError:  # lone surrogates in a str: the standard library escapes them
-                pass
-        return _STD_ENCODER.encode(data)
+        if self._orjson is None:
+            return _STD_ENCODER.encode(_encode(value, where, canon=None))
+        try:
+            data = _encode(value, where, canon=False)
+        except _BigString:
+            return _dumps_big(_encode(value, where, canon=None))
+        try:
+            text: str = self._orjson.dumps(data).decode()
+            return text
+        except TypeError:  # lone surrogates in a str: the standard library escapes them
+            return _STD_ENCODER.encode(data)
 
     def loads(self, text: str) -> Any:
         """Decode JSON text written by :meth:`dumps` (tagged objects revived).
@@ -504,7 +552,7 @@ class JsonCodec:
                 tagged object this version does not know.
         """
         data: Any
-        if self._orjson is not None:
+        if self._orjson is not None and len(text) <= _BIG_TEXT:
             try:
                 data = self._orjson.loads(text)
             except self._orjson.JSONDecodeError:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +13,20 @@ from qanat import codec
 from qanat.engine.failures import decode_error, error_fields
 from qanat.engine.state import current_or_none
 from qanat.errors import Cancelled, QanatError, Skipped
-from qanat.storage.base import CANCELLED, COMPLETED, FAILED, SKIPPED, ExecutionRecord
+from qanat.storage.base import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    FINISHED_STATUSES,
+    LIVE_STATUSES,
+    PAUSED,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    WAITING,
+    ExecutionFilter,
+    ExecutionRecord,
+)
 
 if TYPE_CHECKING:
     from qanat.queue import Queue
@@ -45,6 +58,53 @@ class LogLine:
     at: datetime
     message: str
     fields: dict[str, Any]
+
+
+#: What ``Execution.control`` and the bulk actions of ``queue.executions`` do.
+ACTIONS = ("cancel", "pause", "resume", "retry")
+#: The statuses each action can apply to (a bulk action looks at these only).
+APPLIES_TO: dict[str, tuple[str, ...]] = {
+    "cancel": LIVE_STATUSES,
+    "pause": (PENDING, RUNNING, WAITING),
+    "resume": (PAUSED, RUNNING, WAITING),  # running and waiting ones: a pause request
+    "retry": (FAILED, CANCELLED),
+}
+
+
+def refusal(action: str, rec: ExecutionRecord) -> str | None:
+    """Why ``action`` cannot apply to an execution in ``rec``'s state, as a sentence, or
+    None when it can. The one copy of these rules: the handle, the bulk actions and the
+    CLI all come here."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; actions are: {', '.join(ACTIONS)}")
+    what = f"execution {rec.id} is {rec.status}"
+    if action == "cancel" and rec.status not in LIVE_STATUSES:
+        return f"{what}; only live executions can be cancelled"
+    if action == "pause" and rec.status in FINISHED_STATUSES:
+        return f"{what}; only live executions can be paused"
+    if action == "resume" and rec.status != PAUSED and not rec.pause_requested:
+        return f"{what}, not paused"
+    if action == "retry" and rec.status not in (FAILED, CANCELLED):
+        return f"{what}; only failed or cancelled executions can be retried"
+    return None
+
+
+def has_effect(action: str, rec: ExecutionRecord) -> bool:
+    """Whether ``action``, allowed on ``rec``, would change it (pausing a paused one, or
+    one already asked to pause, changes nothing)."""
+    if action == "pause":
+        return rec.status != PAUSED and not rec.pause_requested
+    return refusal(action, rec) is None
+
+
+@dataclass(frozen=True)
+class Control:
+    """What ``Execution.control`` did: whether it changed the execution, why it refused
+    (or None), and the status after the call (None if the execution does not exist)."""
+
+    changed: bool
+    refused: str | None
+    status: str | None
 
 
 @dataclass(frozen=True)
@@ -106,23 +166,47 @@ class Execution:
 
     async def cancel(self, reason: str | None = None) -> bool:
         """Cancel it (and its live children); True if it was live."""
-        return bool(await self._queue.cancel_ids([self.id], reason))
+        return (await self.control("cancel", reason)).changed
 
     async def pause(self) -> str | None:
         """Pause at the next step boundary; returns the status after the request."""
-        return await self._queue.storage.pause(self.id)
+        return (await self.control("pause")).status
 
     async def resume(self) -> str | None:
         """Resume a paused execution; returns the status after the request."""
-        st = await self._queue.storage.resume(self.id)
-        self._queue.notify_local()
-        return st
+        return (await self.control("resume")).status
 
     async def retry(self) -> bool:
         """Run a failed or cancelled execution again from the start; False if it isn't one."""
-        ok = await self._queue.storage.restart(self.id, self._queue.clock()) is not None
-        self._queue.notify_local()
-        return ok
+        return (await self.control("retry")).changed
+
+    async def control(self, action: str, reason: str | None = None) -> Control:
+        """Apply ``action`` (``cancel``, ``pause``, ``resume`` or ``retry``) if its rules
+        allow it for the current status (see ``refusal``); ``reason`` goes with a cancel."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown action {action!r}; actions are: {', '.join(ACTIONS)}")
+        storage = self._queue.storage
+        rec = await storage.get(self.id)
+        if rec is None:
+            return Control(False, f"execution {self.id} does not exist", None)
+        refused = refusal(action, rec)
+        if refused is not None:
+            return Control(False, refused, rec.status)
+        if not has_effect(action, rec):
+            return Control(False, None, rec.status)
+        if action == "cancel":
+            status: str | None = (
+                CANCELLED if await apply(self._queue, action, [rec], reason) else None
+            )
+        else:
+            status = await _act(self._queue, action, self.id)
+            self._queue.notify_local()
+        if status is not None:  # as storage reported it, before any worker acts on it
+            return Control(True, None, status)
+        after = await storage.get(self.id)  # it changed under us: say how it is now
+        if after is None:
+            return Control(False, f"execution {self.id} does not exist", None)
+        return Control(False, refusal(action, after), after.status)
 
     def on_progress(self, callback: Callable[[Progress], Any]) -> None:
         """Call ``callback(progress)`` whenever its progress changes (while the queue runs)."""
@@ -161,6 +245,58 @@ class Execution:
     async def wait(self, timeout: float | None = None) -> ExecutionRecord:
         """Wait until it is finished, whatever the outcome; the final record."""
         return await self._queue.watcher.wait(self.id, timeout)
+
+
+async def apply(
+    queue: Queue, action: str, records: Sequence[ExecutionRecord], reason: str | None = None
+) -> int:
+    """Apply ``action`` to executions that ``refusal`` and ``has_effect`` let it change (as
+    read in ``records``); returns how many it changed (a cancel counts the live children
+    it cancelled too). Storage decides again atomically, so a record that changed since
+    it was read is left alone."""
+    todo = [r for r in records if refusal(action, r) is None and has_effect(action, r)]
+    if not todo:
+        return 0
+    if action == "cancel":  # one transaction for the lot, cascading to children
+        return await queue.cancel_ids([r.id for r in todo], reason)
+    after = await asyncio.gather(*(_act(queue, action, r.id) for r in todo))
+    queue.notify_local()  # resumed and retried ones are due now
+    return sum(st is not None for st in after)
+
+
+async def _act(queue: Queue, action: str, execution_id: str) -> str | None:
+    """Pause, resume or retry one execution; the status storage reports right after it,
+    or None if storage changed nothing (it is gone, or finished meanwhile)."""
+    storage = queue.storage
+    if action == "retry":
+        got = await storage.restart(execution_id, queue.clock())
+        return None if got is None else got.status
+    st = await (storage.pause if action == "pause" else storage.resume)(execution_id)
+    return None if st is None or st in FINISHED_STATUSES else st
+
+
+async def apply_matching(
+    queue: Queue, action: str, flt: ExecutionFilter, reason: str | None, page_size: int
+) -> int:
+    """Apply ``action`` to every execution matching ``flt`` (narrowed to the statuses it
+    applies to), a page of ``page_size`` at a time: never all rows at once, and each
+    page's writes are one bounded batch. Returns how many it changed.
+
+    Pages follow the newest-first cursor, so executions that an action creates or moves
+    (children, retried ones) are not visited twice."""
+    allowed = APPLIES_TO[action]
+    statuses = [s for s in (flt.status or allowed) if s in allowed]
+    if not statuses:
+        return 0
+    flt = replace(flt, status=statuses)
+    changed = 0
+    cursor: str | None = None
+    while True:
+        page = await queue.storage.query(flt, page_size, cursor)
+        changed += await apply(queue, action, page.items, reason)
+        if page.cursor is None:
+            return changed
+        cursor = page.cursor
 
 
 def parse_progress(text: str | None) -> Progress | None:

@@ -105,9 +105,9 @@ def _bad(job: str, option: str, why: str) -> ConfigurationError:
     return ConfigurationError(f"job {job!r}: {option}= {why}")
 
 
-def _duration(job: str, option: str, value: Any) -> float:
+def _duration(job: str, option: str, value: Any, what: str | None = None) -> float:
     try:
-        d = parse_duration(value, what=option)
+        d = parse_duration(value, what=what or option)
     except (TypeError, ValueError) as exc:
         raise _bad(job, option, str(exc)) from None
     if d <= 0:
@@ -203,7 +203,7 @@ def check_debounce(job: str, value: Any) -> Debounce:
     _mode(job, "debounce", value.mode, ("trailing", "leading"))
     _key(job, "debounce", value.key)
     if value.timeout is not None:
-        _duration(job, "debounce", value.timeout)
+        _duration(job, "debounce", value.timeout, "debounce timeout")
     checked: Debounce = value
     return checked
 
@@ -222,7 +222,7 @@ def check_batch(job: str, value: Any) -> Batch:
     if not isinstance(value, Batch):
         raise _bad(job, "batch", f"takes qanat.Batch(max_size, timeout), got {value!r}")
     _positive_int(job, "batch", "max_size", value.max_size)
-    _duration(job, "batch", value.timeout)
+    _duration(job, "batch", value.timeout, "batch timeout")
     _key(job, "batch", value.key)
     return value
 

@@ -25,6 +25,7 @@ from qanat.engine.state import current_or_none
 from qanat.errors import ConfigurationError
 from qanat.flow import CancelOn, FlowOptions, check_cancel_on
 from qanat.pipe import Pipe, Trigger
+from qanat.sizes import check_size
 from qanat.storage.base import ExecutionRecord, now
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from qanat.queue import Queue
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 Hook = Callable[..., Any]
 DurationLike = float | int | str | timedelta
@@ -87,6 +89,8 @@ class Job(Generic[R]):
     ) -> None:
         if not callable(handler):
             raise ConfigurationError(f"job handler must be callable, got {handler!r}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigurationError(f"a job name must be a non-empty string, got {name!r}")
         self.name: str = name or handler.__name__
         self.handler = handler
         self.is_async = inspect.iscoroutinefunction(handler)
@@ -103,14 +107,14 @@ class Job(Generic[R]):
         )
         self.cancel_on: tuple[CancelOn, ...] = check_cancel_on(self.name, cancel_on)
         self.triggers: tuple[Trigger, ...] = _check_triggers(self.name, triggers)
-        self.priority = priority
+        self.priority = _check_priority(self.name, priority)
         self.retry = _check_retry(self.name, retry)
-        validate_backoff(backoff)
+        _option(self.name, "backoff", validate_backoff, backoff)
         self.backoff = backoff
         if timeout is not None and not callable(timeout):
-            parse_duration(timeout)
+            _option(self.name, "timeout", _positive_duration, timeout)
         self.timeout = timeout
-        self.cache: float | None = _cache_window(cache)
+        self.cache: float | None = _option(self.name, "cache", _cache_window, cache)
         self.hooks: dict[str, Hook | None] = {
             "on_trigger": on_trigger,
             "on_start": on_start,
@@ -120,6 +124,11 @@ class Job(Generic[R]):
             "on_cancel": on_cancel,
             "on_settled": on_settled,
         }
+        for hook_name, hook in self.hooks.items():
+            if hook is not None and not callable(hook):
+                raise ConfigurationError(
+                    f"job {self.name!r}: {hook_name}= takes a function, got {hook!r}"
+                )
         self._schema = _InputSchema(self.name, handler, input)
         self._batch: tuple[str, pydantic.TypeAdapter[Any]] | None = None
         if batch is not None and batch is not False:
@@ -138,7 +147,7 @@ class Job(Generic[R]):
         elif tz is not None:
             raise ConfigurationError(f"job {self.name!r}: tz= only applies to cron=")
         self._output_annotation = output if output is not None else self._schema.return_annotation
-        self._output_adapter = _adapter(self._output_annotation)
+        self._output_adapter = _option(self.name, "output", _adapter, self._output_annotation)
         self._queue: Queue | None = None
 
     def __repr__(self) -> str:
@@ -158,9 +167,12 @@ class Job(Generic[R]):
             item = adapter.validate_python(args[0] if args else dict(kwargs))
             args, kwargs = (), {field: [item]}
         value = self._schema.validate(args, kwargs)
-        return codec.dumps(
-            self._schema.plain(value), where=f"the input of job {self.name!r}"
-        ), value
+        where = f"the input of job {self.name!r}"
+        text = codec.dumps(self._schema.plain(value), where=where)
+        return check_size(text, self._max_payload(), where), value
+
+    def _max_payload(self) -> int | None:
+        return None if self._queue is None else self._queue.max_payload
 
     def decode_input(self, text: str) -> Any:
         """The validated input of a stored execution."""
@@ -200,7 +212,8 @@ class Job(Generic[R]):
                     f"job {self.name!r} returned a value that does not match its output "
                     f"type {self._output_annotation!r}: {exc}"
                 ) from None
-        return codec.dumps(output, where=f"the output of job {self.name!r}")
+        where = f"the output of job {self.name!r}"
+        return check_size(codec.dumps(output, where=where), self._max_payload(), where)
 
     def decode_output(self, text: str | None) -> Any:
         """The output of a completed execution, as the annotated type."""
@@ -362,6 +375,23 @@ class Job(Generic[R]):
 
         return await q.cancel_where(self, where)
 
+    async def pause(self) -> bool:
+        """Stop starting new executions of this job, on every worker of its storage.
+
+        Executions already running carry on; new ones are still enqueued and wait as
+        pending, and none of its executions is taken up again (after a durable sleep, a
+        retry's backoff or a lost worker) until ``resume``. True if it was not paused.
+        """
+        return await self._bound().pause_job(self.name, True)
+
+    async def resume(self) -> bool:
+        """Start executions of this job again after ``pause``; True if it was paused."""
+        return await self._bound().pause_job(self.name, False)
+
+    async def is_paused(self) -> bool:
+        """Whether this job is paused (``pause``) on its queue's storage."""
+        return self.name in await self._bound().paused_jobs()
+
 
 def _pop_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     names = ("key", "priority", "delay", "run_at", "deadline", "group")
@@ -407,6 +437,35 @@ def _check_triggers(name: str, triggers: Sequence[Any]) -> tuple[Trigger, ...]:
                 f"job {name!r}: triggers= takes pipes, pipe.into(fn) and job.into(fn), got {t!r}"
             )
     return tuple(out)
+
+
+def _option(job: str, option: str, check: Callable[[Any], T], value: Any) -> T:
+    """``check(value)``, its error turned into one that names the job and the option."""
+    try:
+        return check(value)
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # ValueError, TypeError, pydantic's schema errors
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigurationError(f"job {job!r}: {option}= {first_line}") from None
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be longer than zero, got {value!r}")
+    return seconds
+
+
+def _check_priority(name: str, priority: Any) -> Any:
+    if callable(priority):
+        return priority
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ConfigurationError(
+            f"job {name!r}: priority must be a whole number (or a function of the input), "
+            f"got {priority!r}"
+        )
+    return priority
 
 
 def _check_retry(name: str, retry: Any) -> Any:

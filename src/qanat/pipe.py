@@ -16,6 +16,7 @@ import pydantic
 
 from qanat import codec
 from qanat.errors import ConfigurationError
+from qanat.sizes import check_size
 
 if TYPE_CHECKING:
     from qanat.job import Job
@@ -118,10 +119,13 @@ class Pipe(Generic[T]):
     def encode(self, data: Any) -> tuple[str, Any]:
         """Validate event data; its JSON text and the validated value.
 
-        Raises ``pydantic.ValidationError`` (or ``TypeError`` for data JSON can't hold).
+        Raises ``pydantic.ValidationError`` (or ``TypeError`` for data JSON can't hold,
+        ``PayloadTooLarge`` over ``Queue(max_payload=)``).
         """
         value = data if self._adapter is None else self._adapter.validate_python(data)
-        return codec.dumps(value, where=f"the data of pipe {self.name!r}"), value
+        where = f"the data of pipe {self.name!r}"
+        limit = None if self._queue is None else self._queue.max_payload
+        return check_size(codec.dumps(value, where=where), limit, where), value
 
     def decode(self, text: str) -> Any:
         """Stored event data, revived to the pipe's input type."""

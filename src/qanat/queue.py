@@ -7,7 +7,7 @@ import importlib.util
 import inspect
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,21 +15,20 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from qanat import codec
 from qanat._ids import new_id
-from qanat.durations import parse_duration, to_timestamp
+from qanat.durations import parse_duration
 from qanat.engine.watcher import Ticker, Watcher
 from qanat.errors import ConfigurationError, UnknownJob, UnknownPipe
 from qanat.execution import Execution, outcome_of
 from qanat.flow import CancelOn, attr_view
 from qanat.job import Job
 from qanat.pipe import EventInfo, Pipe, event_info
+from qanat.queries import Events, Executions
 from qanat.sizes import SizeLike, parse_size
 from qanat.storage import Storage, from_url
 from qanat.storage.base import (
     FINISHED_STATUSES,
     LIVE_STATUSES,
-    STATUSES,
     EventRecord,
-    ExecutionFilter,
     ExecutionRecord,
     TriggerFailure,
     now,
@@ -123,146 +122,8 @@ class Pipes(_Registry["Pipe[Any]"]):
         super().__init__(registry, "pipe", UnknownPipe)
 
 
-class Events:
-    """``queue.events``: the log of events sent on pipes."""
-
-    def __init__(self, queue: Queue) -> None:
-        self._queue = queue
-
-    async def list(
-        self,
-        *,
-        pipe: str | Pipe[Any] | None = None,
-        since: datetime | float | None = None,
-        limit: int | None = None,
-        page_size: int = 200,
-    ) -> AsyncIterator[EventInfo]:
-        """Sent events (of ``pipe``, sent at or after ``since``), newest first, each with
-        the ids of the executions it triggered and its failed triggers; fetched from
-        storage a page at a time."""
-        q = self._queue
-        await q.ensure_open()
-        name = pipe.name if isinstance(pipe, Pipe) else pipe
-        after = _ts(since, "since")
-        cursor: str | None = None
-        left = limit
-        while True:
-            size = page_size if left is None else min(page_size, left)
-            if size <= 0:
-                return
-            page = await q.storage.events(name, after, size, cursor)
-            for rec in page.items:
-                yield event_info(q.pipe_registry.get(rec.pipe), rec)
-            if left is not None:
-                left -= len(page.items)
-            if page.cursor is None:
-                return
-            cursor = page.cursor
-
-
 #: A job a trigger starts, and the transform from the trigger's data to its input.
 Target = tuple[Job[Any], Callable[[Any], Any] | None]
-
-
-class Executions:
-    """``queue.executions``: look up and list executions."""
-
-    def __init__(self, queue: Queue) -> None:
-        self._queue = queue
-
-    async def get(self, execution_id: str) -> Execution | None:
-        """The execution with this id (with ``.info`` filled in), or None."""
-        await self._queue.ensure_open()
-        rec = await self._queue.storage.get(execution_id)
-        return None if rec is None else self._queue.handle(rec)
-
-    async def list(
-        self, *, limit: int | None = None, page_size: int = 200, **filters: Any
-    ) -> AsyncIterator[Execution]:
-        """Matching executions, newest first, fetched from storage a page at a time.
-
-        Filters: ``job``, ``status``, ``group``, ``started_before``, ``started_after``,
-        ``completed_before``, ``completed_after``, ``attempts``, ``attempts_lt``,
-        ``attempts_gt``.
-        """
-        await self._queue.ensure_open()
-        flt = make_filter(**filters)
-        cursor: str | None = None
-        left = limit
-        while True:
-            size = page_size if left is None else min(page_size, left)
-            if size <= 0:
-                return
-            page = await self._queue.storage.query(flt, size, cursor)
-            for rec in page.items:
-                yield self._queue.handle(rec)
-            if left is not None:
-                left -= len(page.items)
-            if page.cursor is None:
-                return
-            cursor = page.cursor
-
-    async def first(self, **filters: Any) -> Execution | None:
-        """The newest matching execution, or None."""
-        async for e in self.list(limit=1, **filters):
-            return e
-        return None
-
-
-def _ts(value: datetime | float | None, name: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return to_timestamp(value)
-    if isinstance(value, int | float):
-        return float(value)
-    raise TypeError(f"{name} must be a timezone-aware datetime, got {value!r}")
-
-
-def _names(value: str | Iterable[str] | None) -> list[str] | None:
-    if value is None:
-        return None
-    return [value] if isinstance(value, str) else list(value)
-
-
-def make_filter(**f: Any) -> ExecutionFilter:
-    """An ``ExecutionFilter`` from keyword filters, checking names and statuses."""
-    allowed = {
-        "job",
-        "status",
-        "group",
-        "started_before",
-        "started_after",
-        "completed_before",
-        "completed_after",
-        "attempts",
-        "attempts_lt",
-        "attempts_gt",
-        "parent_id",
-    }
-    unknown = set(f) - allowed
-    if unknown:
-        raise TypeError(
-            f"unknown execution filter {sorted(unknown)[0]!r}; "
-            f"filters are: {', '.join(sorted(allowed))}"
-        )
-    status = _names(f.get("status"))
-    for s in status or ():
-        if s not in STATUSES:
-            raise ValueError(f"unknown status {s!r}; statuses are: {', '.join(STATUSES)}")
-    return ExecutionFilter(
-        job=_names(f.get("job")),
-        status=status,
-        group=f.get("group"),
-        parent_id=f.get("parent_id"),
-        started_before=_ts(f.get("started_before"), "started_before"),
-        started_after=_ts(f.get("started_after"), "started_after"),
-        completed_before=_ts(f.get("completed_before"), "completed_before"),
-        completed_after=_ts(f.get("completed_after"), "completed_after"),
-        attempts=f.get("attempts"),
-        attempts_lt=f.get("attempts_lt"),
-        attempts_gt=f.get("attempts_gt"),
-    )
 
 
 class Queue:
@@ -293,17 +154,21 @@ class Queue:
         max_payload: SizeLike = "16MB",
         name: str = "default",
     ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"Queue(name=) must be a non-empty string, got {name!r}")
         self.name = name
+        if storage is not None and not isinstance(storage, str | Storage):
+            raise ConfigurationError(
+                f"Queue(storage=) takes a URL or a storage backend, got {storage!r}"
+            )
         self.storage: Storage = (
             from_url(storage or "sqlite:///qanat.db")
             if (storage is None or isinstance(storage, str))
             else storage
         )
-        if concurrency is not None and (isinstance(concurrency, bool) or concurrency < 1):
-            raise ConfigurationError(f"Queue(concurrency=) must be >= 1, got {concurrency!r}")
-        self.concurrency = concurrency
+        self.concurrency = _positive_int(concurrency, "concurrency", optional=True)
         self.context = context
-        self.lease = parse_duration(lease, what="lease")
+        self.lease = _lease(lease)
         #: Child processes for ``thread`` steps in a worker (None: the number of CPUs).
         self.threads = _positive_int(threads, "threads", optional=True)
         #: Worker deaths under an execution, with no checkpoint between, before it fails
@@ -606,6 +471,24 @@ class Queue:
                     st.task.cancel()
         return len(before)
 
+    async def pause_job(self, name: str, paused: bool) -> bool:
+        """Pause or resume starting executions of job ``name`` for every worker on this
+        storage; True if that changed its state."""
+        await self.ensure_open()
+        changed = await self.storage.pause_job(name, paused)
+        if self.worker is not None:  # its own adoptions see it at once, not at the next read
+            if paused:
+                self.worker.paused_jobs.add(name)
+            else:
+                self.worker.paused_jobs.discard(name)
+        self.notify_local()
+        return changed
+
+    async def paused_jobs(self) -> set[str]:
+        """The names of the jobs paused on this storage."""
+        await self.ensure_open()
+        return await self.storage.paused_jobs()
+
     async def cancel_where(self, j: Job[Any], pred: Callable[[Any], bool]) -> int:
         ids = []
         async for e in self.executions.list(job=j.name, status=list(LIVE_STATUSES)):
@@ -657,7 +540,8 @@ class Queue:
     # --- queries -----------------------------------------------------------------------
 
     async def stats(self) -> dict[str, Any]:
-        """Counts by status and job, total retries, mean and p95 run time (seconds)."""
+        """Counts by status and job, total retries, mean and p95 run time (seconds), and
+        the paused jobs."""
         await self.ensure_open()
         s = await self.storage.stats()
         return {
@@ -666,6 +550,7 @@ class Queue:
             "retries": s.retries,
             "mean_runtime": s.mean_runtime,
             "p95_runtime": s.p95_runtime,
+            "paused_jobs": sorted(await self.storage.paused_jobs()),
         }
 
     async def apply_retention(self) -> int:
@@ -700,6 +585,16 @@ def _positive_int(value: Any, name: str, *, optional: bool = False) -> Any:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"Queue({name}=) must be an int >= 1, got {value!r}")
     return value
+
+
+def _lease(value: Any) -> float:
+    try:
+        seconds = parse_duration(value, what="lease")
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"Queue(lease=): {exc}") from None
+    if seconds <= 0:
+        raise ConfigurationError(f"Queue(lease=) must be longer than zero, got {value!r}")
+    return seconds
 
 
 def _register(registry: dict[str, Any], obj: Any, cls: type[Any], kind: str, hint: str) -> None:
@@ -740,6 +635,10 @@ async def _call_hook(hook: Callable[..., Any], *args: Any) -> None:
 def _check_retention(retention: Mapping[str, Any] | None) -> dict[str, Any]:
     if not retention:
         return {}
+    if not isinstance(retention, Mapping):
+        raise ConfigurationError(
+            f"Queue(retention=) takes a dict such as {{'completed': '7d'}}, got {retention!r}"
+        )
     out: dict[str, Any] = {}
     for k, v in retention.items():
         if k == "max_per_status":
@@ -747,7 +646,10 @@ def _check_retention(retention: Mapping[str, Any] | None) -> dict[str, Any]:
                 raise ConfigurationError(f"retention max_per_status must be an int >= 0, got {v!r}")
             out[k] = v
         elif k in FINISHED_STATUSES:
-            out[k] = parse_duration(v, what=f"retention {k}")
+            try:
+                out[k] = parse_duration(v, what=f"retention {k}")
+            except (TypeError, ValueError) as exc:
+                raise ConfigurationError(f"Queue(retention=): {exc}") from None
         else:
             raise ConfigurationError(
                 f"unknown retention key {k!r}; use {', '.join(FINISHED_STATUSES)} or max_per_status"
@@ -757,6 +659,10 @@ def _check_retention(retention: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _load_jobs(jobs: Sequence[Job[Any]] | str | Path) -> list[Job[Any]]:
     if not isinstance(jobs, str | Path):
+        if not isinstance(jobs, Iterable):
+            raise ConfigurationError(
+                f"Queue(jobs=) takes a list of jobs or a folder of job modules, got {jobs!r}"
+            )
         return list(jobs)
     folder = Path(jobs)
     if not folder.is_dir():

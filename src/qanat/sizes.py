@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["SizeLike", "format_size", "parse_size"]
+from qanat.errors import PayloadTooLarge
+
+__all__ = ["SizeLike", "check_size", "format_size", "parse_size"]
 
 SizeLike = int | str
 """Anything :func:`parse_size` accepts: bytes as an int, or a string with a unit."""
@@ -60,3 +62,24 @@ def format_size(n: int) -> str:
         if n >= size:
             return f"{n / size:.4g} {unit}"
     return f"{n} B"
+
+
+def check_size(text: str, limit: int | None, where: str) -> str:
+    """``text``, unless its UTF-8 size is over ``limit`` bytes (``Queue(max_payload=)``).
+
+    Cheap where it runs (every input, output, step result and event): the length and
+    the ASCII flag of a str are stored, and a character is 1 to 4 bytes, so non-ASCII
+    text is encoded to count its bytes only when its length alone cannot tell.
+
+    Raises:
+        PayloadTooLarge: naming ``where``, the size and the limit.
+    """
+    if limit is None or len(text) * 4 <= limit:
+        return text
+    size = len(text) if text.isascii() else len(text.encode())  # isascii: a flag, O(1)
+    if size > limit:
+        raise PayloadTooLarge(
+            f"{where} is {format_size(size)} ({size:,} bytes of JSON), over the limit of "
+            f"{format_size(limit)} (Queue(max_payload=))"
+        )
+    return text

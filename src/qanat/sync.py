@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from qanat import steps
 from qanat.engine.state import ExecState, current, set_current
+from qanat.sizes import SizeLike
 
 if TYPE_CHECKING:
     from qanat.queue import Queue
@@ -40,6 +41,18 @@ def _on_worker_loop(
 def run(step: str | steps.Step, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Blocking ``qanat.run`` for plain ``def`` handlers."""
     return _on_worker_loop(current("sync.run"), steps.run, step, fn, *args, **kwargs)
+
+
+def thread(
+    step: str | steps.Step,
+    fn: Callable[..., Any],
+    *args: Any,
+    memory: SizeLike | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Blocking ``qanat.thread`` for plain ``def`` handlers: ``fn`` runs in a child process."""
+    st = current("sync.thread")
+    return _on_worker_loop(st, steps.thread, step, fn, *args, memory=memory, **kwargs)
 
 
 def sleep(duration: float | str | timedelta) -> None:
@@ -105,7 +118,8 @@ def _wrappable(value: Any) -> bool:
     from qanat.execution import Execution
     from qanat.job import Job
     from qanat.pipe import Pipe
-    from qanat.queue import Events, Executions, Jobs, Pipes
+    from qanat.queries import Events, Executions
+    from qanat.queue import Jobs, Pipes
 
     if isinstance(value, list):
         return False

@@ -281,3 +281,37 @@ def test_python_dash_m_qanat(project: Project) -> None:
     assert res.returncode == 0
     for command in ("worker", "start", "ls", "show", "cancel", "pause", "resume", "retry", "stats"):
         assert command in res.stdout
+
+
+SMALL_LIMIT_APP = """
+import os
+import qanat
+from qanat import job
+
+@job
+async def echo(s: str) -> str:
+    return s
+
+notes = qanat.Pipe("notes")
+queue = qanat.Queue(
+    jobs=[echo], pipes=[notes], storage="sqlite:///" + os.environ["QANAT_TEST_DB"],
+    max_payload="1KB",
+)
+"""
+
+
+def test_payload_over_max_payload_exits_2_with_one_line(project: Project) -> None:
+    (project.root / "small.py").write_text(SMALL_LIMIT_APP)
+    big = json.dumps({"s": "x" * 2000})
+    res = project.qanat("start", "echo", "--input", big, app="small:queue")
+    assert res.returncode == 2
+    assert res.stderr.strip() == (
+        "Error: the input of job 'echo' is 1.961 KB (2,008 bytes of JSON), "
+        "over the limit of 1 KB (Queue(max_payload=))"
+    )
+    res = project.qanat("send", "notes", "--data", json.dumps("y" * 2000), app="small:queue")
+    assert res.returncode == 2
+    assert "Error: the data of pipe 'notes' is 1.955 KB" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = project.qanat("ls", "--json", app="small:queue")
+    assert json.loads(res.stdout) == []

@@ -327,10 +327,12 @@ def test_rolling_concurrency_3_per_2s_across_three_workers(project: Project) -> 
     assert {r.status for r in recs} == {"completed"}, [(r.status, r.error) for r in recs]
     rows = starts(project, "rolling.log")
     assert sorted(int(label) for label, *_ in rows) == list(range(9))
-    # Sliding 2 s windows over the handlers' start times, shortened by CLOCK_SLACK (the
-    # start times are taken a few ms after the claim the window is decided at).
+    # Sliding 2 s windows over the handlers' start times, shortened by a slack: a start
+    # time is taken after the claim the window is decided at, by a hop through a worker's
+    # event loop that a loaded 2-core machine stretches to 50-100 ms at times. A broken
+    # limit starts all nine within a few ms, so 0.25 s still tells them apart.
     times = [at for *_, at in rows]
-    assert most_in_window(times, 2.0 - CLOCK_SLACK) == 3, sorted(times)
+    assert most_in_window(times, 2.0 - 0.25) == 3, sorted(times)
     # the rule itself, on the claim times storage recorded
     claimed = [r.started_at or 0.0 for r in recs]
     assert most_in_window(claimed, 2.0 - 1e-6) == 3, sorted(claimed)

@@ -77,12 +77,32 @@ async def test_a_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
     await store.enqueue([rec("a")])
     await store.close()
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE qanat_meta SET value = '7' WHERE key = 'schema_version'")
+    newer = schema_version() + 1
+    conn.execute("UPDATE qanat_meta SET value = ? WHERE key = 'schema_version'", (str(newer),))
     conn.commit()
     conn.close()
     message = await refused(path)
-    assert "newer qanat (schema 7)" in message
+    assert f"newer qanat (schema {newer})" in message
     assert f"understands up to {schema_version()}" in message
+
+
+async def test_a_damaged_qanat_file_is_refused_untouched_with_how_to_recover(
+    tmp_path: Path,
+) -> None:
+    whole = tmp_path / "whole.db"
+    store = SqliteStorage(str(whole))
+    await store.open()
+    await store.enqueue([rec(f"e{i}") for i in range(3000)])
+    await store.close()
+    data = whole.read_bytes()
+    for fraction in (0.5, 0.1):  # a truncated (interrupted or partial) copy
+        path = tmp_path / f"copy-{fraction}.db"
+        path.write_bytes(data[: int(len(data) * fraction)])
+        message = await refused(path)
+        assert "is a damaged SQLite file (SQLite: database disk image is malformed)" in message
+        assert "is not a qanat database" not in message
+        assert f'sqlite3 {path} ".recover" | sqlite3 recovered.db' in message
+        assert "Backups and damaged files" in message
 
 
 async def test_missing_and_empty_files_are_created(tmp_path: Path) -> None:

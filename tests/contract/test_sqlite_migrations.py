@@ -38,6 +38,8 @@ async def test_version_1_file_is_migrated_to_current_and_keeps_its_rows(tmp_path
     try:
         page = await store.query(ExecutionFilter(), 10, None)
         assert [(e.id, e.input) for e in page.items] == [("e1", '{"n": 1}')]
+        # columns added later have their defaults (version 6: no recoveries yet)
+        assert (page.items[0].recoveries, page.items[0].step_in_flight) == (0, None)
         assert (await store.events(None, None, 10, None)).items == []  # a later table works
     finally:
         await store.close()
@@ -48,3 +50,29 @@ async def test_version_1_file_is_migrated_to_current_and_keeps_its_rows(tmp_path
     ).fetchone()
     conn.close()
     assert int(version) == schema_version()
+
+
+async def test_version_5_file_gains_the_recovery_count(tmp_path: Path) -> None:
+    """Version 6 adds ``recoveries`` and ``step_in_flight``; an execution running under
+    version 5 is counted from 0 when a worker of the new version takes it over."""
+    path = tmp_path / "v5.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    for _number, script in migrations()[:5]:
+        for sql in _statements(script):
+            conn.execute(sql)
+    conn.execute("INSERT OR REPLACE INTO qanat_meta (key, value) VALUES ('schema_version', '5')")
+    conn.execute(
+        "INSERT INTO executions (id, job, input, status, owner, created_at, run_at, "
+        "available_at) VALUES ('e1', 'j', '{}', 'running', 'gone', 1.0, 1.0, 2.0)"
+    )
+    conn.execute("COMMIT")
+    conn.close()
+
+    store = SqliteStorage(str(path))
+    await store.open()
+    try:
+        [taken] = await store.claim("w", ["j"], 1, 30.0, 3.0)  # the old lease lapsed
+        assert (taken.owner, taken.recoveries, taken.step_in_flight) == ("w", 1, None)
+    finally:
+        await store.close()

@@ -435,8 +435,8 @@ async def test_pause_suspended_waiting_and_finished(storage: Storage) -> None:
 async def test_restart_resets_and_deletes_steps_and_logs(storage: Storage) -> None:
     await claimed(storage, rec("a"), rec("ok"))
     await storage.checkpoint("a", "w1", Checkpoint(step("a", "s")))
-    await storage.append_logs([LogRecord("a", T0, "hello")])
-    await storage.set_progress("a", '{"pct":50}')
+    await storage.append_logs("w1", [LogRecord("a", T0, "hello")])
+    await storage.set_progress("a", "w1", '{"pct":50}')
     await storage.finish("a", "w1", Finish("pending", error='"e"'))
     await storage.claim("w1", ["j"], 1, LEASE, now())
     await storage.finish("a", "w1", Finish("failed", error='"e"'))
@@ -609,9 +609,9 @@ async def test_stats(storage: Storage) -> None:
 
 async def test_progress(storage: Storage) -> None:
     await claimed(storage, rec("a"))
-    await storage.set_progress("a", '{"pct":10}')
-    await storage.set_progress("a", '{"pct":20,"message":"m"}')
-    await storage.set_progress("missing", '{"pct":1}')
+    assert await storage.set_progress("a", "w1", '{"pct":10}')
+    assert await storage.set_progress("a", "w1", '{"pct":20,"message":"m"}')
+    assert not await storage.set_progress("missing", None, '{"pct":1}')
     got = await storage.get("a")
     assert got is not None and got.progress == '{"pct":20,"message":"m"}'
 
@@ -623,8 +623,8 @@ async def test_logs_in_order(storage: Storage) -> None:
         LogRecord("b", T0, "other"),
         LogRecord("a", T0 + 1, "second"),
     ]
-    await storage.append_logs(lines[:2])
-    await storage.append_logs(lines[2:])
+    assert await storage.append_logs(None, lines[:2]) == 2  # None: not a worker's write
+    assert await storage.append_logs(None, lines[2:]) == 1
     assert await storage.logs("a") == [lines[0], lines[2]]
     assert await storage.logs("b") == [lines[1]]
     assert await storage.logs("missing") == []
@@ -655,7 +655,7 @@ async def test_purge_by_age_and_keep_with_steps_and_logs(storage: Storage) -> No
     await claimed(storage, *[rec(i, key=f"k{i}") for i in ids])
     for i in ids:
         await storage.checkpoint(i, "w1", Checkpoint(step(i, "s")))
-        await storage.append_logs([LogRecord(i, T0, "line")])
+        await storage.append_logs("w1", [LogRecord(i, T0, "line")])
     for i in ids[:5]:
         await storage.finish(i, "w1", Finish("completed"))
     await storage.finish(ids[5], "w1", Finish("failed"))

@@ -75,7 +75,9 @@ def test_definition_errors_name_what_was_wrong() -> None:
         @job(backoff="every day")
         async def b() -> None: ...
 
-    with pytest.raises(qanat.ConfigurationError, match="Queue\\(concurrency=\\) must be >= 1"):
+    with pytest.raises(
+        qanat.ConfigurationError, match="Queue\\(concurrency=\\) must be an int >= 1"
+    ):
         Queue(jobs=[], storage="memory://", concurrency=0)
     with pytest.raises(qanat.ConfigurationError, match="takes Job objects"):
         Queue(jobs=[lambda: None], storage="memory://")  # type: ignore[list-item]

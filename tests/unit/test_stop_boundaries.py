@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from qanat import Job, Queue, RetryAfter, job, run, sleep
+from qanat import Job, Queue, RetryAfter, Step, job, run, sleep
 from qanat.engine.threads import DaemonThreadPool
 from support import eventually
 
@@ -266,6 +266,9 @@ def test_daemon_thread_pool_runs_reuses_and_refuses_after_shutdown() -> None:
         boom.result(5)
     gate = threading.Event()
     busy = [pool.submit(gate.wait, 5) for _ in range(2)]
+    end = time.monotonic() + 5  # both threads have taken their task before the shutdown
+    while not all(f.running() for f in busy) and time.monotonic() < end:
+        time.sleep(0.001)
     queued = pool.submit(pow, 3, 2)
     pool.shutdown(wait=False, cancel_futures=True)
     assert queued.cancelled()
@@ -277,3 +280,30 @@ def test_daemon_thread_pool_runs_reuses_and_refuses_after_shutdown() -> None:
     assert len(pool._threads) == 2 and not any(t.is_alive() for t in pool._threads)
     with pytest.raises(ValueError, match="max_workers"):
         DaemonThreadPool(0, "t")
+
+
+@pytest.mark.timeout(30)
+async def test_a_step_waiting_out_its_retry_backoff_is_released_at_once(tmp_path: Path) -> None:
+    tries: list[float] = []
+
+    def flaky() -> str:
+        tries.append(time.monotonic())
+        if len(tries) == 1:
+            raise RuntimeError("first try fails")
+        return "ok"
+
+    @job
+    async def retrying() -> str:
+        return await run(Step("flaky", retry=3, backoff=20), flaky)
+
+    storage = _db(tmp_path)
+    q = await _started(retrying, storage)
+    h = await q.jobs.retrying.start()
+    await eventually(lambda: asyncio.sleep(0, len(tries) == 1))
+    began = time.monotonic()
+    await q.stop(grace=10)
+    assert time.monotonic() - began < 2, "the stop waited out the step's 20 s backoff"
+    rec = await _record(storage, retrying, h.id)
+    assert rec.status == "pending" and rec.owner is None
+    assert await _finish_elsewhere(retrying, storage, h.id) == "ok"
+    assert len(tries) == 2  # the step starts afresh elsewhere: its failed try was not stored

@@ -12,7 +12,16 @@ from qanat.context import Context
 from qanat.durations import backoff_delay, parse_duration, to_timestamp
 from qanat.engine.failures import encode_error
 from qanat.engine.state import ExecState, set_current
-from qanat.errors import LeaseLost, NonDeterminism, NonRetryable, RetryAfter, Suspend, Timeout
+from qanat.errors import (
+    LeaseLost,
+    NonDeterminism,
+    NonRetryable,
+    PayloadTooLarge,
+    RetryAfter,
+    Suspend,
+    Timeout,
+    WorkerLost,
+)
 from qanat.storage.base import (
     CANCELLED,
     COMPLETED,
@@ -20,7 +29,7 @@ from qanat.storage.base import (
     PAUSED,
     PENDING,
     WAITING,
-    EventRecord,
+    CompletionEvent,
     ExecutionRecord,
     Finish,
     LogRecord,
@@ -53,11 +62,15 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
         return
     if rec.claims > 1 or rec.attempt > 1:
         st.memo = {s.key: s for s in await storage.steps(rec.id)}
+    if rec.recoveries >= queue.max_recoveries:  # a poison pill: do not run it again
+        await _final_failure(worker, st, value, _worker_lost(st, queue.max_recoveries))
+        return
     st.ctx = Context(st, queue.context)
     if rec.claims == 1 and rec.attempt == 1:
         await queue.fire(job, "start", rec.id, value)
     limit = job.timeout_for(value)
     deadline_hit = False
+    past_deadline: Timeout | None = None
     if rec.deadline is not None:
         left = rec.deadline - now()
         if limit is None or left < limit:
@@ -72,8 +85,8 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
             except TimeoutError as exc:
                 what = "deadline" if deadline_hit else f"timeout of {limit:g}s"
                 err = Timeout(f"job {job.name!r} exceeded its {what}")
-                if deadline_hit:
-                    raise NonRetryable(str(err)) from exc
+                if deadline_hit:  # SPEC §3: a Timeout, and no retry (the deadline has passed)
+                    past_deadline = err
                 raise err from exc
         text = job.encode_output(out)
     except Suspend:
@@ -96,7 +109,7 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
         await _stopped(worker, st, value, st.stop_reason)
         return
     except Exception as exc:
-        await _failed(worker, st, value, exc)
+        await _failed(worker, st, value, exc, final=exc is past_deadline)
         return
     await worker.flush(st)
     fin = Finish(COMPLETED, output=text)
@@ -108,9 +121,16 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
         )
     # job.wait_for: storage records this completion as an event, and serves its waiters,
     # in the finishing transaction, only when a waiter for this job exists
-    data = f'{{"input":{rec.input},"output":{text}}}'
-    fin.event = EventRecord(f"job:{rec.id}", f"job:{job.name}", data, round(now(), 6), rec.id)
+    fin.event = CompletionEvent(
+        f"job:{rec.id}", f"job:{job.name}", rec.input, text, round(now(), 6), rec.id
+    )
+    if fin.failures:  # logged in the finishing transaction: no line without its finish
+        fin.logs = [
+            LogRecord(rec.id, f.at, f"trigger of job {f.job!r} failed: {f.error}")
+            for f in fin.failures
+        ]
     if await storage.finish(rec.id, worker.id, fin):
+        st.settled = True
         if queue.watcher.waiting(rec.id):
             done = rec.copy(status=COMPLETED, output=text, completed_at=now(), owner=None)
             queue.watcher.finished(done)
@@ -123,16 +143,11 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
 async def _after_output_triggers(
     worker: Worker, execution_id: str, fin: Finish, fired: list[Any]
 ) -> None:
-    """Hooks for what the output triggered; failed triggers also go to the log."""
+    """Hooks for what the output triggered; failed triggers (already in the execution's
+    log, written by the finish) also go to the worker's log."""
     await worker.queue.after_trigger(fin.children, fired)
-    if fin.failures:
-        lines = [
-            LogRecord(execution_id, f.at, f"trigger of job {f.job!r} failed: {f.error}")
-            for f in fin.failures
-        ]
-        for line in lines:
-            log.warning("qanat: execution %s: %s", execution_id, line.message)
-        await worker.storage.append_logs(lines)
+    for line in fin.logs:
+        log.warning("qanat: execution %s: %s", execution_id, line.message)
 
 
 async def _stopped(worker: Worker, st: ExecState, value: Any, why: str | None) -> None:
@@ -152,10 +167,17 @@ async def _stopped(worker: Worker, st: ExecState, value: Any, why: str | None) -
             worker.queue.watcher.finished(rec)
 
 
-async def _failed(worker: Worker, st: ExecState, value: Any, exc: Exception) -> None:
+async def _failed(
+    worker: Worker, st: ExecState, value: Any, exc: Exception, *, final: bool = False
+) -> None:
     rec, job = st.record, st.job
     await worker.flush(st)
-    final = isinstance(exc, NonRetryable | NonDeterminism) or rec.attempt >= rec.max_attempts
+    # an output over max_payload would be so again: retrying cannot help
+    final = (
+        final
+        or isinstance(exc, NonRetryable | NonDeterminism | PayloadTooLarge)
+        or rec.attempt >= rec.max_attempts
+    )
     if isinstance(exc, RetryAfter) and rec.attempt < rec.max_attempts:
         final = False
     if final:
@@ -170,6 +192,7 @@ async def _failed(worker: Worker, st: ExecState, value: Any, exc: Exception) -> 
         due = now() + backoff_delay(job.backoff, rec.attempt, job.input_for_hooks(value))
     fin = Finish(PENDING, error=encode_error(exc), attempt=rec.attempt + 1, available_at=due)
     if await worker.storage.finish(rec.id, worker.id, fin):
+        st.settled = True
         worker.wake_at(due)
         await worker.queue.fire(job, "error", rec.id, value, exc)
         await worker.queue.fire(job, "retry", rec.id, value, exc)
@@ -179,11 +202,32 @@ async def _final_failure(worker: Worker, st: ExecState, value: Any, exc: Excepti
     rec, job = st.record, st.job
     text = encode_error(exc)
     if await worker.storage.finish(rec.id, worker.id, Finish(FAILED, error=text)):
+        st.settled = True
         worker.queue.watcher.finished(rec.copy(status=FAILED, error=text, completed_at=now()))
         if value is not None:
             await worker.queue.fire(job, "error", rec.id, value, exc)
             await worker.queue.fire(job, "failure", rec.id, value, exc)
             await worker.queue.fire(job, "settled", rec.id, value, FAILED)
+
+
+def _worker_lost(st: ExecState, limit: int) -> WorkerLost:
+    """The error of a poison pill: how many workers it took down, and in which step (the
+    one recorded by ``enter_step`` or, when none was, where its last checkpoint left it)."""
+    rec = st.record
+    if rec.step_in_flight is not None:
+        where = f"in step {rec.step_in_flight!r}"
+    else:
+        done = sorted(st.memo.values(), key=lambda s: s.finished_at)
+        where = (
+            f"after step {done[-1].key!r} (the step in flight was not recorded)"
+            if done
+            else "before its first step completed"
+        )
+    return WorkerLost(
+        f"execution {rec.id} of job {rec.job!r}: {rec.recoveries} workers died (or lost "
+        f"their lease) running it {where}, with no checkpoint in between; it is failed "
+        f"instead of being run again (Queue(max_recoveries={limit}))"
+    )
 
 
 @contextlib.asynccontextmanager

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -33,6 +35,11 @@ class ExecState:
     suspend_until: float | None = None
     #: True when a step already suspended the execution in storage (``pipe.wait_for``).
     suspended: bool = False
+    #: True while a step waits before an attempt (``between_attempts``).
+    idle: bool = False
+    #: True once this worker's finish of the execution committed: what its hooks log
+    #: afterwards is written under no claim (``owner=None``), the claim being over.
+    settled: bool = False
 
     @property
     def id(self) -> str:
@@ -70,6 +77,32 @@ class ExecState:
         if self.worker.stopping:
             self.stop_reason = "shutdown"
             raise LeaseLost("shutdown")
+
+    @contextlib.contextmanager
+    def between_attempts(self) -> Iterator[None]:
+        """A step waits before its next attempt (a retry's backoff, a step ``concurrency``
+        slot). Nothing of the step runs meanwhile, so a stop releases the execution here
+        at once rather than at the end of the wait (``Worker.stop`` interrupts it)."""
+        if self.worker.stopping:
+            self.stop_reason = "shutdown"
+            raise LeaseLost("shutdown")
+        self.idle = True
+        try:
+            yield
+        finally:
+            self.idle = False
+
+    async def enter_step(self, key: str) -> None:
+        """About to run user code in step ``key``: on a recovered execution (a worker died
+        under it), record the step first, so that if it kills this worker too the
+        ``WorkerLost`` that ends a poison pill can name it. Free on the normal path."""
+        rec = self.record
+        if not rec.recoveries or rec.step_in_flight == key:
+            return
+        if not await self.worker.storage.enter_step(self.id, self.worker.id, key):
+            self.stop_reason = "lost"
+            raise LeaseLost("lost")
+        rec.step_in_flight = key
 
     async def checkpoint(
         self, step: StepRecord, children: list[ExecutionRecord] | None = None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from qanat._ids import new_id
 from qanat.engine.cron import CronScheduler
+from qanat.engine.isolate import ProcessPool
 from qanat.engine.runner import execute
 from qanat.engine.state import ExecState
 from qanat.engine.threads import DaemonThreadPool
@@ -56,7 +57,7 @@ class Worker:
         *,
         concurrency: int | None = None,
         lease: float = 30.0,
-        threads: int | None = None,
+        sync_threads: int | None = None,
         hot_sleep: float = HOT_SLEEP,
     ) -> None:
         self.queue = queue
@@ -67,7 +68,9 @@ class Worker:
         self.lease = lease
         self.hot_sleep = hot_sleep
         self.batch = max(1, min(self.capacity, 256))
-        self._threads = DaemonThreadPool(threads or min(32, (os.cpu_count() or 1) + 4), "qanat-job")
+        self._threads = DaemonThreadPool(
+            sync_threads or min(32, (os.cpu_count() or 1) + 4), "qanat-job"
+        )
         self.active: dict[str, ExecState] = {}
         self._blocked: dict[str, int] = {}
         self._reserved = 0
@@ -77,6 +80,10 @@ class Worker:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._processes: ProcessPool | None = None  # for thread steps, made on first use
+        #: Jobs paused in storage, as last read (the control loop refreshes it on every
+        #: change): ``adopt`` passes over them. Claims decide from storage itself.
+        self.paused_jobs: set[str] = set()
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -84,6 +91,7 @@ class Worker:
         """Register, reclaim work of dead processes on this host, start the loops."""
         self.loop = asyncio.get_running_loop()
         await self.storage.register_worker(self.id, self.host, os.getpid(), now())
+        self.paused_jobs = await self.storage.paused_jobs()
         await self.reclaim_dead()
         self.queue.ticker.start()
         self._tasks = [
@@ -112,6 +120,9 @@ class Worker:
                 await claim
         for ident in list(self._blocked):
             self._interrupt(self.active.get(ident), "shutdown")
+        for st in list(self.active.values()):
+            if st.idle:  # between a step's attempts: nothing of the step runs now
+                self._interrupt(st, "shutdown")
         running = [st.task for st in self.active.values() if st.task is not None]
         if running:
             await asyncio.wait(running, timeout=grace)
@@ -135,6 +146,9 @@ class Worker:
         with contextlib.suppress(Exception):
             await self.storage.unregister_worker(self.id)
         self._threads.shutdown(wait=False, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.shutdown()  # kills its children
+            self._processes = None
 
     @property
     def stopping(self) -> bool:
@@ -203,6 +217,8 @@ class Worker:
         if self._stopping or rec.job not in self.queue.registry or self.free_slots() <= 0:
             return False
         if rec.flow is not None:  # flow control is decided by the claim, in storage
+            return False
+        if rec.job in self.paused_jobs:  # it waits as pending until the job is resumed
             return False
         if rec.available_at is None or rec.available_at > at:
             return False
@@ -315,18 +331,22 @@ class Worker:
                     self._interrupt(st, why)
 
     async def _control_loop(self) -> None:
-        """Notice cancels and pauses made by other processes soon after they commit.
+        """Notice cancels, pauses and paused jobs made by other processes soon after they
+        commit.
 
         The heartbeat would notice too, but only every lease/3; this reads (never writes)
-        the active executions when storage changed, at most every ``CONTROL_EVERY``.
+        the paused jobs and the active executions when storage changed, at most every
+        ``CONTROL_EVERY``.
         """
         ticker = self.queue.ticker
         while True:
             await ticker.event().wait()
+            with contextlib.suppress(Exception):
+                self.paused_jobs = await self.storage.paused_jobs()
             ids = [i for i, st in self.active.items() if st.stop_reason is None]
             if ids:
                 try:
-                    recs = await self.storage.get_many(ids)
+                    recs = await self.storage.get_many(ids, payloads=False)
                 except Exception:
                     recs = []
                 for rec in recs:
@@ -373,24 +393,40 @@ class Worker:
         call = functools.partial(ctx.run, fn, *args, **kwargs)
         return await self.loop.run_in_executor(self._threads, call)
 
+    def process_pool(self) -> ProcessPool:
+        """The pool of child processes for ``thread`` steps (``Queue(threads=)`` of them,
+        default the CPU count), started on first use."""
+        if self._processes is None:
+            self._processes = ProcessPool(self.queue.threads or os.cpu_count() or 1)
+        return self._processes
+
     def _io(self, st: ExecState, coro: Any) -> None:
         loop = self.loop or asyncio.get_running_loop()
         fut = asyncio.run_coroutine_threadsafe(coro, loop)
         self._pending_io.setdefault(st.id, []).append(fut)
 
+    def _owner_of(self, st: ExecState) -> str | None:
+        """Who a log line or progress of ``st`` is written as: this worker, fenced by its
+        claim; once its own finish committed (hooks running), nobody (``None``)."""
+        return None if st.settled else self.id
+
     def log(self, st: ExecState, message: str, fields: dict[str, Any]) -> None:
         line = LogRecord(st.id, now(), str(message), json.dumps(fields, default=str) or None)
-        self._io(st, self.storage.append_logs([line]))
+        self._io(st, self.storage.append_logs(self._owner_of(st), [line]))
 
     def progress(self, st: ExecState, pct: float, message: str | None, details: Any) -> None:
         pct = float(pct)
         if not 0 <= pct <= 100:
             raise ValueError(f"progress must be between 0 and 100, got {pct!r}")
         text = json.dumps({"pct": pct, "message": message, "details": details}, default=str)
-        self._io(st, self.storage.set_progress(st.id, text))
-        if self.queue.has_hooks("progress"):
-            value = {"pct": pct, "message": message, "details": details}
-            self._io(st, self.queue.fire(st.job, "progress", st.id, None, value))
+        value = {"pct": pct, "message": message, "details": details}
+        self._io(st, self._store_progress(st, text, value))
+
+    async def _store_progress(self, st: ExecState, text: str, value: dict[str, Any]) -> None:
+        # the hook fires only for progress that was stored: not for a worker's stale claim
+        stored = await self.storage.set_progress(st.id, self._owner_of(st), text)
+        if stored and self.queue.has_hooks("progress"):
+            await self.queue.fire(st.job, "progress", st.id, None, value)
 
     async def flush(self, st: ExecState) -> None:
         """Wait until the execution's log lines and progress are stored."""

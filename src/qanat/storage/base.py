@@ -74,6 +74,12 @@ class ExecutionRecord:
     slot: str | None = None
     #: The gate a due execution is parked behind (``available_at`` is None meanwhile).
     gate: str | None = None
+    #: Claims that took it from an owner that never let it go (the worker died or lost
+    #: its lease) since its last checkpoint: a poison pill's count (``WorkerLost``).
+    recoveries: int = 0
+    #: The step a recovered execution was about to run when last claimed (``enter_step``),
+    #: so the ``WorkerLost`` of a poison pill can name the step that kills its workers.
+    step_in_flight: str | None = None
 
     def copy(self, **changes: Any) -> ExecutionRecord:
         """A copy with some fields changed (without ``dataclasses.replace``: this is hot)."""
@@ -173,6 +179,9 @@ class Finish:
     #: to waiters (as ``send`` does) in the same transaction, but only if an open waiter
     #: of that pseudo-pipe exists; otherwise ignored.
     event: EventRecord | None = None
+    #: Log lines of the execution written in the same transaction (e.g. its failed
+    #: triggers), so lines about a finish exist exactly when the finish does.
+    logs: list[LogRecord] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -199,6 +208,35 @@ class EventRecord:
     executions: list[str] = field(default_factory=list)
     failures: list[TriggerFailure] = field(default_factory=list)
     woke: list[str] = field(default_factory=list)  # executions whose dict waiters got it
+
+
+class CompletionEvent(EventRecord):
+    """A job's completion as an event on ``job:<name>`` (for ``job.wait_for``).
+
+    Its data, ``{"input": ..., "output": ...}``, is joined from the two JSON texts when
+    first read, that is only when storage records it because the job has waiters: a
+    finish does not copy a large input and output for nothing.
+    """
+
+    __slots__ = ("_joined", "_parts")
+
+    def __init__(
+        self, id: str, pipe: str, input: str, output: str, sent_at: float, source: str
+    ) -> None:
+        self._parts = (input, output)
+        self._joined: str | None = None
+        super().__init__(id, pipe, "", sent_at, source)
+
+    @property
+    def data(self) -> str:
+        if self._joined is None:
+            self._joined = f'{{"input":{self._parts[0]},"output":{self._parts[1]}}}'
+        return self._joined
+
+    @data.setter
+    def data(self, value: str) -> None:
+        if value:  # EventRecord.__init__ sets "" here
+            self._joined = value
 
 
 @dataclass(slots=True)
@@ -264,9 +302,18 @@ class Storage(abc.ABC):
     """The contract between the engine and a storage backend.
 
     Every writing method is one atomic transaction. Methods that act for a worker take
-    ``owner`` and do nothing (returning False or the current status) when storage no
-    longer lists that worker as the execution's owner: a worker that lost its lease can
-    never overwrite the work of the one that took over.
+    ``owner`` and do nothing (returning False, a count of 0 or why it must stop) when
+    storage no longer lists that worker as the execution's owner of a ``running`` or
+    ``waiting`` execution: a worker that lost its lease can never overwrite the work of
+    the one that took over. This holds for every write a worker makes for an execution:
+    ``checkpoint``, ``finish``, ``suspend``, ``mark``, ``release``, ``wait``,
+    ``end_wait``, ``enter_step``, ``set_progress``, ``append_logs`` and ``renew``.
+    ``set_progress`` and ``append_logs`` also take ``owner=None``: a write made under
+    no claim (a client, or the engine's hooks after a finish that worker committed),
+    stored unconditionally. Not fenced, because a stale worker repeating them changes
+    nothing: ``enqueue`` of a keyed child and ``send`` of a step's event (both
+    idempotent, by key and by a deterministic event id) and ``acquire_step`` (a slot
+    leased to the worker, given back when its step ends).
     """
 
     #: True when commits by other processes can only be noticed by polling.
@@ -314,8 +361,13 @@ class Storage(abc.ABC):
         Only live executions qualify (pending, running, waiting), highest priority
         first, then oldest ``available_at``. Each taken one becomes ``running``, owned
         by ``owner``, ``available_at = at + lease``, ``claims + 1``, and ``started_at``
-        is set if it was unset. Executions past their ``deadline`` are not returned;
-        they are failed with a Timeout error in the same transaction.
+        is set if it was unset. Taken from an owner that still holds it (its lease lapsed,
+        or ``expire_owner`` made it claimable: that worker died or froze without letting
+        it go), ``recoveries + 1``; an unowned one (new, released, suspended, retried)
+        keeps its count. Executions past their ``deadline`` are not returned; they are
+        failed with a Timeout error in the same transaction. Executions of a paused job
+        (``pause_job``) are not taken, whatever their status: the paused set is read in
+        the claim's own transaction, so a pause holds for every worker.
         """
 
     async def has_ready(self, jobs: Sequence[str], at: float) -> bool:
@@ -338,8 +390,10 @@ class Storage(abc.ABC):
     async def checkpoint(self, execution_id: str, owner: str, cp: Checkpoint) -> str | None:
         """Record a step result (insert or replace at its key) and enqueue its children.
 
-        Returns None on success, otherwise why the owner must stop (see ``renew``); a
-        pause request is reported here after the step is stored.
+        A stored step resets ``recoveries`` to 0 and ``step_in_flight`` to None (the
+        execution got past whatever killed workers before). Returns None on success,
+        otherwise why the owner must stop (see ``renew``), with nothing written; a pause
+        request is reported here after the step is stored.
         """
 
     @abc.abstractmethod
@@ -349,7 +403,9 @@ class Storage(abc.ABC):
         A final status sets ``completed_at``, clears the owner and ``available_at``, and
         makes the parent due (``available_at = now``) if it is suspended waiting.
         With ``completed``, ``fin.children`` are enqueued (as ``enqueue``) and
-        ``fin.failures`` recorded in the same transaction.
+        ``fin.failures`` recorded in the same transaction; ``fin.logs`` are appended with
+        any status. A retry resets ``recoveries`` and ``step_in_flight`` (the attempt
+        ended in a worker that survived it).
         Returns False if ``owner`` no longer owns it (nothing written).
         """
 
@@ -369,7 +425,15 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def release(self, owner: str, ids: Sequence[str]) -> None:
-        """Give executions back for others to take at once (graceful shutdown)."""
+        """Give executions back for others to take at once (graceful shutdown); those
+        ``owner`` no longer owns are left alone. Not a recovery: the count is kept."""
+
+    @abc.abstractmethod
+    async def enter_step(self, execution_id: str, owner: str, key: str) -> bool:
+        """Record ``key`` as the ``step_in_flight`` of an owned execution: the step it is
+        about to run. The engine calls it only on recovered executions (``recoveries``
+        > 0), before a step that runs user code, so the normal path never pays for it.
+        False if not owned (nothing written)."""
 
     # --- flow control -----------------------------------------------------------
 
@@ -414,9 +478,20 @@ class Storage(abc.ABC):
     async def restart(self, execution_id: str, at: float) -> ExecutionRecord | None:
         """Start a failed or cancelled execution again from the beginning.
 
-        Its steps and logs are deleted, attempt goes back to 1, status to pending.
+        Its steps and logs are deleted, attempt goes back to 1, status to pending,
+        ``claims`` and ``recoveries`` to 0, ``step_in_flight`` to None.
         Returns None if it does not exist or is not failed or cancelled.
         """
+
+    @abc.abstractmethod
+    async def pause_job(self, job: str, paused: bool) -> bool:
+        """Pause (``paused=True``) or resume a whole job: while paused, ``claim`` and
+        ``has_ready`` pass over its executions (see ``claim``); owned ones carry on.
+        Returns True if this changed the job's state."""
+
+    @abc.abstractmethod
+    async def paused_jobs(self) -> set[str]:
+        """The names of the paused jobs."""
 
     @abc.abstractmethod
     async def wake(self, ids: Sequence[str], at: float) -> None:
@@ -429,8 +504,13 @@ class Storage(abc.ABC):
         """One execution, or None."""
 
     @abc.abstractmethod
-    async def get_many(self, ids: Sequence[str]) -> list[ExecutionRecord]:
-        """The executions among ``ids`` that exist, in no particular order."""
+    async def get_many(self, ids: Sequence[str], *, payloads: bool = True) -> list[ExecutionRecord]:
+        """The executions among ``ids`` that exist, in no particular order.
+
+        With ``payloads=False`` a backend may leave ``input`` empty and ``output`` and
+        ``error`` None: for readers of status and control fields only (a worker
+        watching its running executions), so that large payloads are not copied.
+        """
 
     @abc.abstractmethod
     async def query(self, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
@@ -452,12 +532,14 @@ class Storage(abc.ABC):
     # --- progress and logs ------------------------------------------------------
 
     @abc.abstractmethod
-    async def set_progress(self, execution_id: str, progress: str) -> None:
-        """Store the execution's latest progress (JSON text)."""
+    async def set_progress(self, execution_id: str, owner: str | None, progress: str) -> bool:
+        """Store the execution's latest progress (JSON text), if ``owner`` owns it (or
+        ``owner`` is None: not a worker write). False if nothing was written."""
 
     @abc.abstractmethod
-    async def append_logs(self, logs: Sequence[LogRecord]) -> None:
-        """Append log lines."""
+    async def append_logs(self, owner: str | None, logs: Sequence[LogRecord]) -> int:
+        """Append log lines; with an ``owner``, only the lines of executions it owns (the
+        others are dropped). Returns how many lines were stored."""
 
     @abc.abstractmethod
     async def logs(self, execution_id: str) -> list[LogRecord]:

@@ -67,6 +67,7 @@ class MemoryStorage(Storage):
         self._version = 0
         self._seen = -1
         self._flow = MemoryFlow(self)
+        self._paused_jobs: set[str] = set()
 
     def _touch(self) -> None:
         self._version += 1
@@ -101,7 +102,7 @@ class MemoryStorage(Storage):
     async def claim(
         self, owner: str, jobs: Sequence[str], limit: int, lease: float, at: float
     ) -> list[ExecutionRecord]:
-        wanted = set(jobs)
+        wanted = set(jobs) - self._paused_jobs
         self._flow.open_due(at)
         ready = [
             e
@@ -121,6 +122,8 @@ class MemoryStorage(Storage):
                 continue
             if e.flow is not None and not self._flow.admit_claim(e, at):
                 continue
+            if e.owner is not None:  # taken from a worker that never let it go
+                e.recoveries += 1
             e.status = RUNNING
             e.owner = owner
             e.available_at = at + lease
@@ -161,6 +164,9 @@ class MemoryStorage(Storage):
         if why is not None and why != "paused":
             return why
         self._steps.setdefault(execution_id, {})[cp.step.key] = cp.step
+        if e is not None and e.recoveries:
+            e.recoveries = 0
+            e.step_in_flight = None
         for child in cp.children:
             self._insert(child)
         self._touch()
@@ -205,6 +211,8 @@ class MemoryStorage(Storage):
             e.attempt = fin.attempt or e.attempt + 1
             e.available_at = fin.available_at if fin.available_at is not None else at
             e.run_at = e.available_at
+            e.recoveries = 0
+            e.step_in_flight = None
         else:
             self._final(e, fin.status, fin.output, fin.error, at, fin.reason)
             if fin.status == COMPLETED:
@@ -214,8 +222,12 @@ class MemoryStorage(Storage):
                     self._failures.setdefault(f.source, []).append(replace(f))
                 ev = fin.event
                 if ev is not None and ev.id not in self._events and self._has_waiters(ev.pipe):
-                    self._events[ev.id] = replace(ev, executions=[], failures=[], woke=[])
+                    self._events[ev.id] = EventRecord(
+                        ev.id, ev.pipe, ev.data, ev.sent_at, ev.source
+                    )
                     self._serve_waiters(self._events[ev.id])
+        for line in fin.logs:
+            self._logs.setdefault(line.execution_id, []).append(replace(line))
         self._touch()
         return True
 
@@ -246,6 +258,20 @@ class MemoryStorage(Storage):
         e.status = status
         self._touch()
         return True
+
+    async def enter_step(self, execution_id: str, owner: str, key: str) -> bool:
+        e = self._execs.get(execution_id)
+        if not self._owns(e, owner):
+            return False
+        assert e is not None
+        e.step_in_flight = key
+        self._touch()
+        return True
+
+    @staticmethod
+    def _owns(e: ExecutionRecord | None, owner: str) -> bool:
+        """Whether a worker write of ``owner`` may touch ``e``."""
+        return e is not None and e.owner == owner and e.status in (RUNNING, WAITING)
 
     async def release(self, owner: str, ids: Sequence[str]) -> None:
         at = now()
@@ -334,12 +360,26 @@ class MemoryStorage(Storage):
         e.started_at = e.completed_at = None
         e.available_at = at
         e.run_at = at
-        e.claims = 0
+        e.claims = e.recoveries = 0
+        e.step_in_flight = None
         self._steps.pop(execution_id, None)
         self._logs.pop(execution_id, None)
         self._drop_waiters(execution_id)
         self._touch()
         return e.copy()
+
+    async def pause_job(self, job: str, paused: bool) -> bool:
+        if (job in self._paused_jobs) == paused:
+            return False
+        if paused:
+            self._paused_jobs.add(job)
+        else:
+            self._paused_jobs.discard(job)
+        self._touch()
+        return True
+
+    async def paused_jobs(self) -> set[str]:
+        return set(self._paused_jobs)
 
     async def wake(self, ids: Sequence[str], at: float) -> None:
         for i in ids:
@@ -354,7 +394,7 @@ class MemoryStorage(Storage):
         e = self._execs.get(execution_id)
         return e.copy() if e is not None else None
 
-    async def get_many(self, ids: Sequence[str]) -> list[ExecutionRecord]:
+    async def get_many(self, ids: Sequence[str], *, payloads: bool = True) -> list[ExecutionRecord]:
         return [e.copy() for i in ids if (e := self._execs.get(i)) is not None]
 
     async def query(self, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
@@ -400,16 +440,22 @@ class MemoryStorage(Storage):
 
     # --- progress and logs ------------------------------------------------------
 
-    async def set_progress(self, execution_id: str, progress: str) -> None:
+    async def set_progress(self, execution_id: str, owner: str | None, progress: str) -> bool:
         e = self._execs.get(execution_id)
-        if e is not None:
-            e.progress = progress
-            self._touch()
-
-    async def append_logs(self, logs: Sequence[LogRecord]) -> None:
-        for line in logs:
-            self._logs.setdefault(line.execution_id, []).append(line)
+        if e is None or (owner is not None and not self._owns(e, owner)):
+            return False
+        e.progress = progress
         self._touch()
+        return True
+
+    async def append_logs(self, owner: str | None, logs: Sequence[LogRecord]) -> int:
+        n = 0
+        for line in logs:
+            if owner is None or self._owns(self._execs.get(line.execution_id), owner):
+                self._logs.setdefault(line.execution_id, []).append(replace(line))
+                n += 1
+        self._touch()
+        return n
 
     async def logs(self, execution_id: str) -> list[LogRecord]:
         return list(self._logs.get(execution_id, []))

@@ -75,6 +75,21 @@ def _not_qanat(path: str, why: str) -> StorageError:
     )
 
 
+def _unreadable(path: str, exc: sqlite3.DatabaseError) -> StorageError:
+    """An SQLite file (its header is right) that SQLite cannot read: damaged, typically a
+    truncated copy; say so, and how to get back what can be (docs/storage.md)."""
+    if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+        return _not_qanat(path, f"SQLite cannot read it: {exc}")
+    return StorageError(
+        f"{path} is a damaged SQLite file (SQLite: {exc}), for example a truncated or "
+        "partial copy; qanat refuses to touch it. Restore it from a backup, or copy what "
+        f'SQLite can still read into a new file: sqlite3 {path} ".recover" | sqlite3 '
+        'recovered.db, and point the queue at recovered.db (docs/storage.md, "Backups '
+        'and damaged files", also shows the .dump way for sqlite3 versions whose '
+        ".recover fails)."
+    )
+
+
 def _newer(path: str, version: int) -> StorageError:
     return StorageError(
         f"{path} was written by a newer qanat (schema {version}); this version understands "
@@ -133,7 +148,7 @@ def _inspect(path: str, timeout: float) -> None:
     try:
         _check_meta(path, conn)
     except sqlite3.DatabaseError as exc:
-        raise _not_qanat(path, f"SQLite cannot read it: {exc}") from exc
+        raise _unreadable(path, exc) from exc
     finally:
         conn.close()
 
@@ -235,7 +250,7 @@ class SqliteStorage(SqlStorage):
             for c in conns:
                 c.close()
             if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
-                raise _not_qanat(self.path, f"SQLite cannot read it: {exc}") from exc
+                raise _unreadable(self.path, exc) from exc
             if isinstance(exc, sqlite3.Error):
                 raise StorageError(f"cannot open qanat database {self.path}: {exc}") from exc
             raise

@@ -1,4 +1,4 @@
--- qanat PostgreSQL schema, version 1: the SQLite schema versions 1 to 5 in one script
+-- qanat PostgreSQL schema, version 1: the SQLite schema versions 1 to 7 in one script
 -- (same tables, columns in record order, same index names), in the schema named by the
 -- URL (the connection's search_path). Times are seconds since the epoch (double
 -- precision); booleans are integers 0/1 as in SQLite, so the shared statements agree.
@@ -39,6 +39,8 @@ CREATE TABLE executions (
     flow            text,
     slot            text,
     gate            text,
+    recoveries      integer NOT NULL DEFAULT 0,
+    step_in_flight  text,
     -- insertion order: the tie-breaker SQLite's rowid is
     seq             bigint GENERATED ALWAYS AS IDENTITY
 ) WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02,
@@ -184,3 +186,9 @@ CREATE TABLE step_slots (
 );
 
 CREATE INDEX step_slots_owner ON step_slots (owner);
+
+-- Paused jobs (queue.jobs.x.pause()): a claim reads this tiny table in its transaction.
+CREATE TABLE paused_jobs (
+    job       text PRIMARY KEY,
+    paused_at double precision NOT NULL
+);

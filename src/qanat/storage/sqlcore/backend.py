@@ -31,6 +31,7 @@ from qanat.storage.base import (
     Waiter,
     WaitState,
     decode_cursor,
+    now,
 )
 from qanat.storage.sqlcore import (
     claims,
@@ -117,6 +118,9 @@ class SqlStorage(Storage):
         if ids:
             await self._w(executions.op_release, owner, list(ids))
 
+    async def enter_step(self, execution_id: str, owner: str, key: str) -> bool:
+        return await self._w(executions.op_enter_step, execution_id, owner, key)
+
     # --- flow control -------------------------------------------------------------
 
     async def refill(self, at: float) -> int:
@@ -146,6 +150,12 @@ class SqlStorage(Storage):
     async def restart(self, execution_id: str, at: float) -> ExecutionRecord | None:
         return await self._w(control.op_restart, execution_id, at)
 
+    async def pause_job(self, job: str, paused: bool) -> bool:
+        return await self._w(control.op_pause_job, job, paused, now())
+
+    async def paused_jobs(self) -> builtins.set[str]:
+        return await self._r(queries.op_paused_jobs)
+
     async def wake(self, ids: Sequence[str], at: float) -> None:
         if ids:
             await self._w(control.op_wake, list(ids), at)
@@ -155,10 +165,10 @@ class SqlStorage(Storage):
     async def get(self, execution_id: str) -> ExecutionRecord | None:
         return await self._r(queries.op_get, execution_id)
 
-    async def get_many(self, ids: Sequence[str]) -> list[ExecutionRecord]:
+    async def get_many(self, ids: Sequence[str], *, payloads: bool = True) -> list[ExecutionRecord]:
         if not ids:
             return []
-        return await self._r(queries.op_get_many, list(ids))
+        return await self._r(queries.op_get_many, list(ids), payloads)
 
     async def query(self, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
         if cursor is not None:
@@ -176,12 +186,13 @@ class SqlStorage(Storage):
 
     # --- progress and logs --------------------------------------------------------------
 
-    async def set_progress(self, execution_id: str, progress: str) -> None:
-        await self._w(executions.op_progress, execution_id, progress)
+    async def set_progress(self, execution_id: str, owner: str | None, progress: str) -> bool:
+        return await self._w(executions.op_progress, execution_id, owner, progress)
 
-    async def append_logs(self, logs: Sequence[LogRecord]) -> None:
-        if logs:
-            await self._w(executions.op_logs, list(logs))
+    async def append_logs(self, owner: str | None, logs: Sequence[LogRecord]) -> int:
+        if not logs:
+            return 0
+        return await self._w(executions.op_logs, owner, list(logs))
 
     async def logs(self, execution_id: str) -> builtins.list[LogRecord]:
         return await self._r(steps.op_read_logs, execution_id)

@@ -48,7 +48,7 @@ RESUME = (
 RESTART = (
     "UPDATE executions SET status = 'pending', attempt = 1, owner = NULL, output = NULL, "
     "error = NULL, reason = NULL, progress = NULL, started_at = NULL, completed_at = NULL, "
-    "available_at = ?1, run_at = ?1, claims = 0 "
+    "available_at = ?1, run_at = ?1, claims = 0, recoveries = 0, step_in_flight = NULL "
     f"WHERE id = ?2 AND status IN ('failed', 'cancelled') RETURNING {EXEC_RETURNING}"
 )
 WAKE = (
@@ -91,6 +91,16 @@ def op_restart(conn: Conn, eid: str, at: float) -> ExecutionRecord | None:
     conn.execute("DELETE FROM logs WHERE execution_id = ?", (eid,))
     conn.execute("DELETE FROM waiters WHERE execution_id = ?", (eid,))
     return execution(rows[0])
+
+
+PAUSE_JOB = "INSERT INTO paused_jobs (job, paused_at) VALUES (?, ?) ON CONFLICT (job) DO NOTHING"
+RESUME_JOB = "DELETE FROM paused_jobs WHERE job = ?"
+
+
+def op_pause_job(conn: Conn, job: str, paused: bool, at: float) -> bool:
+    if paused:
+        return bool(conn.execute(PAUSE_JOB, (job, at)).rowcount == 1)
+    return bool(conn.execute(RESUME_JOB, (job,)).rowcount == 1)
 
 
 def op_wake(conn: Conn, ids: list[str], at: float) -> None:

@@ -9,6 +9,7 @@ conditional on that worker owning the execution (``owner = ?`` in the statement)
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from qanat.errors import StorageError
 from qanat.storage.base import (
@@ -50,7 +51,8 @@ FINAL_ID = FINAL + " RETURNING parent_id, slot"
 FINAL_OWNED = FINAL + f" AND owner = ? AND {OWNED} RETURNING parent_id, slot"
 RETRY_OWNED = (
     "UPDATE executions SET status = 'pending', owner = NULL, error = ?2, "
-    "attempt = COALESCE(?3, attempt + 1), available_at = ?1, run_at = ?1 "
+    "attempt = COALESCE(?3, attempt + 1), available_at = ?1, run_at = ?1, "
+    "recoveries = 0, step_in_flight = NULL "
     f"WHERE id = ?4 AND owner = ?5 AND {OWNED} RETURNING slot"
 )
 BULK_FINAL = (
@@ -89,6 +91,14 @@ EXPIRE = (
     f"AND owner = ? AND {OWNED}"
 )
 INSERT_LOG = "INSERT INTO logs (execution_id, at, message, fields, step) VALUES (?, ?, ?, ?, ?)"
+INSERT_LOG_OWNED = (
+    "INSERT INTO logs (execution_id, at, message, fields, step) "
+    "SELECT ?1, CAST(?2 AS REAL), ?3, ?4, ?5 WHERE EXISTS "
+    f"(SELECT 1 FROM executions WHERE id = ?1 AND owner = ?6 AND {OWNED})"
+)
+PROGRESS = "UPDATE executions SET progress = ? WHERE id = ?"
+PROGRESS_OWNED = PROGRESS + f" AND owner = ? AND {OWNED}"
+ENTER_STEP = f"UPDATE executions SET step_in_flight = ? WHERE id = ? AND owner = ? AND {OWNED}"
 REGISTER = (
     "INSERT INTO workers (id, host, pid, registered_at) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
@@ -147,6 +157,8 @@ def op_finish(conn: Conn, eid: str, owner: str, fin: Finish) -> bool:
         slots = conn.execute(RETRY_OWNED, (due, fin.error, fin.attempt or None, eid, owner))
         got = [r[0] for r in slots]
         freed(got, conn)
+        if got and fin.logs:
+            insert_logs(conn, fin.logs)
         return len(got) == 1
     rows = conn.execute(
         FINAL_OWNED, (fin.status, fin.output, fin.error, fin.reason, at, eid, owner)
@@ -159,6 +171,8 @@ def op_finish(conn: Conn, eid: str, owner: str, fin: Finish) -> bool:
         freed([rows[0][1]], conn)
     if fin.event is not None and fin.status == COMPLETED:
         deliver_job_events(conn, [fin.event])
+    if fin.logs:
+        insert_logs(conn, fin.logs)
     return True
 
 
@@ -177,8 +191,10 @@ def op_finish_triggers(conn: Conn, eid: str, owner: str, fin: Finish) -> bool:
 
 def bulk_finish(conn: Conn, calls: list[tuple[str, str, Finish]]) -> list[bool] | None:
     """Many final finishes in one statement (a worker's group-committed finishes)."""
-    if len({c[0] for c in calls}) < len(calls) or any(c[2].status == PENDING for c in calls):
-        return None  # a retry or the same execution twice: run them one by one
+    if len({c[0] for c in calls}) < len(calls) or any(
+        c[2].status == PENDING or c[2].logs for c in calls
+    ):
+        return None  # a retry, log lines or the same execution twice: one by one
     at = now()
     rows = json.dumps([[e, o, f.status, f.output, f.error, f.reason] for e, o, f in calls])
     got = conn.execute(BULK_FINAL, (at, rows)).fetchall()
@@ -207,20 +223,36 @@ def op_mark(conn: Conn, eid: str, owner: str, status: str) -> bool:
     return len(got) == 1
 
 
+def op_enter_step(conn: Conn, eid: str, owner: str, key: str) -> bool:
+    return bool(conn.execute(ENTER_STEP, (key, eid, owner)).rowcount == 1)
+
+
 def op_release(conn: Conn, owner: str, ids: list[str]) -> None:
     at = now()
     for i in ids:
         freed([r[0] for r in conn.execute(RELEASE, (at, i, owner))], conn)
 
 
-def op_progress(conn: Conn, eid: str, progress: str) -> None:
-    conn.execute("UPDATE executions SET progress = ? WHERE id = ?", (progress, eid))
+def op_progress(conn: Conn, eid: str, owner: str | None, progress: str) -> bool:
+    if owner is None:
+        return bool(conn.execute(PROGRESS, (progress, eid)).rowcount == 1)
+    return bool(conn.execute(PROGRESS_OWNED, (progress, eid, owner)).rowcount == 1)
 
 
-def op_logs(conn: Conn, logs: list[LogRecord]) -> None:
+def insert_logs(conn: Conn, logs: Sequence[LogRecord]) -> None:
     conn.executemany(
         INSERT_LOG, [(g.execution_id, g.at, g.message, g.fields, g.step) for g in logs]
     )
+
+
+def op_logs(conn: Conn, owner: str | None, logs: list[LogRecord]) -> int:
+    """Append log lines; with an owner, only those of executions it owns (the count)."""
+    if owner is None:
+        insert_logs(conn, logs)
+        return len(logs)
+    rows = [(g.execution_id, g.at, g.message, g.fields, g.step, owner) for g in logs]
+    stored: int = conn.executemany(INSERT_LOG_OWNED, rows).rowcount
+    return stored
 
 
 def op_register(conn: Conn, wid: str, host: str, pid: int, at: float) -> None:

@@ -21,6 +21,7 @@ from qanat.storage.sqlcore.records import (
     FINISHED,
     IDS,
     SELECT_MANY,
+    SELECT_MANY_BARE,
     SELECT_ONE,
     execution,
 )
@@ -61,8 +62,12 @@ def op_get(conn: Conn, eid: str) -> ExecutionRecord | None:
     return execution(row) if row is not None else None
 
 
-def op_get_many(conn: Conn, ids: list[str]) -> list[ExecutionRecord]:
-    rows = {r[0]: r for r in conn.execute(SELECT_MANY, (json.dumps(ids),)).fetchall()}
+PAUSED_JOBS = "SELECT job FROM paused_jobs"
+
+
+def op_get_many(conn: Conn, ids: list[str], payloads: bool) -> list[ExecutionRecord]:
+    sql = SELECT_MANY if payloads else SELECT_MANY_BARE
+    rows = {r[0]: r for r in conn.execute(sql, (json.dumps(ids),)).fetchall()}
     return [execution(rows[i]) for i in ids if i in rows]
 
 
@@ -90,6 +95,10 @@ def op_list(conn: Conn, flt: ExecutionFilter, limit: int, cursor: str | None) ->
     more = len(rows) > limit
     nxt = encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
     return Page(page, nxt)
+
+
+def op_paused_jobs(conn: Conn) -> set[str]:
+    return {r[0] for r in conn.execute(PAUSED_JOBS).fetchall()}
 
 
 def op_find_cached(conn: Conn, job: str, input: str, since: float) -> ExecutionRecord | None:

@@ -31,9 +31,18 @@ IDS = "(SELECT value FROM json_each(?))"
 
 SELECT_ONE = f"SELECT {EXEC_COLS} FROM executions WHERE id = ?"
 SELECT_MANY = f"SELECT {EXEC_COLS} FROM executions WHERE id IN {IDS}"
+#: SELECT_MANY without the payloads (get_many(payloads=False)).
+SELECT_MANY_BARE = SELECT_MANY.replace("input,", "'' AS input,", 1).replace(
+    "output, error,", "NULL AS output, NULL AS error,", 1
+)
 SELECT_BY_KEY = f"SELECT {EXEC_COLS} FROM executions WHERE job = ? AND key = ?"
-OWNER_STATE = "SELECT owner, status, pause_requested FROM executions WHERE id = ?"
-OWNER_STATES = f"SELECT id, owner, status, pause_requested FROM executions WHERE id IN {IDS}"
+#: The owner, status, pause request and recovery count: what a worker write checks first.
+OWNER_STATE = "SELECT owner, status, pause_requested, recoveries FROM executions WHERE id = ?"
+OWNER_STATES = (
+    f"SELECT id, owner, status, pause_requested, recoveries FROM executions WHERE id IN {IDS}"
+)
+#: A checkpoint of a recovered execution: it got past what killed its workers.
+RECOVERED = "UPDATE executions SET recoveries = 0, step_in_flight = NULL WHERE id = ?"
 WAKE_PARENT = (
     "UPDATE executions SET available_at = ?1 WHERE id = ?2 AND status = 'waiting' "
     "AND owner IS NULL AND (available_at IS NULL OR available_at > ?1)"
@@ -53,7 +62,8 @@ def execution_params(r: ExecutionRecord) -> tuple[Any, ...]:
         r.id, r.job, r.input, r.status, r.priority, r.key, r.group, r.parent_id, r.attempt,
         r.max_attempts, r.created_at, r.run_at, r.available_at, r.deadline, r.started_at,
         r.completed_at, r.owner, r.output, r.error, r.reason, r.progress,
-        int(r.pause_requested), r.claims, r.flow, r.slot, r.gate,
+        int(r.pause_requested), r.claims, r.flow, r.slot, r.gate, r.recoveries,
+        r.step_in_flight,
     )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ from qanat.storage.sqlcore.records import (
     LOG_COLS,
     OWNER_STATE,
     OWNER_STATES,
+    RECOVERED,
     STEP_COLS,
     stop_reason,
 )
@@ -30,9 +31,12 @@ SELECT_LOGS = f"SELECT {LOG_COLS} FROM logs WHERE execution_id = ? ORDER BY seq"
 
 def op_checkpoint(conn: Conn, eid: str, owner: str, cp: Checkpoint) -> str | None:
     # the owner row stays locked until commit where writers run concurrently
-    why = stop_reason(conn.execute(conn.dialect.lock(OWNER_STATE), (eid,)).fetchone(), owner)
+    state = conn.execute(conn.dialect.lock(OWNER_STATE), (eid,)).fetchone()
+    why = stop_reason(state, owner)
     if why is not None and why != "paused":
         return why
+    if state[3]:
+        conn.execute(RECOVERED, (eid,))
     s = cp.step
     conn.execute(
         UPSERT_STEP,
@@ -55,6 +59,12 @@ def bulk_checkpoint(
         r[0]: r[1:] for r in conn.execute(states, (json.dumps([c[0] for c in calls]),)).fetchall()
     }
     whys = [stop_reason(state.get(e), o) for e, o, _ in calls]
+    recovered = [
+        (e,) for (e, _, _), why in zip(calls, whys, strict=True)
+        if why in (None, "paused") and state[e][3]
+    ]  # fmt: skip
+    if recovered:
+        conn.executemany(RECOVERED, recovered)
     rows = [
         (e, s.key, s.kind, s.name, s.status, s.result, s.error, s.attempts, s.job_attempt,
          s.started_at, s.finished_at)

@@ -1,36 +1,22 @@
-"""Step functions: checkpointed units of work inside a job.
-
-Each finds the running execution through a contextvar. A step's key is its name plus
-an occurrence counter (``fetch``, ``fetch#2``); on replay a recorded step returns its
-stored result (or raises its stored error) instead of running again.
-"""
+"""Events inside a job: ``pipe.send`` as a step, durable ``wait_for`` on a pipe or on a
+job's completions, and ``job.wait_for`` outside a job."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from qanat import codec
-from qanat.durations import DEFAULT_BACKOFF, BackoffSpec, backoff_delay, parse_duration
-from qanat.durations import to_timestamp as _to_ts
-from qanat.engine.failures import decode_error, encode_error
+from qanat.durations import parse_duration
 from qanat.engine.state import ExecState, current
-from qanat.errors import (
-    ConfigurationError,
-    LeaseLost,
-    NonRetryable,
-    RetryAfter,
-    Suspend,
-    Timeout,
-)
+from qanat.errors import ConfigurationError, LeaseLost, Suspend
 from qanat.storage.base import (
-    WAITING,
+    COMPLETED,
     Checkpoint,
     EventRecord,
     ExecutionFilter,
@@ -43,267 +29,8 @@ from qanat.storage.base import (
 from qanat.storage.matching import project, shape_and_value
 
 if TYPE_CHECKING:
-    from qanat.execution import Execution
     from qanat.job import Job
     from qanat.pipe import EventInfo, Pipe
-
-T = TypeVar("T")
-
-COMPLETED = "completed"
-FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class Step:
-    """Options of a ``run`` step: its name, retries, backoff, per-attempt timeout."""
-
-    name: str
-    retry: int = 3
-    backoff: BackoffSpec = DEFAULT_BACKOFF
-    timeout: float | str | timedelta | None = None
-    concurrency: int | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"a step needs a non-empty name, got {self.name!r}")
-        if isinstance(self.retry, bool) or not isinstance(self.retry, int) or self.retry < 1:
-            raise ValueError(f"step {self.name!r}: retry must be an int >= 1, got {self.retry!r}")
-        if self.timeout is not None:
-            parse_duration(self.timeout, what="timeout")
-        if self.concurrency is not None and (
-            isinstance(self.concurrency, bool)
-            or not isinstance(self.concurrency, int)
-            or self.concurrency < 1
-        ):
-            raise ValueError(
-                f"step {self.name!r}: concurrency must be an int >= 1, got {self.concurrency!r}"
-            )
-
-
-def _return_annotation(fn: Callable[..., Any]) -> Any:
-    try:
-        return get_type_hints(fn).get("return")
-    except Exception:
-        return None
-
-
-def _replayed(st: ExecState, rec: StepRecord, annotation: Any) -> Any:
-    if rec.status == COMPLETED:
-        value = codec.loads(rec.result) if rec.result is not None else None
-        return codec.revive(value, annotation) if annotation is not None else value
-    raise decode_error(rec.error or "{}", st.id)
-
-
-async def _call(st: ExecState, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    if inspect.iscoroutinefunction(fn):
-        return await fn(*args, **kwargs)
-    result = await st.worker.run_sync(fn, *args, **kwargs)
-    if inspect.isawaitable(result):
-        return await result
-    return result
-
-
-async def run(step: str | Step, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run ``fn(*args, **kwargs)`` once as a checkpointed step and return its result.
-
-    On replay the stored result is returned (revived to ``fn``'s return annotation).
-    The step's own retries follow ``Step(retry=, backoff=)``; when they are exhausted
-    the error is checkpointed and raised here, where the handler may catch it.
-    """
-    opts = step if isinstance(step, Step) else Step(step)
-    st = current("run")
-    st.boundary()
-    key = st.next_key(opts.name)
-    rec = st.recorded(key, "run", opts.name)
-    if rec is not None and (rec.status == COMPLETED or rec.job_attempt == st.attempt):
-        return _replayed(st, rec, _return_annotation(fn))
-    if opts.concurrency is None:
-        return await _attempts(st, opts, key, fn, args, kwargs)
-    holder = f"{st.id}|{key}"
-    await _acquire_step(st, opts.name, holder, opts.concurrency)
-    try:
-        return await _attempts(st, opts, key, fn, args, kwargs)
-    finally:
-        await st.worker.storage.release_step(opts.name, holder)
-
-
-async def _acquire_step(st: ExecState, name: str, holder: str, limit: int) -> None:
-    """Wait for one of ``limit`` slots of step ``name``, held in storage (so the cap holds
-    across every worker) under the worker's lease."""
-    worker = st.worker
-    ticker = worker.queue.ticker
-    while True:
-        ev = ticker.event()
-        if await worker.storage.acquire_step(name, holder, worker.id, limit, now() + worker.lease):
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ev.wait(), 0.25)
-
-
-async def _attempts(
-    st: ExecState, opts: Step, key: str, fn: Callable[..., Any], args: Any, kwargs: Any
-) -> Any:
-    started = now()
-    limit = None if opts.timeout is None else parse_duration(opts.timeout)
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            if limit is None:
-                result = await _call(st, fn, args, kwargs)
-            else:
-                try:
-                    async with asyncio.timeout(limit):
-                        result = await _call(st, fn, args, kwargs)
-                except TimeoutError:
-                    raise Timeout(f"step {opts.name!r} timed out after {limit:g}s") from None
-            text = codec.dumps(result, where=f"the result of step {opts.name!r}")
-        except Exception as exc:
-            delay = _retry_delay(exc, opts, attempt)
-            if delay is None:
-                await st.checkpoint(
-                    StepRecord(
-                        st.id,
-                        key,
-                        "run",
-                        opts.name,
-                        FAILED,
-                        None,
-                        encode_error(exc),
-                        attempt,
-                        st.attempt,
-                        started,
-                        now(),
-                    )
-                )
-                raise
-            await asyncio.sleep(delay)
-            continue
-        await st.checkpoint(
-            StepRecord(
-                st.id,
-                key,
-                "run",
-                opts.name,
-                COMPLETED,
-                text,
-                None,
-                attempt,
-                st.attempt,
-                started,
-                now(),
-            )
-        )
-        return result
-
-
-def _retry_delay(exc: Exception, opts: Step, attempt: int) -> float | None:
-    if isinstance(exc, NonRetryable | TypeError) or attempt >= opts.retry:
-        return None
-    if isinstance(exc, RetryAfter):
-        if isinstance(exc.delay, datetime):
-            return max(0.0, _to_ts(exc.delay) - now())
-        return parse_duration(exc.delay)
-    return backoff_delay(opts.backoff, attempt, None)
-
-
-async def sleep(duration: float | str | timedelta) -> None:
-    """Sleep durably: the wake-up time is checkpointed, so a restart still wakes on time."""
-    seconds = parse_duration(duration)
-    await _sleep(current("sleep"), "sleep", lambda: now() + seconds)
-
-
-async def sleep_until(when: datetime) -> None:
-    """Sleep durably until a timezone-aware datetime."""
-    until = _to_ts(when)
-    await _sleep(current("sleep_until"), "sleep", lambda: until)
-
-
-async def _sleep(st: ExecState, name: str, until: Callable[[], float]) -> None:
-    st.boundary()
-    key = st.next_key(name)
-    rec = st.recorded(key, "sleep", name)
-    if rec is not None and rec.result is not None:
-        wake = float(codec.loads(rec.result))
-    else:
-        wake = until()
-        at = now()
-        await st.checkpoint(
-            StepRecord(
-                st.id, key, "sleep", name, COMPLETED, codec.dumps(wake), None, 1, st.attempt, at, at
-            )
-        )
-    remaining = wake - now()
-    if remaining <= 0:
-        return
-    if remaining > st.worker.hot_sleep:
-        st.suspend_status = WAITING
-        st.suspend_until = wake
-        raise Suspend("sleep")
-    from qanat.engine.runner import blocked
-
-    async with blocked(st):
-        await asyncio.sleep(remaining)
-    st.boundary()
-
-
-def progress(pct: float, message: str | None = None, details: Any = None) -> None:
-    """Record the execution's progress, 0 to 100 (the latest value is kept)."""
-    st = current("progress")
-    st.worker.progress(st, pct, message, details)
-
-
-def log(message: str, **fields: Any) -> None:
-    """Append a line to the execution's log (visible with ``qanat show`` and ``.logs()``)."""
-    st = current("log")
-    st.worker.log(st, message, fields)
-
-
-async def start_child(
-    job: Job[Any], args: Sequence[Any], kwargs: Mapping[str, Any], opts: dict[str, Any]
-) -> Execution:
-    """Start a child execution as a checkpointed step; a replay returns the same child."""
-    from qanat.execution import Execution
-
-    st = current("start")
-    st.boundary()
-    key = st.next_key(job.name)
-    rec = st.recorded(key, "start", job.name)
-    queue = st.worker.queue
-    if rec is not None and rec.result is not None:
-        return Execution(queue, str(codec.loads(rec.result)), job.name)
-    opts.setdefault("group", st.record.group)
-    child, value = job.new_record(args, kwargs, parent_id=st.id, **opts)
-    children = [child]
-    if job.cache is not None:
-        child.input = codec.canonical(codec.loads(child.input))
-        since = 0.0 if job.cache == float("inf") else now() - job.cache
-        hit = await st.worker.storage.find_cached(job.name, child.input, since)
-        if hit is not None:
-            child, children = hit, []
-    fresh = bool(children)
-    if child.key is not None and children:
-        # a keyed child may exist already: store it first (idempotent by key) so the
-        # step records the id that really is in storage
-        new_id = child.id
-        [child] = await st.worker.storage.enqueue([child])
-        children, fresh = [], child.id == new_id
-    at = now()
-    text = codec.dumps(child.id)
-    step = StepRecord(st.id, key, "start", job.name, COMPLETED, text, None, 1, st.attempt, at, at)
-    adopted = bool(children) and st.worker.adopt(child)
-    try:
-        await st.checkpoint(step, children)
-    except BaseException:
-        if adopted:
-            st.worker.unadopt()
-        raise
-    if adopted:
-        st.worker.spawn_adopted(child, child)
-    if fresh:
-        st.worker.notify_local()
-        await queue.fire(job, "trigger", child.id, value)
-    return Execution(queue, child.id, job.name)
 
 
 async def send_step(pipe: Pipe[Any], data: Any) -> EventInfo:

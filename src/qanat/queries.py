@@ -1,0 +1,184 @@
+"""Reading the queue's history: ``queue.executions`` (get, list, first, and the bulk
+actions over the same filters) and ``queue.events`` (the log of sent events)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from qanat.durations import to_timestamp
+from qanat.execution import Execution, apply_matching
+from qanat.pipe import EventInfo, Pipe, event_info
+from qanat.storage.base import STATUSES, ExecutionFilter
+
+if TYPE_CHECKING:
+    from qanat.queue import Queue
+
+
+class Events:
+    """``queue.events``: the log of events sent on pipes."""
+
+    def __init__(self, queue: Queue) -> None:
+        self._queue = queue
+
+    async def list(
+        self,
+        *,
+        pipe: str | Pipe[Any] | None = None,
+        since: datetime | float | None = None,
+        limit: int | None = None,
+        page_size: int = 200,
+    ) -> AsyncIterator[EventInfo]:
+        """Sent events (of ``pipe``, sent at or after ``since``), newest first, each with
+        the ids of the executions it triggered and its failed triggers; fetched from
+        storage a page at a time."""
+        q = self._queue
+        await q.ensure_open()
+        name = pipe.name if isinstance(pipe, Pipe) else pipe
+        after = _ts(since, "since")
+        cursor: str | None = None
+        left = limit
+        while True:
+            size = page_size if left is None else min(page_size, left)
+            if size <= 0:
+                return
+            page = await q.storage.events(name, after, size, cursor)
+            for rec in page.items:
+                yield event_info(q.pipe_registry.get(rec.pipe), rec)
+            if left is not None:
+                left -= len(page.items)
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+
+class Executions:
+    """``queue.executions``: look up and list executions."""
+
+    def __init__(self, queue: Queue) -> None:
+        self._queue = queue
+
+    async def get(self, execution_id: str) -> Execution | None:
+        """The execution with this id (with ``.info`` filled in), or None."""
+        await self._queue.ensure_open()
+        rec = await self._queue.storage.get(execution_id)
+        return None if rec is None else self._queue.handle(rec)
+
+    async def list(
+        self, *, limit: int | None = None, page_size: int = 200, **filters: Any
+    ) -> AsyncIterator[Execution]:
+        """Matching executions, newest first, fetched from storage a page at a time.
+
+        Filters: ``job``, ``status``, ``group``, ``started_before``, ``started_after``,
+        ``completed_before``, ``completed_after``, ``attempts``, ``attempts_lt``,
+        ``attempts_gt``.
+        """
+        await self._queue.ensure_open()
+        flt = make_filter(**filters)
+        cursor: str | None = None
+        left = limit
+        while True:
+            size = page_size if left is None else min(page_size, left)
+            if size <= 0:
+                return
+            page = await self._queue.storage.query(flt, size, cursor)
+            for rec in page.items:
+                yield self._queue.handle(rec)
+            if left is not None:
+                left -= len(page.items)
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    async def first(self, **filters: Any) -> Execution | None:
+        """The newest matching execution, or None."""
+        async for e in self.list(limit=1, **filters):
+            return e
+        return None
+
+    # Bulk actions: the filters of ``list``; the rules of each action are those of the
+    # ``Execution`` handle (``qanat.execution.refusal``). Each returns how many changed.
+
+    async def cancel(
+        self, *, reason: str | None = None, page_size: int = 200, **filters: Any
+    ) -> int:
+        """Cancel every matching live execution (and its live children); how many."""
+        return await self._apply("cancel", reason, page_size, filters)
+
+    async def pause(self, *, page_size: int = 200, **filters: Any) -> int:
+        """Pause every matching live execution (running ones at their next step boundary)."""
+        return await self._apply("pause", None, page_size, filters)
+
+    async def resume(self, *, page_size: int = 200, **filters: Any) -> int:
+        """Resume every matching paused execution (and drop pending pause requests)."""
+        return await self._apply("resume", None, page_size, filters)
+
+    async def retry(self, *, page_size: int = 200, **filters: Any) -> int:
+        """Run every matching failed or cancelled execution again from the start."""
+        return await self._apply("retry", None, page_size, filters)
+
+    async def _apply(
+        self, action: str, reason: str | None, page_size: int, filters: dict[str, Any]
+    ) -> int:
+        flt = make_filter(**filters)
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise ValueError(f"page_size must be an int >= 1, got {page_size!r}")
+        await self._queue.ensure_open()
+        return await apply_matching(self._queue, action, flt, reason, page_size)
+
+
+def _ts(value: datetime | float | None, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return to_timestamp(value)
+    if isinstance(value, int | float):
+        return float(value)
+    raise TypeError(f"{name} must be a timezone-aware datetime, got {value!r}")
+
+
+def _names(value: str | Iterable[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+def make_filter(**f: Any) -> ExecutionFilter:
+    """An ``ExecutionFilter`` from keyword filters, checking names and statuses."""
+    allowed = {
+        "job",
+        "status",
+        "group",
+        "started_before",
+        "started_after",
+        "completed_before",
+        "completed_after",
+        "attempts",
+        "attempts_lt",
+        "attempts_gt",
+        "parent_id",
+    }
+    unknown = set(f) - allowed
+    if unknown:
+        raise TypeError(
+            f"unknown execution filter {sorted(unknown)[0]!r}; "
+            f"filters are: {', '.join(sorted(allowed))}"
+        )
+    status = _names(f.get("status"))
+    for s in status or ():
+        if s not in STATUSES:
+            raise ValueError(f"unknown status {s!r}; statuses are: {', '.join(STATUSES)}")
+    return ExecutionFilter(
+        job=_names(f.get("job")),
+        status=status,
+        group=f.get("group"),
+        parent_id=f.get("parent_id"),
+        started_before=_ts(f.get("started_before"), "started_before"),
+        started_after=_ts(f.get("started_after"), "started_after"),
+        completed_before=_ts(f.get("completed_before"), "completed_before"),
+        completed_after=_ts(f.get("completed_after"), "completed_after"),
+        attempts=f.get("attempts"),
+        attempts_lt=f.get("attempts_lt"),
+        attempts_gt=f.get("attempts_gt"),
+    )

@@ -1,0 +1,54 @@
+"""Durable sleeps: the wake-up time is checkpointed, so a restart still wakes on time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from qanat import codec
+from qanat.durations import parse_duration
+from qanat.durations import to_timestamp as _to_ts
+from qanat.engine.state import ExecState, current
+from qanat.errors import Suspend
+from qanat.storage.base import COMPLETED, WAITING, StepRecord, now
+
+
+async def sleep(duration: float | str | timedelta) -> None:
+    """Sleep durably: the wake-up time is checkpointed, so a restart still wakes on time."""
+    seconds = parse_duration(duration)
+    await _sleep(current("sleep"), "sleep", lambda: now() + seconds)
+
+
+async def sleep_until(when: datetime) -> None:
+    """Sleep durably until a timezone-aware datetime."""
+    until = _to_ts(when)
+    await _sleep(current("sleep_until"), "sleep", lambda: until)
+
+
+async def _sleep(st: ExecState, name: str, until: Callable[[], float]) -> None:
+    st.boundary()
+    key = st.next_key(name)
+    rec = st.recorded(key, "sleep", name)
+    if rec is not None and rec.result is not None:
+        wake = float(codec.loads(rec.result))
+    else:
+        wake = until()
+        at = now()
+        await st.checkpoint(
+            StepRecord(
+                st.id, key, "sleep", name, COMPLETED, codec.dumps(wake), None, 1, st.attempt, at, at
+            )
+        )
+    remaining = wake - now()
+    if remaining <= 0:
+        return
+    if remaining > st.worker.hot_sleep:
+        st.suspend_status = WAITING
+        st.suspend_until = wake
+        raise Suspend("sleep")
+    from qanat.engine.runner import blocked
+
+    async with blocked(st):
+        await asyncio.sleep(remaining)
+    st.boundary()
