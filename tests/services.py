@@ -42,14 +42,20 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return cmd
 
 
-def _ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
+READY = "ready to accept connections"
+
+
+def _ready(
+    port: int, proc: subprocess.Popen[bytes], log: Path, seen: int, timeout: float = 30.0
+) -> None:
+    """Wait for the server's ``seen + 1``-th "ready" line in its log (a restart appends)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise RuntimeError(f"postgres exited with {proc.returncode}: {log.read_text()[-2000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                if "ready to accept connections" in log.read_text():
+                if log.read_text().count(READY) > seen:
                     return
         except OSError:
             pass
@@ -91,6 +97,7 @@ class PostgresServer:
         return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> None:
+        seen = self.log.read_text().count(READY) if self.log.exists() else 0
         log = open(self.log, "ab")
         if os.geteuid() == 0:
             shutil.chown(self.log, USER)
@@ -103,11 +110,28 @@ class PostgresServer:
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         log.close()
-        _ready(self.port, self.proc, self.log)
+        _ready(self.port, self.proc, self.log, seen)
+
+    def restart(self) -> None:
+        """Stop at once, as a crash would (SIGQUIT: immediate shutdown, no checkpoint),
+        then start again on the same port and data."""
+        assert self.proc is not None
+        self._signal(signal.SIGQUIT)
+        self.proc.wait(30)
+        self.start()
+
+    def _signal(self, sig: int) -> None:
+        """Signal the postmaster itself (``proc`` may be ``runuser``, which would not
+        pass every signal on)."""
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, sig)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                self._signal(signal.SIGINT)  # fast shutdown
+            except (OSError, ValueError):
+                self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
@@ -117,13 +141,19 @@ class PostgresServer:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """The URL of the session's PostgreSQL server (started on first use)."""
+def postgres_server() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server (started on first use, stopped at the end)."""
     server = PostgresServer()
     try:
         server.start()
         os.environ[ENV_URL] = server.url
-        yield server.url
+        yield server
     finally:
         os.environ.pop(ENV_URL, None)
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of the session's PostgreSQL server."""
+    return postgres_server.url

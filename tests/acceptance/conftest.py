@@ -27,10 +27,11 @@ import pytest
 
 from qanat import Queue
 from qanat.storage.base import FINISHED_STATUSES, ExecutionRecord, StepRecord
-from services import postgres_url
+from services import postgres_server, postgres_url
 
 T = TypeVar("T")
-__all__ = ["postgres_url"]  # the session's PostgreSQL server, for project["postgres"]
+#: the session's PostgreSQL server, for project["postgres"]
+__all__ = ["postgres_server", "postgres_url"]
 
 #: The app every acceptance test runs. Files go to $QANAT_TEST_DIR.
 APP = r'''

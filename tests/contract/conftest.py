@@ -15,9 +15,9 @@ import pytest
 import pytest_asyncio
 
 from qanat.storage import MemoryStorage, PostgresStorage, SqliteStorage, Storage
-from services import postgres_url
+from services import postgres_server, postgres_url
 
-__all__ = ["postgres_url"]  # the session's PostgreSQL server (tests/services.py)
+__all__ = ["postgres_server", "postgres_url"]  # the session's PostgreSQL server (tests/services.py)
 
 _schemas = itertools.count()
 

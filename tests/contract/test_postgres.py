@@ -17,6 +17,7 @@ from qanat.errors import StorageError
 from qanat.storage import ExecutionRecord, Finish, PostgresStorage, from_url
 from qanat.storage.flow import FlowSpec, gate_id
 from qanat.storage.postgres import schema_version
+from services import PostgresServer
 
 T0 = 1_700_000_000.0
 _names = itertools.count()
@@ -222,3 +223,36 @@ async def test_notify_off_polls(postgres_url: str) -> None:
         await store.close()
     with pytest.raises(StorageError, match="notify='maybe' is not on or off"):
         from_url(postgres_url + "?notify=maybe")
+
+
+async def test_server_restart_fails_calls_clearly_then_carries_on(
+    postgres_server: PostgresServer,
+) -> None:
+    """A crash-restart of the server (immediate shutdown) while storage is open: what was
+    committed is there afterwards, a call that meets the dropped connection raises a
+    StorageError, and the next calls run on a new connection (no restart of qanat)."""
+    store = PostgresStorage(postgres_server.url, schema=fresh_schema())
+    await store.open()
+    try:
+        await store.enqueue([_rec("before")])
+        rang = asyncio.Event()
+        stop = store.listen(rang.set)
+        assert stop is not None
+        postgres_server.restart()
+        failed = 0
+        for _ in range(2):  # the writer's and the reader's connections each notice once
+            try:
+                await store.enqueue([_rec(f"x{failed}")])
+                await store.get("before")
+            except StorageError as exc:
+                assert "PostgreSQL storage" in str(exc) and "qanat-test-pw" not in str(exc)
+                failed += 1
+        assert failed >= 1
+        await store.enqueue([_rec("after")])
+        got = {r.id for r in await store.get_many(["before", "after"])}
+        assert got == {"before", "after"}
+        rang.clear()
+        await asyncio.wait_for(rang.wait(), 20)  # the listener reconnected (and notifies)
+        stop()
+    finally:
+        await store.close()

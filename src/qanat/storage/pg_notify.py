@@ -72,7 +72,7 @@ class PgBell:
                     conn = self._connect()
                 conn.execute(f"NOTIFY {self.channel}")
                 backoff = BACKOFF_FIRST
-            except psycopg.Error as exc:
+            except Exception as exc:  # psycopg's, or StorageError from connecting
                 log.warning("qanat: PostgreSQL NOTIFY failed (%s); retrying", exc)
                 with contextlib.suppress(Exception):
                     if conn is not None:
@@ -116,7 +116,9 @@ class PgBell:
                 while not self._closing.is_set():
                     for _ in conn.notifies(timeout=LISTEN_TICK):
                         self._call()
-            except psycopg.Error as exc:
+                    if conn.broken or conn.closed:  # notifies() can end quietly on a
+                        raise psycopg.OperationalError("the server closed the connection")
+            except Exception as exc:  # psycopg's, or StorageError from connecting
                 if not self._closing.is_set():
                     log.warning(
                         "qanat: PostgreSQL LISTEN connection lost (%s); polling, "

@@ -119,6 +119,11 @@ class PgConnection:
         return self._flow_locked
 
     @property
+    def broken(self) -> bool:
+        """Whether the connection is lost (the writer thread then opens a new one)."""
+        return bool(self.raw.closed or self.raw.broken)
+
+    @property
     def in_transaction(self) -> bool:
         return self.raw.pgconn.transaction_status != pq.TransactionStatus.IDLE
 
@@ -254,9 +259,18 @@ class PostgresStorage(SqlStorage):
         label = f"PostgreSQL storage {redact(self.url)}"
         errors = (psycopg.Error,)
         self._writer = ConnThread(
-            writer, "qanat-pg-writer", label, True, errors, BULK, retryable=_retryable
+            writer,
+            "qanat-pg-writer",
+            label,
+            True,
+            errors,
+            BULK,
+            retryable=_retryable,
+            reopen=self._connect,
         )
-        self._reader = ConnThread(reader, "qanat-pg-reader", label, False, errors)
+        self._reader = ConnThread(
+            reader, "qanat-pg-reader", label, False, errors, reopen=self._connect
+        )
         if self.notify:
             self._bell = self._writer.bell = PgBell(self._connect_raw, f"qanat_{self.schema}")
 

@@ -14,6 +14,8 @@ failure (``retryable``: PostgreSQL only) is rolled back whole and run again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from typing import Any, TypeVar
 from qanat.errors import StorageError
 
 T = TypeVar("T")
+log = logging.getLogger("qanat")
 
 #: At most this many operations share one transaction (bounds a batch's latency).
 MAX_BATCH = 1024
@@ -57,6 +60,7 @@ class ConnThread:
         errors: tuple[type[BaseException], ...],
         bulk: dict[Callable[..., Any], Bulk] | None = None,
         retryable: Callable[[BaseException], bool] | None = None,
+        reopen: Callable[[], Any] | None = None,
     ) -> None:
         self.conn = conn
         self.label = label
@@ -64,6 +68,9 @@ class ConnThread:
         self.errors = errors
         self.bulk = bulk or {}
         self.retryable = retryable
+        #: makes a new connection when this one broke (the server restarted, a network
+        #: fault): the batch that met the fault failed, the next ones run on the new one
+        self.reopen = reopen
         self.ops: queue.SimpleQueue[_Op] = queue.SimpleQueue()
         #: rung after each commit that changed something (writer only; None: no bell)
         self.bell: Any = None
@@ -103,10 +110,30 @@ class ConnThread:
                 running = False
                 rest, batch = batch[stop_at:], batch[:stop_at]
             if batch:
-                results = self._run_write(batch) if self.write else self._run_read(batch)
+                fault = self._reconnect()
+                if fault is not None:
+                    results = [(fut, False, fault) for _, _, fut in batch if fut is not None]
+                elif self.write:
+                    results = self._run_write(batch)
+                else:
+                    results = self._run_read(batch)
                 self._send(results)
             if not running:
                 self._close(rest)
+
+    def _reconnect(self) -> BaseException | None:
+        """Replace a broken connection before a batch; the error if that fails too."""
+        if self.reopen is None or not getattr(self.conn, "broken", False):
+            return None
+        try:
+            new = self.reopen()
+        except Exception as exc:
+            return self._error(exc)
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        self.conn = new
+        log.warning("qanat: %s: connection re-established", self.label)
+        return None
 
     def _close(self, rest: list[_Op]) -> None:
         error: BaseException | None = None
