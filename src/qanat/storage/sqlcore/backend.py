@@ -49,6 +49,7 @@ T = TypeVar("T")
 
 #: Operations that have a one-statement form for a run of them in a batch.
 BULK: dict[Callable[..., Any], Bulk] = {
+    executions.op_enqueue: executions.bulk_enqueue,
     executions.op_finish: executions.bulk_finish,
     steps.op_checkpoint: steps.bulk_checkpoint,
     pipes.op_send: pipes.bulk_send,
