@@ -21,7 +21,7 @@ from qanat.errors import ConfigurationError, UnknownJob, UnknownPipe
 from qanat.execution import Execution, outcome_of
 from qanat.flow import CancelOn, attr_view
 from qanat.job import Job
-from qanat.pipe import EventInfo, Pipe, event_info
+from qanat.pipe import Pipe
 from qanat.queries import Events, Executions
 from qanat.sizes import SizeLike, parse_size
 from qanat.storage import Storage, from_url
@@ -33,6 +33,7 @@ from qanat.storage.base import (
     TriggerFailure,
     now,
 )
+from qanat.views import EventInfo, event_info
 
 if TYPE_CHECKING:
     from qanat.engine.worker import Worker
@@ -305,7 +306,12 @@ class Queue:
         if self.worker is not None:
             self.worker.notify_local()
 
+    def handle_of(self, execution_id: str, job: str) -> Execution:
+        """A handle on an execution known by id (the step functions make theirs here)."""
+        return Execution(self, execution_id, job)
+
     def handle(self, rec: ExecutionRecord) -> Execution:
+        """A handle on a stored record, carrying it as ``info``."""
         e = Execution(self, rec.id, rec.job)
         e.info = rec
         return e

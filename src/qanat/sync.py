@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from qanat import steps
-from qanat.engine.state import ExecState, current, set_current
 from qanat.sizes import SizeLike
+from qanat.steps.state import ExecState, current, set_current
 
 if TYPE_CHECKING:
     from qanat.queue import Queue

@@ -141,3 +141,14 @@ def current_or_none() -> ExecState | None:
 def set_current(st: ExecState | None) -> Any:
     """Bind an execution to this context; returns the token to reset it."""
     return _current.set(st)
+
+
+@contextlib.asynccontextmanager
+async def blocked(st: ExecState) -> Any:
+    """While a job waits on a child (or sleeps in memory), it does not count against the
+    worker's capacity nor hold a concurrency slot; it takes one back to continue."""
+    st.worker.block(st, +1)
+    try:
+        yield
+    finally:
+        await st.worker.unblock(st)
