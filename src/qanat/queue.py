@@ -11,12 +11,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from qanat import codec
 from qanat._ids import new_id
 from qanat.durations import parse_duration
 from qanat.engine.watcher import Ticker, Watcher
+from qanat.engine.worker import Worker
 from qanat.errors import ConfigurationError, UnknownJob, UnknownPipe
 from qanat.execution import Execution, outcome_of
 from qanat.flow import CancelOn, attr_view
@@ -33,11 +34,8 @@ from qanat.storage.base import (
     TriggerFailure,
     now,
 )
+from qanat.sync import SyncQueue
 from qanat.views import EventInfo, event_info
-
-if TYPE_CHECKING:
-    from qanat.engine.worker import Worker
-    from qanat.sync import SyncQueue
 
 log = logging.getLogger("qanat")
 
@@ -259,8 +257,6 @@ class Queue:
         """Open storage; with ``worker=True`` also run executions in this process."""
         await self.ensure_open()
         if worker and self.worker is None and self.registry:
-            from qanat.engine.worker import Worker
-
             kw: dict[str, Any] = {}
             if hot_sleep is not None:
                 kw["hot_sleep"] = hot_sleep
@@ -292,8 +288,6 @@ class Queue:
     def sync(self) -> SyncQueue:
         """A blocking facade for sync programs: ``queue.sync.jobs.x.run(...)``."""
         if self._sync is None:
-            from qanat.sync import SyncQueue
-
             self._sync = SyncQueue(self)
         return self._sync
 
