@@ -28,9 +28,10 @@ from qanat.errors import (
 )
 from qanat.execution import Execution
 from qanat.flow import Batch, CancelOn, Concurrency, Debounce, RateLimit, Singleton, Throttle
+from qanat.hooks import Event
 from qanat.job import Job, job
 from qanat.pipe import Pipe, Trigger
-from qanat.queue import Event, Queue
+from qanat.queue import Queue
 from qanat.steps import Step, log, progress, run, sleep, sleep_until, thread
 from qanat.views import EventInfo, FailedTrigger, LogLine, Progress, StepInfo
 

@@ -119,7 +119,7 @@ def _wrappable(value: Any) -> bool:
     from qanat.job import Job
     from qanat.pipe import Pipe
     from qanat.queries import Events, Executions
-    from qanat.queue import Jobs, Pipes
+    from qanat.registry import Jobs, Pipes
 
     if isinstance(value, list):
         return False
