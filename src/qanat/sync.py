@@ -33,7 +33,13 @@ def _on_worker_loop(
 
     async def bound() -> T:
         set_current(st)
-        return await coro_fn(*args, **kwargs)
+        task = asyncio.current_task()
+        assert task is not None
+        st.loop_steps.add(task)  # so that interrupting the execution cancels it too
+        try:
+            return await coro_fn(*args, **kwargs)
+        finally:
+            st.loop_steps.discard(task)
 
     return asyncio.run_coroutine_threadsafe(bound(), loop).result()
 

@@ -160,6 +160,8 @@ class Worker:
         if st is not None and st.task is not None and not st.task.done():
             st.stop_reason = why
             st.task.cancel()
+            for step in list(st.loop_steps):  # a plain handler's async steps
+                step.cancel()
 
     # --- signals from elsewhere in this process -------------------------------------
 

@@ -37,6 +37,9 @@ class ExecState:
     suspended: bool = False
     #: True while a step waits before an attempt (``between_attempts``).
     idle: bool = False
+    #: Steps a plain handler runs on the worker's loop (``qanat.sync.run``): tasks of
+    #: their own, cancelled with the execution's task.
+    loop_steps: set[asyncio.Task[Any]] = field(default_factory=set)
     #: True once this worker's finish of the execution committed: what its hooks log
     #: afterwards is written under no claim (``owner=None``), the claim being over.
     settled: bool = False
