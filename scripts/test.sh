@@ -2,7 +2,7 @@
 # The full test suite, with all set-up, on a fresh machine: builds its own virtual
 # environment from the declared, pinned dependencies (pyproject.toml's [dev] extra under
 # scripts/constraints.txt), so nothing that happens to be installed on the machine
-# counts, then runs ruff, mypy and pytest (unit, contract,
+# counts, then runs ruff, mypy, the import-layer check (lint-imports) and pytest (unit, contract,
 # acceptance). Usage: ./scripts/test.sh [pytest args]
 # QANAT_TEST_VENV=dir picks where the venv goes (default .venv-test, made anew each run).
 set -euo pipefail
@@ -21,5 +21,7 @@ echo "== ruff"
 "$py" -m ruff format --check src tests benchmarks examples
 echo "== mypy"
 "$py" -m mypy
+echo "== import layers"
+"$venv/bin/lint-imports" --no-cache
 echo "== pytest"
 "$py" -m pytest -q -p no:cacheprovider "$@"

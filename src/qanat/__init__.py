@@ -26,12 +26,14 @@ from qanat.errors import (
     UnknownPipe,
     WorkerLost,
 )
-from qanat.execution import Execution, LogLine, Progress, StepInfo
+from qanat.execution import Execution
 from qanat.flow import Batch, CancelOn, Concurrency, Debounce, RateLimit, Singleton, Throttle
+from qanat.hooks import Event
 from qanat.job import Job, job
-from qanat.pipe import EventInfo, FailedTrigger, Pipe, Trigger
-from qanat.queue import Event, Queue
+from qanat.pipe import Pipe, Trigger
+from qanat.queue import Queue
 from qanat.steps import Step, log, progress, run, sleep, sleep_until, thread
+from qanat.views import EventInfo, FailedTrigger, LogLine, Progress, StepInfo
 
 __all__ = [
     "DEFAULT_BACKOFF",

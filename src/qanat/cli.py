@@ -28,12 +28,13 @@ from qanat.cli_control import filter_options, filters_of
 from qanat.engine.supervisor import Supervisor, watch_supervisor
 from qanat.errors import PayloadTooLarge, StorageError, UnknownPipe
 from qanat.execution import Execution
-from qanat.pipe import EventInfo, Pipe
+from qanat.pipe import Pipe
 from qanat.queue import Queue
 from qanat.storage.base import (
     COMPLETED,
     ExecutionRecord,
 )
+from qanat.views import EventInfo
 
 # --- the command group ---------------------------------------------------------------
 

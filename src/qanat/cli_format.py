@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from qanat import codec
-from qanat.engine.failures import error_fields
-from qanat.execution import LogLine, Progress, StepInfo, parse_progress
+from qanat.failures import error_fields
 from qanat.storage.base import RUNNING, ExecutionRecord, Storage, now
+from qanat.views import LogLine, Progress, StepInfo, parse_progress
 
 
 def dumps(value: Any, *, pretty: bool = False) -> str:

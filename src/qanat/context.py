@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from qanat.engine.state import ExecState
+    from qanat.steps.state import ExecState
 
 
 class Context:

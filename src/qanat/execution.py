@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from qanat import codec
-from qanat.engine.failures import decode_error, error_fields
-from qanat.engine.state import current_or_none
 from qanat.errors import Cancelled, QanatError, Skipped
+from qanat.failures import decode_error, error_fields
+from qanat.steps.state import blocked, current_or_none
 from qanat.storage.base import (
     CANCELLED,
     COMPLETED,
@@ -27,6 +27,7 @@ from qanat.storage.base import (
     ExecutionFilter,
     ExecutionRecord,
 )
+from qanat.views import LogLine, Progress, StepInfo, parse_progress
 
 if TYPE_CHECKING:
     from qanat.queue import Queue
@@ -34,30 +35,6 @@ if TYPE_CHECKING:
 
 def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """A recorded step, as ``Execution.steps()`` returns it."""
-
-    key: str
-    kind: str
-    name: str
-    status: str
-    result: Any
-    error: dict[str, Any] | None
-    attempts: int
-    started_at: datetime | None
-    finished_at: datetime | None
-
-
-@dataclass(frozen=True)
-class LogLine:
-    """A line of an execution's log."""
-
-    at: datetime
-    message: str
-    fields: dict[str, Any]
 
 
 #: What ``Execution.control`` and the bulk actions of ``queue.executions`` do.
@@ -107,15 +84,6 @@ class Control:
     status: str | None
 
 
-@dataclass(frozen=True)
-class Progress:
-    """The latest progress an execution reported."""
-
-    pct: float
-    message: str | None = None
-    details: Any = None
-
-
 class Execution:
     """A handle on one execution. Cheap to make; every method reads storage afresh."""
 
@@ -156,8 +124,6 @@ class Execution:
         if st is None:
             rec = await self._queue.watcher.wait(self.id, timeout)
         else:
-            from qanat.engine.runner import blocked
-
             # inside a job: waiting on another execution frees this one's slot
             async with blocked(st):
                 st.boundary()
@@ -297,14 +263,6 @@ async def apply_matching(
         if page.cursor is None:
             return changed
         cursor = page.cursor
-
-
-def parse_progress(text: str | None) -> Progress | None:
-    """The stored progress JSON as a ``Progress``."""
-    if not text:
-        return None
-    data = json.loads(text)
-    return Progress(float(data.get("pct", 0)), data.get("message"), data.get("details"))
 
 
 def outcome_of(rec: ExecutionRecord, decode_output: Callable[[str | None], Any]) -> Any:

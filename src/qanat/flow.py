@@ -13,14 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qanat.durations import Frequency, parse_duration, parse_frequency
 from qanat.errors import ConfigurationError
+from qanat.pipe import Pipe
 from qanat.storage.flow import FlowSpec, gate_id
-
-if TYPE_CHECKING:
-    from qanat.pipe import Pipe
 
 KeyFn = Callable[[Any], Any] | None
 DurationLike = float | int | str | timedelta
@@ -228,8 +226,6 @@ def check_batch(job: str, value: Any) -> Batch:
 
 
 def check_cancel_on(job: str, value: Any) -> tuple[CancelOn, ...]:
-    from qanat.pipe import Pipe
-
     if isinstance(value, CancelOn):
         value = [value]
     out: list[CancelOn] = []

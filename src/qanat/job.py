@@ -21,11 +21,12 @@ from qanat.durations import (
     to_timestamp,
     validate_backoff,
 )
-from qanat.engine.state import current_or_none
 from qanat.errors import ConfigurationError
 from qanat.flow import CancelOn, FlowOptions, check_cancel_on
 from qanat.pipe import Pipe, Trigger
 from qanat.sizes import check_size
+from qanat.steps import job_wait_step, start_child, wait_for_completion
+from qanat.steps.state import current_or_none
 from qanat.storage.base import ExecutionRecord, now
 
 if TYPE_CHECKING:
@@ -316,10 +317,7 @@ class Job(Generic[R]):
         a completion exactly once). Outside a job it is a plain call that polls storage.
         """
         if current_or_none() is not None:
-            from qanat.steps import job_wait_step
-
             return await job_wait_step(self, match, timeout)  # type: ignore[no-any-return]
-        from qanat.steps import wait_for_completion
 
         return await wait_for_completion(self, match, timeout)  # type: ignore[no-any-return]
 
@@ -341,8 +339,6 @@ class Job(Generic[R]):
         opts = _pop_options(kwargs)
         st = current_or_none()
         if st is not None:
-            from qanat.steps import start_child
-
             return await start_child(self, args, kwargs, opts)
         return await self._bound().start_execution(self, args, kwargs, opts)
 

@@ -8,8 +8,8 @@ in one storage transaction. Inside a running job the send is a checkpointed step
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pydantic
@@ -17,11 +17,13 @@ import pydantic
 from qanat import codec
 from qanat.errors import ConfigurationError
 from qanat.sizes import check_size
+from qanat.steps import send_step, wait_step
+from qanat.steps.state import current_or_none
+from qanat.views import EventInfo
 
 if TYPE_CHECKING:
     from qanat.job import Job
     from qanat.queue import Queue
-    from qanat.storage.base import EventRecord, TriggerFailure
 
 T = TypeVar("T")
 
@@ -41,40 +43,6 @@ class Trigger:
     @property
     def name(self) -> str:
         return self.source.name
-
-
-@dataclass(frozen=True)
-class FailedTrigger:
-    """A trigger that did not start its job: the transform raised, or its result was not
-    valid input for the job. ``source`` is the event id (or, for ``job.into``, the id of
-    the execution whose output was the trigger)."""
-
-    source: str
-    job: str
-    error: str
-    at: datetime
-
-
-@dataclass(frozen=True)
-class EventInfo:
-    """A sent event, as ``pipe.send`` returns it and ``queue.events.list`` yields it."""
-
-    id: str
-    pipe: str
-    data: Any
-    sent_at: datetime
-    executions: list[str]
-    """Ids of the executions the event triggered, in trigger order."""
-    failed: list[FailedTrigger]
-    """Triggers that could not start their job."""
-    source: str | None = None
-    """The id of the execution that sent the event, if a job sent it."""
-    woke: list[str] = field(default_factory=list)
-    """Ids of the executions whose ``wait_for`` (dict match) received the event."""
-
-
-def failed_trigger(f: TriggerFailure) -> FailedTrigger:
-    return FailedTrigger(f.source, f.job, f.error, datetime.fromtimestamp(f.at, UTC))
 
 
 class Pipe(Generic[T]):
@@ -146,11 +114,8 @@ class Pipe(Generic[T]):
         Inside a running job this is a checkpointed step: a replay returns the recorded
         event and never sends again.
         """
-        from qanat.engine.state import current_or_none
 
         if current_or_none() is not None:
-            from qanat.steps import send_step
-
             return await send_step(self, data)
         if self._queue is None:
             raise ConfigurationError(
@@ -170,21 +135,5 @@ class Pipe(Generic[T]):
         type), or None when ``timeout`` (a duration) passes first. The execution holds
         no concurrency slot while it waits, and a worker restart loses nothing.
         """
-        from qanat.steps import wait_step
 
         return await wait_step(self, match, timeout)  # type: ignore[no-any-return]
-
-
-def event_info(pipe: Pipe[Any] | None, rec: EventRecord) -> EventInfo:
-    """The public view of a stored event."""
-    data = pipe.decode(rec.data) if pipe is not None else codec.loads(rec.data)
-    return EventInfo(
-        rec.id,
-        rec.pipe,
-        data,
-        datetime.fromtimestamp(rec.sent_at, UTC),
-        list(rec.executions),
-        [failed_trigger(f) for f in rec.failures],
-        rec.source,
-        list(rec.woke),
-    )

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from qanat.durations import to_timestamp
 from qanat.execution import Execution, apply_matching
-from qanat.pipe import EventInfo, Pipe, event_info
+from qanat.pipe import Pipe
 from qanat.storage.base import STATUSES, ExecutionFilter
+from qanat.views import EventInfo, event_info
 
 if TYPE_CHECKING:
     from qanat.queue import Queue

@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import inspect
 import logging
-import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any
 
 from qanat import codec
 from qanat._ids import new_id
 from qanat.durations import parse_duration
 from qanat.engine.watcher import Ticker, Watcher
-from qanat.errors import ConfigurationError, UnknownJob, UnknownPipe
+from qanat.engine.worker import Worker
+from qanat.errors import ConfigurationError
 from qanat.execution import Execution, outcome_of
 from qanat.flow import CancelOn, attr_view
+from qanat.hooks import Event, Hooks
 from qanat.job import Job
-from qanat.pipe import EventInfo, Pipe, event_info
+from qanat.pipe import Pipe
 from qanat.queries import Events, Executions
+from qanat.registry import Jobs, Pipes, load_jobs, register
 from qanat.sizes import SizeLike, parse_size
 from qanat.storage import Storage, from_url
 from qanat.storage.base import (
@@ -33,93 +32,10 @@ from qanat.storage.base import (
     TriggerFailure,
     now,
 )
-
-if TYPE_CHECKING:
-    from qanat.engine.worker import Worker
-    from qanat.sync import SyncQueue
+from qanat.sync import SyncQueue
+from qanat.views import EventInfo, event_info
 
 log = logging.getLogger("qanat")
-
-EVENTS = (
-    "start",
-    "success",
-    "failure",
-    "error",
-    "retry",
-    "cancel",
-    "settled",
-    "progress",
-    "trigger",
-)
-_HOOK_FOR = {
-    "start": "on_start",
-    "success": "on_success",
-    "failure": "on_failure",
-    "error": "on_error",
-    "cancel": "on_cancel",
-    "settled": "on_settled",
-    "trigger": "on_trigger",
-}
-
-
-@dataclass(frozen=True)
-class Event:
-    """What a global hook (``queue.on(...)``) receives."""
-
-    name: str
-    execution_id: str
-    job: str
-    timestamp: datetime
-    payload: Any
-
-
-T = TypeVar("T")
-
-
-class _Registry(Generic[T]):
-    """Registered objects by attribute (``reg.name``) or by name (``reg["name"]``)."""
-
-    def __init__(self, registry: dict[str, T], kind: str, missing: type[Exception]) -> None:
-        self._registry = registry
-        self._kind = kind
-        self._missing = missing
-
-    def __getitem__(self, name: str) -> T:
-        try:
-            return self._registry[name]
-        except KeyError:
-            known = ", ".join(sorted(self._registry)) or "none"
-            raise self._missing(
-                f"no {self._kind} named {name!r} on this queue ({self._kind}s: {known})"
-            ) from None
-
-    def __getattr__(self, name: str) -> T:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return self[name]
-
-    def __iter__(self) -> Any:
-        return iter(self._registry.values())
-
-    def __len__(self) -> int:
-        return len(self._registry)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._registry
-
-
-class Jobs(_Registry["Job[Any]"]):
-    """``queue.jobs``: the registered jobs by attribute or by name."""
-
-    def __init__(self, registry: dict[str, Job[Any]]) -> None:
-        super().__init__(registry, "job", UnknownJob)
-
-
-class Pipes(_Registry["Pipe[Any]"]):
-    """``queue.pipes``: the registered pipes by attribute or by name."""
-
-    def __init__(self, registry: dict[str, Pipe[Any]]) -> None:
-        super().__init__(registry, "pipe", UnknownPipe)
 
 
 #: A job a trigger starts, and the transform from the trigger's data to its input.
@@ -178,7 +94,7 @@ class Queue:
         self.max_payload = parse_size(max_payload, what="Queue(max_payload=)")
         self.retention = _check_retention(retention)
         self.registry: dict[str, Job[Any]] = {}
-        for j in _load_jobs(jobs):
+        for j in load_jobs(jobs):
             self.add(j)
         self.pipe_registry: dict[str, Pipe[Any]] = {}
         for p in pipes:
@@ -194,19 +110,19 @@ class Queue:
         self.ticker = Ticker(self._changed, self.storage.listen)
         self.watcher = Watcher(self)
         self.worker: Worker | None = None
-        self._hooks: dict[str, list[Callable[[Event], Any]]] = {}
+        self.hooks = Hooks()
         self._open = False
         self._open_lock: asyncio.Lock | None = None
         self._sync: SyncQueue | None = None
 
     def add(self, j: Job[Any]) -> None:
         """Register a job (names must be unique)."""
-        _register(self.registry, j, Job, "job", "(use @job)")
+        register(self.registry, j, Job, "job", "(use @job)")
         j._queue = self
 
     def add_pipe(self, p: Pipe[Any]) -> None:
         """Register a pipe (names must be unique)."""
-        _register(self.pipe_registry, p, Pipe, "pipe", "")
+        register(self.pipe_registry, p, Pipe, "pipe", "")
         p._queue = self
 
     def _link_triggers(self) -> None:
@@ -258,8 +174,6 @@ class Queue:
         """Open storage; with ``worker=True`` also run executions in this process."""
         await self.ensure_open()
         if worker and self.worker is None and self.registry:
-            from qanat.engine.worker import Worker
-
             kw: dict[str, Any] = {}
             if hot_sleep is not None:
                 kw["hot_sleep"] = hot_sleep
@@ -291,8 +205,6 @@ class Queue:
     def sync(self) -> SyncQueue:
         """A blocking facade for sync programs: ``queue.sync.jobs.x.run(...)``."""
         if self._sync is None:
-            from qanat.sync import SyncQueue
-
             self._sync = SyncQueue(self)
         return self._sync
 
@@ -305,7 +217,12 @@ class Queue:
         if self.worker is not None:
             self.worker.notify_local()
 
+    def handle_of(self, execution_id: str, job: str) -> Execution:
+        """A handle on an execution known by id (the step functions make theirs here)."""
+        return Execution(self, execution_id, job)
+
     def handle(self, rec: ExecutionRecord) -> Execution:
+        """A handle on a stored record, carrying it as ``info``."""
         e = Execution(self, rec.id, rec.job)
         e.info = rec
         return e
@@ -507,35 +424,17 @@ class Queue:
     def on(self, event: str, handler: Callable[[Event], Any]) -> None:
         """Call ``handler(event)`` on ``start``, ``success``, ``failure``, ``error``, ``retry``,
         ``cancel``, ``settled``, ``progress`` or ``trigger`` of any execution."""
-        if event not in EVENTS:
-            raise ValueError(f"unknown event {event!r}; events are: {', '.join(EVENTS)}")
-        self._hooks.setdefault(event, []).append(handler)
+        self.hooks.on(event, handler)
 
     def has_hooks(self, event: str) -> bool:
         """Whether any global hook listens to ``event``."""
-        return bool(self._hooks.get(event))
+        return self.hooks.has_hooks(event)
 
     async def fire(
         self, j: Job[Any], event: str, execution_id: str, value: Any, *extra: Any
     ) -> None:
         """Run the job's hook for ``event``, then the global ones. Errors are logged only."""
-        hook = j.hooks.get(_HOOK_FOR.get(event, ""))
-        handlers = self._hooks.get(event)
-        if hook is None and not handlers:
-            return
-        data = None if value is None else j.input_for_hooks(value)
-        if hook is not None:
-            await _call_hook(hook, data, *extra)
-        if handlers:
-            ev = Event(
-                event,
-                execution_id,
-                j.name,
-                datetime.now(UTC),
-                {"input": data, **({"detail": extra[0]} if extra else {})},
-            )
-            for h in handlers:
-                await _call_hook(h, ev)
+        await self.hooks.fire(j, event, execution_id, value, *extra)
 
     # --- queries -----------------------------------------------------------------------
 
@@ -597,17 +496,6 @@ def _lease(value: Any) -> float:
     return seconds
 
 
-def _register(registry: dict[str, Any], obj: Any, cls: type[Any], kind: str, hint: str) -> None:
-    if not isinstance(obj, cls):
-        raise ConfigurationError(
-            f"Queue({kind}s=...) takes {cls.__name__} objects{' ' + hint if hint else ''}, "
-            f"got {obj!r}"
-        )
-    if obj.name in registry and registry[obj.name] is not obj:
-        raise ConfigurationError(f"two {kind}s are named {obj.name!r}; {kind} names must be unique")
-    registry[obj.name] = obj
-
-
 def _matches(rule: CancelOn, event: Any, rec: ExecutionRecord) -> bool:
     """A ``cancel_on`` match; one that raises is logged and counts as no match (the event
     is stored already and must not fail its send)."""
@@ -621,15 +509,6 @@ def _matches(rule: CancelOn, event: Any, rec: ExecutionRecord) -> bool:
 
 def _plain_output(text: str | None) -> Any:
     return None if text is None else codec.loads(text)
-
-
-async def _call_hook(hook: Callable[..., Any], *args: Any) -> None:
-    try:
-        res = hook(*args)
-        if inspect.isawaitable(res):
-            await res
-    except Exception:
-        log.exception("qanat: hook %r raised", getattr(hook, "__name__", hook))
 
 
 def _check_retention(retention: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -655,26 +534,3 @@ def _check_retention(retention: Mapping[str, Any] | None) -> dict[str, Any]:
                 f"unknown retention key {k!r}; use {', '.join(FINISHED_STATUSES)} or max_per_status"
             )
     return out
-
-
-def _load_jobs(jobs: Sequence[Job[Any]] | str | Path) -> list[Job[Any]]:
-    if not isinstance(jobs, str | Path):
-        if not isinstance(jobs, Iterable):
-            raise ConfigurationError(
-                f"Queue(jobs=) takes a list of jobs or a folder of job modules, got {jobs!r}"
-            )
-        return list(jobs)
-    folder = Path(jobs)
-    if not folder.is_dir():
-        raise ConfigurationError(f"Queue(jobs={str(jobs)!r}): not a folder")
-    found: list[Job[Any]] = []
-    for path in sorted(folder.glob("*.py")):
-        mod_name = f"qanat_jobs_{folder.name}_{path.stem}"
-        spec = importlib.util.spec_from_file_location(mod_name, path)
-        if spec is None or spec.loader is None:
-            continue
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module
-        spec.loader.exec_module(module)
-        found.extend(v for v in vars(module).values() if isinstance(v, Job))
-    return found

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from qanat import steps
-from qanat.engine.state import ExecState, current, set_current
 from qanat.sizes import SizeLike
+from qanat.steps.state import ExecState, current, set_current
 
 if TYPE_CHECKING:
     from qanat.queue import Queue
@@ -33,7 +33,13 @@ def _on_worker_loop(
 
     async def bound() -> T:
         set_current(st)
-        return await coro_fn(*args, **kwargs)
+        task = asyncio.current_task()
+        assert task is not None
+        st.loop_steps.add(task)  # so that interrupting the execution cancels it too
+        try:
+            return await coro_fn(*args, **kwargs)
+        finally:
+            st.loop_steps.discard(task)
 
     return asyncio.run_coroutine_threadsafe(bound(), loop).result()
 
@@ -119,7 +125,7 @@ def _wrappable(value: Any) -> bool:
     from qanat.job import Job
     from qanat.pipe import Pipe
     from qanat.queries import Events, Executions
-    from qanat.queue import Jobs, Pipes
+    from qanat.registry import Jobs, Pipes
 
     if isinstance(value, list):
         return False

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from qanat import Queue, codec
-from qanat.engine.failures import error_fields
+from qanat.failures import error_fields
 from qanat.storage.base import LogRecord
 
 if TYPE_CHECKING:

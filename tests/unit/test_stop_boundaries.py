@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import qanat
 from qanat import Job, Queue, RetryAfter, Step, job, run, sleep
 from qanat.engine.threads import DaemonThreadPool
 from support import eventually
@@ -307,3 +308,34 @@ async def test_a_step_waiting_out_its_retry_backoff_is_released_at_once(tmp_path
     assert rec.status == "pending" and rec.owner is None
     assert await _finish_elsewhere(retrying, storage, h.id) == "ok"
     assert len(tries) == 2  # the step starts afresh elsewhere: its failed try was not stored
+
+
+@pytest.mark.timeout(30)
+async def test_grace_expiry_cancels_an_async_step_of_a_plain_handler(tmp_path: Path) -> None:
+    inside = threading.Event()
+    ended: list[str] = []
+
+    async def long_step() -> str:
+        inside.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            ended.append("cancelled")
+            raise
+        ended.append("finished")
+        return "late"
+
+    @job
+    def plain() -> str:
+        return str(qanat.sync.run("long", long_step))
+
+    storage = _db(tmp_path)
+    q = await _started(plain, storage)
+    h = await q.jobs.plain.start()
+    await eventually(lambda: asyncio.sleep(0, inside.is_set()))
+    began = time.monotonic()
+    await q.stop(grace=0.3)
+    assert time.monotonic() - began < 3
+    assert ended == ["cancelled"], "the step kept running on the loop after the stop"
+    rec = await _record(storage, plain, h.id)
+    assert rec.status == "pending" and rec.owner is None

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from qanat.context import Context
 from qanat.durations import backoff_delay, parse_duration, to_timestamp
-from qanat.engine.failures import encode_error
-from qanat.engine.state import ExecState, set_current
 from qanat.errors import (
     LeaseLost,
     NonDeterminism,
@@ -22,6 +19,8 @@ from qanat.errors import (
     Timeout,
     WorkerLost,
 )
+from qanat.failures import encode_error
+from qanat.steps.state import ExecState, set_current
 from qanat.storage.base import (
     CANCELLED,
     COMPLETED,
@@ -228,14 +227,3 @@ def _worker_lost(st: ExecState, limit: int) -> WorkerLost:
         f"their lease) running it {where}, with no checkpoint in between; it is failed "
         f"instead of being run again (Queue(max_recoveries={limit}))"
     )
-
-
-@contextlib.asynccontextmanager
-async def blocked(st: ExecState) -> Any:
-    """While a job waits on a child (or sleeps in memory), it does not count against the
-    worker's capacity nor hold a concurrency slot; it takes one back to continue."""
-    st.worker.block(st, +1)
-    try:
-        yield
-    finally:
-        await st.worker.unblock(st)

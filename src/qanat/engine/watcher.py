@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from qanat.errors import QanatError
 from qanat.storage.base import FINISHED_STATUSES, ExecutionRecord, now
+from qanat.views import parse_progress
 
 if TYPE_CHECKING:
     from qanat.queue import Queue
@@ -210,8 +211,6 @@ class Watcher:
         if rec.id in self._progress:
             last, cbs = self._progress[rec.id]
             if rec.progress is not None and rec.progress != last:
-                from qanat.execution import parse_progress
-
                 self._progress[rec.id] = (rec.progress, cbs)
                 value = parse_progress(rec.progress)
                 for cb in cbs:

@@ -18,9 +18,9 @@ from qanat._ids import new_id
 from qanat.engine.cron import CronScheduler
 from qanat.engine.isolate import ProcessPool
 from qanat.engine.runner import execute
-from qanat.engine.state import ExecState
 from qanat.engine.threads import DaemonThreadPool
 from qanat.errors import LeaseLost
+from qanat.steps.state import ExecState
 from qanat.storage.base import (
     CANCELLED,
     PAUSED,
@@ -160,6 +160,8 @@ class Worker:
         if st is not None and st.task is not None and not st.task.done():
             st.stop_reason = why
             st.task.cancel()
+            for step in list(st.loop_steps):  # a plain handler's async steps
+                step.cancel()
 
     # --- signals from elsewhere in this process -------------------------------------
 

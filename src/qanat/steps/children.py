@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from qanat import codec
-from qanat.engine.state import current
+from qanat.steps.state import current
 from qanat.storage.base import COMPLETED, StepRecord, now
 
 if TYPE_CHECKING:
@@ -18,15 +18,13 @@ async def start_child(
     job: Job[Any], args: Sequence[Any], kwargs: Mapping[str, Any], opts: dict[str, Any]
 ) -> Execution:
     """Start a child execution as a checkpointed step; a replay returns the same child."""
-    from qanat.execution import Execution
-
     st = current("start")
     st.boundary()
     key = st.next_key(job.name)
     rec = st.recorded(key, "start", job.name)
     queue = st.worker.queue
     if rec is not None and rec.result is not None:
-        return Execution(queue, str(codec.loads(rec.result)), job.name)
+        return queue.handle_of(str(codec.loads(rec.result)), job.name)
     opts.setdefault("group", st.record.group)
     child, value = job.new_record(args, kwargs, parent_id=st.id, **opts)
     children = [child]
@@ -58,4 +56,4 @@ async def start_child(
     if fresh:
         st.worker.notify_local()
         await queue.fire(job, "trigger", child.id, value)
-    return Execution(queue, child.id, job.name)
+    return queue.handle_of(child.id, job.name)

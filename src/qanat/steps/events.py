@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from qanat import codec
 from qanat.durations import parse_duration
-from qanat.engine.state import ExecState, current
 from qanat.errors import ConfigurationError, LeaseLost, Suspend
+from qanat.steps.state import ExecState, current
 from qanat.storage.base import (
     COMPLETED,
     Checkpoint,
@@ -27,10 +27,11 @@ from qanat.storage.base import (
     now,
 )
 from qanat.storage.matching import project, shape_and_value
+from qanat.views import EventInfo, event_info
 
 if TYPE_CHECKING:
     from qanat.job import Job
-    from qanat.pipe import EventInfo, Pipe
+    from qanat.pipe import Pipe
 
 
 async def send_step(pipe: Pipe[Any], data: Any) -> EventInfo:
@@ -40,7 +41,6 @@ async def send_step(pipe: Pipe[Any], data: Any) -> EventInfo:
     storage refuses a second event with one id: a crash between the send and its
     checkpoint replays into the stored event rather than a second one.
     """
-    from qanat.pipe import event_info
 
     st = current("send")
     st.boundary()

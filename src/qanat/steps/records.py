@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qanat.engine.state import current
+from qanat.steps.state import current
 
 
 def progress(pct: float, message: str | None = None, details: Any = None) -> None:

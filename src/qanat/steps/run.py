@@ -19,10 +19,10 @@ from qanat.durations import (
     validate_backoff,
 )
 from qanat.durations import to_timestamp as _to_ts
-from qanat.engine.failures import decode_error, encode_error
-from qanat.engine.state import ExecState, current
 from qanat.errors import NonRetryable, PayloadTooLarge, RetryAfter, Timeout
+from qanat.failures import decode_error, encode_error
 from qanat.sizes import check_size
+from qanat.steps.state import ExecState, current
 from qanat.storage.base import COMPLETED, FAILED, StepRecord, now
 
 

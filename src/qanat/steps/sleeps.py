@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from qanat import codec
 from qanat.durations import parse_duration
 from qanat.durations import to_timestamp as _to_ts
-from qanat.engine.state import ExecState, current
 from qanat.errors import Suspend
+from qanat.steps.state import ExecState, blocked, current
 from qanat.storage.base import COMPLETED, WAITING, StepRecord, now
 
 
@@ -47,8 +47,6 @@ async def _sleep(st: ExecState, name: str, until: Callable[[], float]) -> None:
         st.suspend_status = WAITING
         st.suspend_until = wake
         raise Suspend("sleep")
-    from qanat.engine.runner import blocked
-
     async with blocked(st):
         await asyncio.sleep(remaining)
     st.boundary()

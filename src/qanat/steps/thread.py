@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from qanat.engine.state import ExecState
 from qanat.sizes import SizeLike, parse_size
 from qanat.steps.run import Step, checkpointed
+from qanat.steps.state import ExecState
 
 
 async def thread(

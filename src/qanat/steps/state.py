@@ -37,6 +37,9 @@ class ExecState:
     suspended: bool = False
     #: True while a step waits before an attempt (``between_attempts``).
     idle: bool = False
+    #: Steps a plain handler runs on the worker's loop (``qanat.sync.run``): tasks of
+    #: their own, cancelled with the execution's task.
+    loop_steps: set[asyncio.Task[Any]] = field(default_factory=set)
     #: True once this worker's finish of the execution committed: what its hooks log
     #: afterwards is written under no claim (``owner=None``), the claim being over.
     settled: bool = False
@@ -141,3 +144,14 @@ def current_or_none() -> ExecState | None:
 def set_current(st: ExecState | None) -> Any:
     """Bind an execution to this context; returns the token to reset it."""
     return _current.set(st)
+
+
+@contextlib.asynccontextmanager
+async def blocked(st: ExecState) -> Any:
+    """While a job waits on a child (or sleeps in memory), it does not count against the
+    worker's capacity nor hold a concurrency slot; it takes one back to continue."""
+    st.worker.block(st, +1)
+    try:
+        yield
+    finally:
+        await st.worker.unblock(st)
