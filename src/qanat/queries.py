@@ -3,7 +3,7 @@ actions over the same filters) and ``queue.events`` (the log of sent events)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,28 @@ from qanat.views import EventInfo, event_info
 
 if TYPE_CHECKING:
     from qanat.queue import Queue
+
+
+def _paged(
+    fetch: Callable[[int, str | None], Awaitable[Any]],
+) -> Callable[[int | None, int], AsyncIterator[Any]]:
+    """Rows of a storage listing (``fetch(size, cursor)`` returning a page with ``items``
+    and ``cursor``), at most ``limit``, read ``page_size`` at a time."""
+
+    async def rows(limit: int | None, page_size: int) -> AsyncIterator[Any]:
+        cursor: str | None = None
+        left = limit
+        while left is None or left > 0:
+            page = await fetch(page_size if left is None else min(page_size, left), cursor)
+            for item in page.items:
+                yield item
+            if left is not None:
+                left -= len(page.items)
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    return rows
 
 
 class Events:
@@ -38,20 +60,9 @@ class Events:
         await q.ensure_open()
         name = pipe.name if isinstance(pipe, Pipe) else pipe
         after = _ts(since, "since")
-        cursor: str | None = None
-        left = limit
-        while True:
-            size = page_size if left is None else min(page_size, left)
-            if size <= 0:
-                return
-            page = await q.storage.events(name, after, size, cursor)
-            for rec in page.items:
-                yield event_info(q.pipe_registry.get(rec.pipe), rec)
-            if left is not None:
-                left -= len(page.items)
-            if page.cursor is None:
-                return
-            cursor = page.cursor
+        pages = _paged(lambda size, cursor: q.storage.events(name, after, size, cursor))
+        async for rec in pages(limit, page_size):
+            yield event_info(q.pipe_registry.get(rec.pipe), rec)
 
 
 class Executions:
@@ -77,20 +88,9 @@ class Executions:
         """
         await self._queue.ensure_open()
         flt = make_filter(**filters)
-        cursor: str | None = None
-        left = limit
-        while True:
-            size = page_size if left is None else min(page_size, left)
-            if size <= 0:
-                return
-            page = await self._queue.storage.query(flt, size, cursor)
-            for rec in page.items:
-                yield self._queue.handle(rec)
-            if left is not None:
-                left -= len(page.items)
-            if page.cursor is None:
-                return
-            cursor = page.cursor
+        pages = _paged(lambda size, cursor: self._queue.storage.query(flt, size, cursor))
+        async for rec in pages(limit, page_size):
+            yield self._queue.handle(rec)
 
     async def first(self, **filters: Any) -> Execution | None:
         """The newest matching execution, or None."""

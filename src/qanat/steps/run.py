@@ -136,6 +136,12 @@ async def _attempts(
 ) -> Any:
     started = now()
     limit = None if opts.timeout is None else parse_duration(opts.timeout)
+
+    def record(status: str, text: str | None, error: str | None, attempts: int) -> StepRecord:
+        return StepRecord(
+            st.id, key, kind, opts.name, status, text, error, attempts, st.attempt, started, now()
+        )
+
     attempt = 0
     while True:
         attempt += 1
@@ -153,40 +159,12 @@ async def _attempts(
         except Exception as exc:
             delay = _retry_delay(exc, opts, attempt)
             if delay is None:
-                await st.checkpoint(
-                    StepRecord(
-                        st.id,
-                        key,
-                        kind,
-                        opts.name,
-                        FAILED,
-                        None,
-                        encode_error(exc),
-                        attempt,
-                        st.attempt,
-                        started,
-                        now(),
-                    )
-                )
+                await st.checkpoint(record(FAILED, None, encode_error(exc), attempt))
                 raise
             with st.between_attempts():
                 await asyncio.sleep(delay)
             continue
-        await st.checkpoint(
-            StepRecord(
-                st.id,
-                key,
-                kind,
-                opts.name,
-                COMPLETED,
-                text,
-                None,
-                attempt,
-                st.attempt,
-                started,
-                now(),
-            )
-        )
+        await st.checkpoint(record(COMPLETED, text, None, attempt))
         return result
 
 
