@@ -28,6 +28,7 @@ from qanat.storage.base import (
 )
 from qanat.storage.memory import MemoryStorage
 from qanat.storage.sqlite import SqliteStorage
+from qanat.storage.urls import redact
 
 if TYPE_CHECKING:
     from qanat.storage.postgres import PostgresStorage
@@ -42,18 +43,6 @@ PLANNED = {
     "http": "HTTP orchestration node",
     "https": "HTTP orchestration node",
 }
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for error messages."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return url
 
 
 def _sqlite(url: str) -> SqliteStorage:
@@ -103,7 +92,7 @@ def _postgres(url: str) -> Storage:
         elif key == "notify":
             if value not in ("on", "off"):
                 raise StorageError(
-                    f"invalid PostgreSQL URL {_redact(url)!r}: notify={value!r} is not on or off"
+                    f"invalid PostgreSQL URL {redact(url)!r}: notify={value!r} is not on or off"
                 )
             notify = value == "on"
         else:
@@ -115,7 +104,7 @@ def _postgres(url: str) -> Storage:
     try:
         return _postgres_class()(conninfo, schema=schema, notify=notify)
     except ValueError as exc:
-        raise StorageError(f"invalid PostgreSQL URL {_redact(url)!r}: {exc}") from None
+        raise StorageError(f"invalid PostgreSQL URL {redact(url)!r}: {exc}") from None
 
 
 def __getattr__(name: str) -> Any:
@@ -143,7 +132,7 @@ def from_url(url: str) -> Storage:
             f"the {PLANNED[base]} backend ({scheme}://) is not available yet in this version "
             f"of qanat; use {ACCEPTED}"
         )
-    raise StorageError(f"unsupported storage URL {_redact(url)!r}: use {ACCEPTED}")
+    raise StorageError(f"unsupported storage URL {redact(url)!r}: use {ACCEPTED}")
 
 
 __all__ = [

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +37,7 @@ from qanat.storage.sqlcore.backend import BULK, SqlStorage
 from qanat.storage.sqlcore.dialect import POSTGRES, Dialect
 from qanat.storage.sqlcore.schema import numbered_scripts
 from qanat.storage.sqlcore.writer import ConnThread
+from qanat.storage.urls import redact
 
 APPLICATION = "qanat"
 DEFAULT_SCHEMA = "qanat"
@@ -56,18 +56,6 @@ def migrations() -> tuple[tuple[int, str], ...]:
 def schema_version() -> int:
     """The newest PostgreSQL schema this code knows."""
     return len(migrations())
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return url
 
 
 class PgConnection:
