@@ -120,6 +120,18 @@ class PostgresServer:
         self.proc.wait(30)
         self.start()
 
+    def crash(self) -> None:
+        """``pg_ctl stop -m immediate`` (run as the postgres OS user): every backend
+        killed at once, no shutdown checkpoint, as a crash would; ``start()`` brings
+        the server back on the same port and data (together: ``pg_ctl restart -m
+        immediate``, with the outage between them in the caller's hands)."""
+        assert self.proc is not None
+        subprocess.run(
+            _as_postgres([str(BIN / "pg_ctl"), "stop", "-D", str(self.data), "-m", "immediate"]),
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        self.proc.wait(30)
+
     def _signal(self, sig: int) -> None:
         """Signal the postmaster itself (``proc`` may be ``runuser``, which would not
         pass every signal on)."""
