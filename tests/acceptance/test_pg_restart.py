@@ -153,6 +153,9 @@ def test_postgres_restart_loses_doubles_and_strands_nothing(
         (r.id, r.status, r.error) for r in recs if r.status != "completed"
     ]
     assert sorted(codec.loads(r.output or "null") for r in recs) == [i * 100 + 6 for i in range(N)]
+    # a broken connection is not the job's failure: no attempt was spent on it (the
+    # executions in flight were recovered after their lease, as from a dead worker)
+    assert {r.attempt for r in recs} == {1}, [(r.id, r.attempt, r.error) for r in recs]
 
     # each step ran once, except the step in flight at the crash (at most one per execution)
     runs = Counter(
