@@ -66,7 +66,9 @@ def _ready(
 class PostgresServer:
     """One throw-away PostgreSQL cluster."""
 
-    def __init__(self) -> None:
+    def __init__(self, listen: tuple[str, ...] = (), hba: tuple[str, ...] = ()) -> None:
+        """``listen``: addresses to listen on besides 127.0.0.1; ``hba``: networks (CIDR)
+        allowed in with the password besides the loopback."""
         for tool in ("initdb", "postgres"):
             if not (BIN / tool).exists():
                 raise RuntimeError(
@@ -78,6 +80,7 @@ class PostgresServer:
         self.log = self.root / "postgres.log"
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.listen = ("127.0.0.1", *listen)
         if os.geteuid() == 0:
             shutil.chown(self.root, USER)
         pwfile = self.root / "pw"
@@ -91,6 +94,10 @@ class PostgresServer:
             ),
             check=True, capture_output=True, timeout=120,
         )  # fmt: skip
+        if hba:
+            with (self.data / "pg_hba.conf").open("a") as conf:
+                for net in hba:
+                    conf.write(f"host all all {net} scram-sha-256\n")
 
     @property
     def url(self) -> str:
@@ -103,7 +110,7 @@ class PostgresServer:
             shutil.chown(self.log, USER)
         self.proc = subprocess.Popen(
             _as_postgres(
-                [str(BIN / "postgres"), "-D", str(self.data), "-h", "127.0.0.1",
+                [str(BIN / "postgres"), "-D", str(self.data), "-h", ",".join(self.listen),
                  "-p", str(self.port), "-k", str(self.root), "-c", "max_connections=300",
                  "-c", "fsync=on", "-c", "synchronous_commit=on"]
             ),
@@ -119,6 +126,18 @@ class PostgresServer:
         self._signal(signal.SIGQUIT)
         self.proc.wait(30)
         self.start()
+
+    def crash(self) -> None:
+        """``pg_ctl stop -m immediate`` (run as the postgres OS user): every backend
+        killed at once, no shutdown checkpoint, as a crash would; ``start()`` brings
+        the server back on the same port and data (together: ``pg_ctl restart -m
+        immediate``, with the outage between them in the caller's hands)."""
+        assert self.proc is not None
+        subprocess.run(
+            _as_postgres([str(BIN / "pg_ctl"), "stop", "-D", str(self.data), "-m", "immediate"]),
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        self.proc.wait(30)
 
     def _signal(self, sig: int) -> None:
         """Signal the postmaster itself (``proc`` may be ``runuser``, which would not

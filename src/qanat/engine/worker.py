@@ -250,6 +250,7 @@ class Worker:
         jobs = list(self.queue.registry)
         ticker = self.queue.ticker
         forced = True
+        failures = 0
         while not self._stopping:
             ev = ticker.event()
             # a local signal or a timer means "claim"; a storage change alone (often our
@@ -257,21 +258,26 @@ class Worker:
             forced = forced or self._wake.is_set()
             self._wake.clear()
             free = self.free_slots()
-            got = 0
-            if free > 0 and (forced or await self.storage.has_ready(jobs, now())):
-                try:
+            recs: list[ExecutionRecord] = []
+            try:
+                if free > 0 and (forced or await self.storage.has_ready(jobs, now())):
                     recs = await self.storage.claim(
                         self.id, jobs, min(free, self.batch), self.lease, now()
                     )
-                except Exception:
-                    log.exception("qanat: claiming executions failed")
-                    recs = []
-                    await asyncio.sleep(0.5)
-                got = len(recs)
-                for rec in recs:
-                    self._spawn(rec)
-                if self.storage.next_wake is not None:
-                    self.wake_at(self.storage.next_wake)
+                failures = 0
+            except Exception:
+                # storage unreachable (a server restart, a network cut): say so, back
+                # off (0.5 s doubling up to 8 s) and keep trying; this loop must not die
+                log.exception("qanat: claiming executions failed")
+                await asyncio.sleep(min(8.0, 0.5 * 2**failures))
+                failures += 1
+                forced = True
+                continue
+            got = len(recs)
+            for rec in recs:
+                self._spawn(rec)
+            if self.storage.next_wake is not None:
+                self.wake_at(self.storage.next_wake)
             forced = False
             if got and got == min(free, self.batch):
                 forced = True

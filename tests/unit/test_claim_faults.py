@@ -1,0 +1,58 @@
+"""The claim loop survives storage faults: while storage raises (a database restart, a
+network cut) the worker logs, backs off and retries, and claims again once it answers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from qanat import StorageError, job
+from qanat.storage import MemoryStorage
+from support import eventually
+
+
+@job
+async def ping() -> str:
+    return "pong"
+
+
+async def test_claim_loop_backs_off_through_failing_storage_and_recovers(
+    make_queue: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="qanat")
+    store = MemoryStorage()
+    down = True
+    calls: list[str] = []
+    real_has_ready, real_claim = store.has_ready, store.claim
+
+    async def has_ready(*args: Any) -> bool:
+        calls.append("has_ready")
+        if down:
+            raise StorageError("cannot connect to the database (test)")
+        return await real_has_ready(*args)
+
+    async def claim(*args: Any) -> Any:
+        calls.append("claim")
+        if down:
+            raise StorageError("cannot connect to the database (test)")
+        return await real_claim(*args)
+
+    store.has_ready = has_ready  # type: ignore[method-assign]
+    store.claim = claim  # type: ignore[method-assign]
+    await make_queue(ping, storage=store)
+    # enqueued by a client (as from another process): the worker must claim it
+    client = await make_queue(ping, storage=store, worker=False)
+    h = await client.jobs.ping.start()
+
+    async def failed_twice() -> bool:
+        return sum(1 for r in caplog.records if "claiming executions failed" in r.message) >= 2
+
+    await eventually(failed_twice, timeout=10)
+    before = len(calls)
+    down = False
+    assert await h.result(timeout=15) == "pong"
+    assert "claim" in calls[before:]
+    # backed off, not a busy loop: two failures take 0.5 s + 1 s
+    assert before < 20, calls
