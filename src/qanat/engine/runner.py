@@ -71,7 +71,7 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
     deadline_hit = False
     past_deadline: Timeout | None = None
     if rec.deadline is not None:
-        left = rec.deadline - now()
+        left = rec.deadline - storage.clock()  # a local timer
         if limit is None or left < limit:
             limit, deadline_hit = max(0.0, left), True
     try:
@@ -182,13 +182,16 @@ async def _failed(
     if final:
         await _final_failure(worker, st, value, exc)
         return
-    if isinstance(exc, RetryAfter):
-        if isinstance(exc.delay, datetime):
-            due = to_timestamp(exc.delay)
-        else:
-            due = now() + parse_duration(exc.delay)
+    if isinstance(exc, RetryAfter) and isinstance(exc.delay, datetime):
+        due = to_timestamp(exc.delay)
     else:
-        due = now() + backoff_delay(job.backoff, rec.attempt, job.input_for_hooks(value))
+        # a due time other hosts compare: from the storage's clock (one read per retry)
+        at = await worker.storage.now()
+        if isinstance(exc, RetryAfter):
+            assert not isinstance(exc.delay, datetime)
+            due = at + parse_duration(exc.delay)
+        else:
+            due = at + backoff_delay(job.backoff, rec.attempt, job.input_for_hooks(value))
     fin = Finish(PENDING, error=encode_error(exc), attempt=rec.attempt + 1, available_at=due)
     if await worker.storage.finish(rec.id, worker.id, fin):
         st.settled = True

@@ -184,10 +184,11 @@ async def _durable_wait(
         if on.field is not None:
             plain = {on.field: plain} if plain else {}
         shape, value = shape_and_value(plain)
-    started = round(now(), 6)
+    storage = st.worker.storage
+    # the deadline is written and compared by every host: the storage's clock
+    started = round(await storage.now(), 6)
     deadline = None if timeout is None else started + parse_duration(timeout, what="timeout")
     waiter = Waiter(st.id, key, on.pipe, shape, value, started, deadline)
-    storage = st.worker.storage
     await st.worker.flush(st)
     # woken and replayed: a delivered event (or a passed deadline) is read, not re-waited
     pre = await storage.waiter(st.id, key) if st.record.claims > 1 else None

@@ -125,7 +125,7 @@ async def _acquire_step(st: ExecState, name: str, holder: str, limit: int) -> No
     ticker = worker.queue.ticker
     while True:
         ev = ticker.event()
-        if await worker.storage.acquire_step(name, holder, worker.id, limit, now() + worker.lease):
+        if await worker.storage.acquire_step(name, holder, worker.id, limit, worker.lease):
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ev.wait(), 0.25)
