@@ -32,7 +32,6 @@ from qanat.storage.base import (
     ExecutionRecord,
     Finish,
     LogRecord,
-    now,
 )
 
 if TYPE_CHECKING:
@@ -121,7 +120,7 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
     # job.wait_for: storage records this completion as an event, and serves its waiters,
     # in the finishing transaction, only when a waiter for this job exists
     fin.event = CompletionEvent(
-        f"job:{rec.id}", f"job:{job.name}", rec.input, text, round(now(), 6), rec.id
+        f"job:{rec.id}", f"job:{job.name}", rec.input, text, round(storage.clock(), 6), rec.id
     )
     if fin.failures:  # logged in the finishing transaction: no line without its finish
         fin.logs = [
@@ -131,7 +130,7 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
     if await storage.finish(rec.id, worker.id, fin):
         st.settled = True
         if queue.watcher.waiting(rec.id):
-            done = rec.copy(status=COMPLETED, output=text, completed_at=now(), owner=None)
+            done = rec.copy(status=COMPLETED, output=text, completed_at=storage.clock(), owner=None)
             queue.watcher.finished(done)
         if targets:
             await _after_output_triggers(worker, rec.id, fin, fired)
@@ -205,7 +204,9 @@ async def _final_failure(worker: Worker, st: ExecState, value: Any, exc: Excepti
     text = encode_error(exc)
     if await worker.storage.finish(rec.id, worker.id, Finish(FAILED, error=text)):
         st.settled = True
-        worker.queue.watcher.finished(rec.copy(status=FAILED, error=text, completed_at=now()))
+        worker.queue.watcher.finished(
+            rec.copy(status=FAILED, error=text, completed_at=worker.storage.clock())
+        )
         if value is not None:
             await worker.queue.fire(job, "error", rec.id, value, exc)
             await worker.queue.fire(job, "failure", rec.id, value, exc)

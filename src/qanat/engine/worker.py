@@ -29,7 +29,6 @@ from qanat.storage.base import (
     ExecutionRecord,
     LogRecord,
     Storage,
-    now,
 )
 
 if TYPE_CHECKING:
@@ -434,7 +433,9 @@ class Worker:
         return None if st.settled else self.id
 
     def log(self, st: ExecState, message: str, fields: dict[str, Any]) -> None:
-        line = LogRecord(st.id, now(), str(message), json.dumps(fields, default=str) or None)
+        line = LogRecord(
+            st.id, self.storage.clock(), str(message), json.dumps(fields, default=str) or None
+        )
         self._io(st, self.storage.append_logs(self._owner_of(st), [line]))
 
     def progress(self, st: ExecState, pct: float, message: str | None, details: Any) -> None:

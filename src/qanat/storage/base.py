@@ -651,7 +651,12 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def wait(
-        self, execution_id: str, owner: str, waiter: Waiter, pokes: int | None, at: float
+        self,
+        execution_id: str,
+        owner: str,
+        waiter: Waiter,
+        pokes: int | None,
+        at: float | None = None,
     ) -> WaitState:
         """Record a waiter (if none is stored at its execution and key) and, in the same
         transaction, suspend the execution unless the wait is over.
@@ -659,8 +664,9 @@ class Storage(abc.ABC):
         With a stop reason other than ``paused`` (see ``checkpoint``) nothing is written.
         The execution is suspended (``waiting`` until ``waiter.deadline``, or ``paused``
         if a pause was requested; owner cleared) when the stored waiter has no delivery,
-        its deadline is after ``at``, and ``pokes`` is None or equals its ``pokes``
-        (a predicate waiter suspends only if no send came since it last looked).
+        its deadline is after ``at`` (None: the storage's now), and ``pokes`` is None or
+        equals its ``pokes`` (a predicate waiter suspends only if no send came since it
+        last looked).
         """
 
     @abc.abstractmethod

@@ -618,8 +618,14 @@ class MemoryStorage(Storage):
             self._wake_one(w.execution_id, at)
 
     async def wait(
-        self, execution_id: str, owner: str, waiter: Waiter, pokes: int | None, at: float
+        self,
+        execution_id: str,
+        owner: str,
+        waiter: Waiter,
+        pokes: int | None,
+        at: float | None = None,
     ) -> WaitState:
+        at = now() if at is None else at
         e = self._execs.get(execution_id)
         why = self._stop_reason(e, owner)
         if e is None or (why is not None and why != "paused"):

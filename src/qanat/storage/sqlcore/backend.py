@@ -243,7 +243,12 @@ class SqlStorage(Storage):
     # --- waiting (pipe.wait_for) ---------------------------------------------------------
 
     async def wait(
-        self, execution_id: str, owner: str, waiter: Waiter, pokes: int | None, at: float
+        self,
+        execution_id: str,
+        owner: str,
+        waiter: Waiter,
+        pokes: int | None,
+        at: float | None = None,
     ) -> WaitState:
         return await self._w(pipes.op_wait, execution_id, owner, waiter, pokes, at)
 
