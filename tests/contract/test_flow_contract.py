@@ -280,21 +280,3 @@ async def test_a_backlog_behind_a_full_gate_does_not_hold_up_other_keys(storage:
     assert len(page.items) == 3000
     assert {e.reason for e in page.items} == {"concurrency"}
     assert await claim_ids(storage, T0 + 4) == []
-
-
-# --- elected housekeeping (Storage.lead) -----------------------------------------------
-
-
-async def test_one_leader_and_takeover_after_its_lease(storage: Storage) -> None:
-    at = now()
-    assert await storage.lead("housekeeping", "w1", 10.0)
-    assert not await storage.lead("housekeeping", "w2", 10.0)  # w1 leads
-    assert await storage.lead("housekeeping", "w1", 10.0)  # renewed by the leader
-    assert await storage.lead("other-role", "w2", 10.0)  # roles are separate
-    # w1 stops renewing (it died): once its lease lapses, w2 takes over, and w1 is out
-    await storage.acquire_step("qanat:lead:housekeeping", "w1", "w1", 1, -1.0, at)
-    assert await storage.lead("housekeeping", "w2", 10.0)
-    assert not await storage.lead("housekeeping", "w1", 10.0)
-    # a leader that resigns hands over at once
-    await storage.resign("housekeeping", "w2")
-    assert await storage.lead("housekeeping", "w1", 10.0)
