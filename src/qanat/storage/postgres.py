@@ -146,10 +146,11 @@ class PgConnection:
 class ServerClock:
     """The server's clock and this host's offset to it (``Storage.clock``).
 
-    Every read of the server's clock (once per claim or renew transaction) measures the
-    offset against the middle of the round trip; local timers add it to ``time.time()``.
-    Its error is half a round trip at most: fine for a timer, never written (the rule in
-    ``Storage``)."""
+    Every read of the server's clock (once per write transaction that needs it: claim,
+    renew, finish, release, ...; and ``Storage.now``) measures the offset against the
+    middle of the round trip; local timers add it to ``time.time()``. Its error is half a
+    round trip at most: fine for a timer, not for a time other hosts compare (the rule in
+    ``Storage``). Shared by the writer and reader connections of one storage."""
 
     SQL = "SELECT extract(epoch from clock_timestamp())::double precision"
 
