@@ -395,6 +395,10 @@ class Worker:
                 if leading and not was_leading:
                     log.info("qanat: worker %s leads housekeeping", self.id)
                     await self.cron.catch_up_all()
+                elif not leading and not ticks:
+                    log.info(
+                        "qanat: worker %s follows: another worker leads the housekeeping", self.id
+                    )
                 if ticks:
                     await self.reclaim_dead()
                 if leading and await self.storage.refill():
