@@ -8,6 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# libfaketime: the clock-skew acceptance test runs a worker 10 s ahead (LD_PRELOAD)
+if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && command -v apt-get >/dev/null; then
+    echo "== apt-get install faketime"
+    apt-get install -y -q faketime >/dev/null || sudo -n apt-get install -y -q faketime >/dev/null
+fi
+
 venv="${QANAT_TEST_VENV:-$PWD/.venv-test}"
 echo "== venv $venv (fresh)"
 python3 -m venv --clear "$venv"

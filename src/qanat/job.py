@@ -259,10 +259,12 @@ class Job(Generic[R]):
         deadline: datetime | DurationLike | None = None,
         group: str | None = None,
         parent_id: str | None = None,
+        at: float | None = None,
     ) -> tuple[ExecutionRecord, Any]:
-        """Validate a call and build the execution record it would store."""
+        """Validate a call and build the execution record it would store; ``at`` is the
+        storage's now (``Storage.clock``; default this host's clock)."""
         text, value = self.encode_input(args, kwargs)
-        at = now()
+        at = now() if at is None else at
         due = at
         if delay is not None and run_at is not None:
             raise ValueError("pass delay= or run_at=, not both")

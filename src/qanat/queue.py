@@ -30,7 +30,6 @@ from qanat.storage.base import (
     EventRecord,
     ExecutionRecord,
     TriggerFailure,
-    now,
 )
 from qanat.sync import SyncQueue
 from qanat.views import EventInfo, event_info
@@ -211,7 +210,8 @@ class Queue:
     # --- enqueueing --------------------------------------------------------------
 
     def clock(self) -> float:
-        return now()
+        """The storage's now, estimated (``Storage.clock``): enqueue times, cache ages."""
+        return self.storage.clock()
 
     def notify_local(self) -> None:
         if self.worker is not None:
@@ -230,10 +230,10 @@ class Queue:
     async def start_execution(
         self, j: Job[Any], args: Sequence[Any], kwargs: Mapping[str, Any], opts: dict[str, Any]
     ) -> Execution:
-        rec, value = j.new_record(args, kwargs, **opts)
+        rec, value = j.new_record(args, kwargs, at=self.clock(), **opts)
         await self.ensure_open()
         if j.cache is not None:
-            since = now() - j.cache if j.cache != float("inf") else 0.0
+            since = self.clock() - j.cache if j.cache != float("inf") else 0.0
             hit = await self.storage.find_cached(
                 j.name, codec.canonical(codec.loads(rec.input)), since
             )
@@ -258,7 +258,8 @@ class Queue:
     async def start_executions(
         self, j: Job[Any], calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]]
     ) -> list[Execution]:
-        built = [j.new_record(a, k) for a, k in calls]
+        at = self.clock()
+        built = [j.new_record(a, k, at=at) for a, k in calls]
         await self.ensure_open()
         stored = await self.storage.enqueue([r for r, _ in built])
         self.notify_local()
@@ -287,16 +288,16 @@ class Queue:
                 except Exception as exc:
                     what = getattr(transform, "__name__", repr(transform))
                     error = f"transform {what} raised {type(exc).__name__}: {exc}"
-                    failures.append(TriggerFailure(source, j.name, error, now()))
+                    failures.append(TriggerFailure(source, j.name, error, self.clock()))
                     continue
             try:
                 args, kwargs = j.call_from(value)
-                rec, validated = j.new_record(args, kwargs, group=group)
+                rec, validated = j.new_record(args, kwargs, group=group, at=self.clock())
                 if j.cache is not None:
                     rec.input = codec.canonical(codec.loads(rec.input))
             except Exception as exc:
                 error = f"invalid input for job {j.name!r}: {type(exc).__name__}: {exc}"
-                failures.append(TriggerFailure(source, j.name, error, now()))
+                failures.append(TriggerFailure(source, j.name, error, self.clock()))
                 continue
             records.append(rec)
             fired.append((j, validated))
@@ -319,7 +320,7 @@ class Queue:
             self.pipe_targets.get(pipe.name, ()), value, eid
         )
         # Whole microseconds: sent_at as a datetime round-trips into since= exactly.
-        event = EventRecord(eid, pipe.name, text, round(now(), 6), source)
+        event = EventRecord(eid, pipe.name, text, round(self.clock(), 6), source)
         stored = await self.storage.send(event, records, failures)
         if self.worker is not None:
             self.worker.notify_local()  # it may have woken a waiting execution here
@@ -467,12 +468,12 @@ class Queue:
         windows: list[float] = []
         for status in FINISHED_STATUSES:
             age = self.retention.get(status)
-            before = None if age is None else now() - age
+            before = None if age is None else self.clock() - age
             if age is not None:
                 windows.append(age)
             if before is not None or keep is not None:
                 n += await self.storage.purge(status, before, keep)
-        events_before = now() - max(windows) if windows else None
+        events_before = self.clock() - max(windows) if windows else None
         if events_before is not None or keep is not None:
             n += await self.storage.purge_events(events_before, keep)
         return n

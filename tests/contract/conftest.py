@@ -43,3 +43,26 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield store
     finally:
         await store.close()
+
+
+def twin_of(store: Storage) -> Storage:
+    """A second storage object on the same store (another worker process's view)."""
+    if isinstance(store, SqliteStorage):
+        return SqliteStorage(store.path)
+    if isinstance(store, PostgresStorage):
+        return PostgresStorage(store.url, schema=store.schema)
+    return store  # memory: one process, one object
+
+
+@pytest_asyncio.fixture
+async def twin(storage: Storage) -> AsyncIterator[Storage]:
+    """The test's ``storage`` opened a second time (the same object for memory)."""
+    other = twin_of(storage)
+    if other is storage:
+        yield storage
+        return
+    await other.open()
+    try:
+        yield other
+    finally:
+        await other.close()

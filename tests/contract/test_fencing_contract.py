@@ -67,7 +67,7 @@ async def stale_writes_are_refused(storage: Storage, ident: str, at: float) -> N
     )
     assert not await storage.finish(ident, "stale", fin)
     await storage.release("stale", [ident])
-    assert await storage.renew("stale", [ident], at + LEASE) == {ident: "lost"}
+    assert await storage.renew("stale", [ident], LEASE, at) == {ident: "lost"}
     assert await snapshot(storage, ident) == before
     assert await storage.get("child") is None
 

@@ -47,7 +47,7 @@ async def test_has_ready_passes_over_a_paused_job(storage: Storage) -> None:
 async def test_running_executions_of_a_paused_job_carry_on(storage: Storage) -> None:
     await claimed(storage, rec("r1", job="slow"), rec("r2", job="slow"))
     await storage.pause_job("slow", True)
-    assert await storage.renew("w1", ["r1", "r2"], now() + LEASE) == {}
+    assert await storage.renew("w1", ["r1", "r2"], LEASE) == {}
     assert await storage.finish("r1", "w1", Finish("completed", output="1"))
     assert await status(storage, "r1") == "completed"
     # an abandoned one (lease lapsed) is not taken up again while its job is paused

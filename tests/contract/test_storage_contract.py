@@ -140,7 +140,7 @@ async def test_lapsed_lease_is_reclaimable_by_another_owner(storage: Storage) ->
     (second,) = await storage.claim("w2", ["j"], 1, LEASE, at + LEASE + 1)
     assert second.owner == "w2" and second.claims == 2
     assert second.started_at == first.started_at  # set once
-    assert await storage.renew("w1", ["a"], at + 100) == {"a": "lost"}
+    assert await storage.renew("w1", ["a"], 100, at) == {"a": "lost"}
     assert not await storage.finish("a", "w1", Finish("completed"))
 
 
@@ -181,8 +181,11 @@ async def test_renew_extends_lease_and_reports_stops(storage: Storage) -> None:
     await storage.finish("done", "w1", Finish("completed"))
     await storage.release("w1", ["other"])
     await storage.claim("w2", ["j"], 1, LEASE, now())
-    until = now() + 1000
-    stops = await storage.renew("w1", ["ok", "cancel", "pause", "other", "done", "missing"], until)
+    at = now()
+    until = at + 1000
+    stops = await storage.renew(
+        "w1", ["ok", "cancel", "pause", "other", "done", "missing"], 1000, at
+    )
     assert stops == {
         "cancel": "cancelled",
         "pause": "paused",
@@ -192,7 +195,7 @@ async def test_renew_extends_lease_and_reports_stops(storage: Storage) -> None:
     }
     ok = await storage.get("ok")
     assert ok is not None and ok.available_at == pytest.approx(until)
-    assert await storage.renew("w1", ["ok"], until + 1) == {}
+    assert await storage.renew("w1", ["ok"], 1001, at) == {}
 
 
 # --- checkpoint -------------------------------------------------------------------------
@@ -378,7 +381,7 @@ async def test_cancel_cascades_to_live_descendants(storage: Storage) -> None:
     assert await status(storage, "other") == "pending"
     root = await storage.get("root")
     assert root is not None and root.owner == "w1"  # the owner notices through renew
-    assert await storage.renew("w1", ["root"], now() + 10) == {"root": "cancelled"}
+    assert await storage.renew("w1", ["root"], 10) == {"root": "cancelled"}
     assert not await storage.finish("root", "w1", Finish("completed"))
     assert await storage.cancel(["root", "missing"], None) == []
     assert await storage.claim("w3", ["k", "r"], 10, LEASE, now()) != []  # only "other"
@@ -418,7 +421,7 @@ async def test_pause_and_resume_running(storage: Storage) -> None:
     assert await storage.resume("a") == "running"
     got = await storage.get("a")
     assert got is not None and got.pause_requested is False
-    assert await storage.renew("w1", ["a"], now() + 10) == {}
+    assert await storage.renew("w1", ["a"], 10) == {}
 
 
 async def test_pause_suspended_waiting_and_finished(storage: Storage) -> None:

@@ -2,8 +2,8 @@
 
 Each tick is enqueued with the key ``cron:<tick epoch seconds>``; the storage's unique
 ``(job, key)`` keeps exactly one execution per tick however many workers enqueue it.
-Missed ticks are found on start-up and handled per ``Job(cron_missed=...)`` (see
-``qanat.cron``).
+Missed ticks are found by the worker elected for housekeeping (``Storage.lead``), when
+it becomes the leader, and handled per ``Job(cron_missed=...)`` (see ``qanat.cron``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from qanat.cron import DUE_GRACE, HISTORY_SCAN, MISSED_LIMIT, SCHEDULED_AT, tick_key, tick_of
-from qanat.storage.base import SKIPPED, ExecutionFilter, now
+from qanat.storage.base import SKIPPED, ExecutionFilter
 
 if TYPE_CHECKING:
     from qanat.engine.worker import Worker
@@ -29,23 +29,33 @@ class CronScheduler:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.queue = worker.queue
+        #: ticks after this are this scheduler's, the ones before catch-up's (set when
+        #: the worker starts, from the storage's clock)
+        self.started = 0.0
+
+    def _jobs(self) -> list[Job[Any]]:
+        return [j for j in self.queue.registry.values() if j.cron is not None]
 
     async def run(self) -> None:
-        jobs = [j for j in self.queue.registry.values() if j.cron is not None]
+        jobs = self._jobs()
         if jobs:
             await asyncio.gather(*(self._run_job(j) for j in jobs))
 
+    async def catch_up_all(self) -> None:
+        """Handle the missed ticks of every cron job (done by the elected worker only)."""
+        for j in self._jobs():
+            try:
+                await self.catch_up(j, self.started)
+            except Exception:
+                log.exception("qanat: looking for missed cron ticks of job %r failed", j.name)
+
     async def _run_job(self, j: Job[Any]) -> None:
         assert j.cron is not None
-        started = now()
-        try:
-            await self.catch_up(j, started)
-        except Exception:
-            log.exception("qanat: looking for missed cron ticks of job %r failed", j.name)
-        after = started
+        after = self.started
+        clock = self.worker.storage.clock
         while True:
             tick = j.cron.next_after(after)
-            while (left := tick - now()) > 0:
+            while (left := tick - clock()) > 0:
                 await asyncio.sleep(left)
             await self._enqueue_tick(j, tick)
             after = tick
@@ -73,7 +83,7 @@ class CronScheduler:
         """Store missed ticks as ``skipped`` executions with reason ``"missed"``."""
         if not ticks:
             return
-        at = now()
+        at = self.worker.storage.clock()  # completed_at of a skipped tick: for display
         records = []
         for tick in ticks:
             rec, _ = j.new_record((), self._input(j, tick), key=tick_key(tick))

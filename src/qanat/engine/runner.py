@@ -32,7 +32,6 @@ from qanat.storage.base import (
     ExecutionRecord,
     Finish,
     LogRecord,
-    now,
 )
 
 if TYPE_CHECKING:
@@ -71,7 +70,7 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
     deadline_hit = False
     past_deadline: Timeout | None = None
     if rec.deadline is not None:
-        left = rec.deadline - now()
+        left = rec.deadline - storage.clock()  # a local timer
         if limit is None or left < limit:
             limit, deadline_hit = max(0.0, left), True
     try:
@@ -121,7 +120,7 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
     # job.wait_for: storage records this completion as an event, and serves its waiters,
     # in the finishing transaction, only when a waiter for this job exists
     fin.event = CompletionEvent(
-        f"job:{rec.id}", f"job:{job.name}", rec.input, text, round(now(), 6), rec.id
+        f"job:{rec.id}", f"job:{job.name}", rec.input, text, round(storage.clock(), 6), rec.id
     )
     if fin.failures:  # logged in the finishing transaction: no line without its finish
         fin.logs = [
@@ -131,7 +130,7 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
     if await storage.finish(rec.id, worker.id, fin):
         st.settled = True
         if queue.watcher.waiting(rec.id):
-            done = rec.copy(status=COMPLETED, output=text, completed_at=now(), owner=None)
+            done = rec.copy(status=COMPLETED, output=text, completed_at=storage.clock(), owner=None)
             queue.watcher.finished(done)
         if targets:
             await _after_output_triggers(worker, rec.id, fin, fired)
@@ -182,13 +181,16 @@ async def _failed(
     if final:
         await _final_failure(worker, st, value, exc)
         return
-    if isinstance(exc, RetryAfter):
-        if isinstance(exc.delay, datetime):
-            due = to_timestamp(exc.delay)
-        else:
-            due = now() + parse_duration(exc.delay)
+    if isinstance(exc, RetryAfter) and isinstance(exc.delay, datetime):
+        due = to_timestamp(exc.delay)
     else:
-        due = now() + backoff_delay(job.backoff, rec.attempt, job.input_for_hooks(value))
+        # a due time other hosts compare: from the storage's clock (one read per retry)
+        at = await worker.storage.now()
+        if isinstance(exc, RetryAfter):
+            assert not isinstance(exc.delay, datetime)
+            due = at + parse_duration(exc.delay)
+        else:
+            due = at + backoff_delay(job.backoff, rec.attempt, job.input_for_hooks(value))
     fin = Finish(PENDING, error=encode_error(exc), attempt=rec.attempt + 1, available_at=due)
     if await worker.storage.finish(rec.id, worker.id, fin):
         st.settled = True
@@ -202,7 +204,9 @@ async def _final_failure(worker: Worker, st: ExecState, value: Any, exc: Excepti
     text = encode_error(exc)
     if await worker.storage.finish(rec.id, worker.id, Finish(FAILED, error=text)):
         st.settled = True
-        worker.queue.watcher.finished(rec.copy(status=FAILED, error=text, completed_at=now()))
+        worker.queue.watcher.finished(
+            rec.copy(status=FAILED, error=text, completed_at=worker.storage.clock())
+        )
         if value is not None:
             await worker.queue.fire(job, "error", rec.id, value, exc)
             await worker.queue.fire(job, "failure", rec.id, value, exc)

@@ -29,7 +29,6 @@ from qanat.storage.base import (
     ExecutionRecord,
     LogRecord,
     Storage,
-    now,
 )
 
 if TYPE_CHECKING:
@@ -46,6 +45,11 @@ FALLBACK_POLL = 0.25
 CONTROL_EVERY = 0.1
 #: At the end of a stop, how long interrupted executions get to release themselves.
 STOP_WAIT = 1.0
+#: the housekeeping loop's period, and the lease of its elected leader (``lead``): a
+#: dead leader is replaced within LEAD_LEASE + HOUSEKEEPING_EVERY seconds
+HOUSEKEEPING_EVERY = 2.0
+LEAD_LEASE = 10.0
+HOUSEKEEPING = "housekeeping"
 
 
 class Worker:
@@ -84,22 +88,24 @@ class Worker:
         #: Jobs paused in storage, as last read (the control loop refreshes it on every
         #: change): ``adopt`` passes over them. Claims decide from storage itself.
         self.paused_jobs: set[str] = set()
+        self.cron = CronScheduler(self)
 
     # --- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
         """Register, reclaim work of dead processes on this host, start the loops."""
         self.loop = asyncio.get_running_loop()
-        await self.storage.register_worker(self.id, self.host, os.getpid(), now())
+        await self.storage.register_worker(self.id, self.host, os.getpid(), self.storage.clock())
         self.paused_jobs = await self.storage.paused_jobs()
         await self.reclaim_dead()
         self.queue.ticker.start()
+        self.cron.started = self.storage.clock()
         self._tasks = [
             self.loop.create_task(self._claim_loop(), name="qanat-claim"),
             self.loop.create_task(self._heartbeat_loop(), name="qanat-heartbeat"),
             self.loop.create_task(self._housekeeping_loop(), name="qanat-housekeeping"),
             self.loop.create_task(self._control_loop(), name="qanat-control"),
-            self.loop.create_task(CronScheduler(self).run(), name="qanat-cron"),
+            self.loop.create_task(self.cron.run(), name="qanat-cron"),
         ]
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -143,6 +149,8 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks = []
+        with contextlib.suppress(Exception):
+            await self.storage.resign(HOUSEKEEPING, self.id)  # another worker takes over now
         with contextlib.suppress(Exception):
             await self.storage.unregister_worker(self.id)
         self._threads.shutdown(wait=False, cancel_futures=True)
@@ -215,7 +223,9 @@ class Worker:
         worker, when it has a free slot: it is stored claimed, in the enqueue's own
         transaction, and runs here without a claim round trip. ``spawn_adopted`` (after
         the commit) or ``unadopt`` (if it was not stored) must follow."""
-        at = now()
+        # the estimate (``Storage.clock``) for a lease end written from here: the
+        # heartbeat rewrites it from the storage's clock within ``lease / 3``
+        at = self.storage.clock()
         if self._stopping or rec.job not in self.queue.registry or self.free_slots() <= 0:
             return False
         if rec.flow is not None:  # flow control is decided by the claim, in storage
@@ -260,9 +270,11 @@ class Worker:
             free = self.free_slots()
             recs: list[ExecutionRecord] = []
             try:
-                if free > 0 and (forced or await self.storage.has_ready(jobs, now())):
+                clock = self.storage.clock()
+                if free > 0 and (forced or await self.storage.has_ready(jobs, clock)):
+                    # at=None: due times and lease ends from the storage's own clock
                     recs = await self.storage.claim(
-                        self.id, jobs, min(free, self.batch), self.lease, now()
+                        self.id, jobs, min(free, self.batch), self.lease
                     )
                 failures = 0
             except Exception:
@@ -285,7 +297,7 @@ class Worker:
                 continue
             timeout = FALLBACK_POLL
             if self._next_due is not None:
-                timeout = max(0.0, min(timeout, self._next_due - now()))
+                timeout = max(0.0, min(timeout, self._next_due - self.storage.clock()))
                 if timeout == 0.0:
                     self._next_due = None
             wake = self.loop.create_task(self._wake.wait())
@@ -325,7 +337,7 @@ class Worker:
             if not ids:
                 continue
             try:
-                stops = await self.storage.renew(self.id, ids, now() + self.lease)
+                stops = await self.storage.renew(self.id, ids, self.lease)
             except Exception:
                 log.exception("qanat: renewing leases failed")
                 continue
@@ -373,24 +385,37 @@ class Worker:
         n = 0
         for worker_id, pid in await self.storage.workers(self.host):
             if worker_id != self.id and not _alive(pid):
-                n += await self.storage.expire_owner(worker_id, now())
+                n += await self.storage.expire_owner(worker_id)
         if n:
             self._wake.set()
         return n
 
     async def _housekeeping_loop(self) -> None:
+        """Every worker reclaims the work of dead processes on its host; the rest (gate
+        refill, retention, cron catch-up) is done by one elected worker (``lead``)."""
         ticks = 0
+        leading = False
         while True:
-            await asyncio.sleep(2.0)
-            ticks += 1
             try:
-                await self.reclaim_dead()
-                if await self.storage.refill(now()):
+                was_leading = leading
+                leading = await self.storage.lead(HOUSEKEEPING, self.id, LEAD_LEASE)
+                if leading and not was_leading:
+                    log.info("qanat: worker %s leads housekeeping", self.id)
+                    await self.cron.catch_up_all()
+                elif not leading and not ticks:
+                    log.info(
+                        "qanat: worker %s follows: another worker leads the housekeeping", self.id
+                    )
+                if ticks:
+                    await self.reclaim_dead()
+                if leading and await self.storage.refill():
                     self._wake.set()
-                if ticks % 30 == 1:
+                if leading and ticks % 30 == 1:
                     await self.queue.apply_retention()
             except Exception:
                 log.exception("qanat: housekeeping failed")
+            await asyncio.sleep(HOUSEKEEPING_EVERY)
+            ticks += 1
 
     # --- helpers for the runner and the step functions -----------------------------------
 
@@ -419,7 +444,9 @@ class Worker:
         return None if st.settled else self.id
 
     def log(self, st: ExecState, message: str, fields: dict[str, Any]) -> None:
-        line = LogRecord(st.id, now(), str(message), json.dumps(fields, default=str) or None)
+        line = LogRecord(
+            st.id, self.storage.clock(), str(message), json.dumps(fields, default=str) or None
+        )
         self._io(st, self.storage.append_logs(self._owner_of(st), [line]))
 
     def progress(self, st: ExecState, pct: float, message: str | None, details: Any) -> None:

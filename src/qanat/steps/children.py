@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from qanat import codec
 from qanat.steps.state import current
-from qanat.storage.base import COMPLETED, StepRecord, now
+from qanat.storage.base import COMPLETED, StepRecord
 
 if TYPE_CHECKING:
     from qanat.execution import Execution
@@ -26,11 +26,11 @@ async def start_child(
     if rec is not None and rec.result is not None:
         return queue.handle_of(str(codec.loads(rec.result)), job.name)
     opts.setdefault("group", st.record.group)
-    child, value = job.new_record(args, kwargs, parent_id=st.id, **opts)
+    child, value = job.new_record(args, kwargs, parent_id=st.id, at=queue.clock(), **opts)
     children = [child]
     if job.cache is not None:
         child.input = codec.canonical(codec.loads(child.input))
-        since = 0.0 if job.cache == float("inf") else now() - job.cache
+        since = 0.0 if job.cache == float("inf") else queue.clock() - job.cache
         hit = await st.worker.storage.find_cached(job.name, child.input, since)
         if hit is not None:
             child, children = hit, []
@@ -41,7 +41,7 @@ async def start_child(
         new_id = child.id
         [child] = await st.worker.storage.enqueue([child])
         children, fresh = [], child.id == new_id
-    at = now()
+    at = queue.clock()
     text = codec.dumps(child.id)
     step = StepRecord(st.id, key, "start", job.name, COMPLETED, text, None, 1, st.attempt, at, at)
     adopted = bool(children) and st.worker.adopt(child)

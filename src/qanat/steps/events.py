@@ -24,7 +24,6 @@ from qanat.storage.base import (
     StepRecord,
     TriggerFailure,
     Waiter,
-    now,
 )
 from qanat.storage.matching import project, shape_and_value
 from qanat.views import EventInfo, event_info
@@ -55,7 +54,7 @@ async def send_step(pipe: Pipe[Any], data: Any) -> EventInfo:
             f"job {st.record.job!r} sends on pipe {pipe.name!r}, which is not registered on "
             f"its queue (pipes: {known}); add it to Queue(pipes=[...])"
         )
-    started = now()
+    started = st.worker.storage.clock()
     seed = f"{st.id}|{st.record.started_at!r}|{key}"
     event_id = "ev" + hashlib.sha256(seed.encode()).hexdigest()[:22]
     info = await queue.send_event(pipe, data, event_id=event_id, source=st.id)
@@ -71,7 +70,7 @@ async def send_step(pipe: Pipe[Any], data: Any) -> EventInfo:
     }
     text = codec.dumps(stored)
     step = StepRecord(
-        st.id, key, "send", pipe.name, COMPLETED, text, None, 1, st.attempt, started, now()
+        st.id, key, "send", pipe.name, COMPLETED, text, None, 1, st.attempt, started, started
     )
     await st.checkpoint(step)
     return info
@@ -184,17 +183,18 @@ async def _durable_wait(
         if on.field is not None:
             plain = {on.field: plain} if plain else {}
         shape, value = shape_and_value(plain)
-    started = round(now(), 6)
+    storage = st.worker.storage
+    # the deadline is written and compared by every host: the storage's clock
+    started = round(await storage.now(), 6)
     deadline = None if timeout is None else started + parse_duration(timeout, what="timeout")
     waiter = Waiter(st.id, key, on.pipe, shape, value, started, deadline)
-    storage = st.worker.storage
     await st.worker.flush(st)
     # woken and replayed: a delivered event (or a passed deadline) is read, not re-waited
     pre = await storage.waiter(st.id, key) if st.record.claims > 1 else None
     result: Any = None
     if pre is not None and (
         pre.event_id is not None
-        or (predicate is None and pre.deadline is not None and pre.deadline <= now())
+        or (predicate is None and pre.deadline is not None and pre.deadline <= storage.clock())
     ):
         w = pre
         if w.event_id is not None:
@@ -202,7 +202,8 @@ async def _durable_wait(
     else:
         expect: int | None = 0 if predicate is not None else None
         while True:
-            state = await storage.wait(st.id, st.worker.id, waiter, expect, now())
+            # at=None: the deadline is judged by the storage's clock, in its transaction
+            state = await storage.wait(st.id, st.worker.id, waiter, expect)
             if state.stop == "paused":
                 st.pause_requested = True
             elif state.stop is not None:
@@ -219,13 +220,13 @@ async def _durable_wait(
                 result = {"event": w.event_id, "data": w.data}
             elif predicate is not None:
                 result = await _first_fitting(storage, on, predicate, w.since)
-                if result is None and (w.deadline is None or w.deadline > now()):
+                if result is None and (w.deadline is None or w.deadline > storage.clock()):
                     expect = w.pokes  # nothing fits yet: suspend unless another send came
                     continue
             break
     text = codec.dumps(result)
     step = StepRecord(
-        st.id, key, "wait", name, COMPLETED, text, None, 1, st.attempt, w.since, now()
+        st.id, key, "wait", name, COMPLETED, text, None, 1, st.attempt, w.since, storage.clock()
     )
     why = await storage.end_wait(st.id, st.worker.id, Checkpoint(step))
     st.memo[key] = step
@@ -296,7 +297,7 @@ async def wait_for_completion(
         def test(r: ExecutionRecord) -> Any:
             return project(codec.loads(r.input), shape) == value
 
-    since = now()
+    since = queue.clock()
     end = None if timeout is None else since + parse_duration(timeout, what="timeout")
     seen: set[str] = set()
     flt = ExecutionFilter(job=[j.name], status=[COMPLETED], completed_after=since)
@@ -318,7 +319,7 @@ async def wait_for_completion(
                 ok = await ok
             if ok:
                 return j.decode_output(r.output)
-        left = None if end is None else end - now()
+        left = None if end is None else end - queue.clock()
         if left is not None and left <= 0:
             return None
         pause = 0.5 if left is None else min(0.5, left)

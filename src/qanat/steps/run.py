@@ -125,7 +125,7 @@ async def _acquire_step(st: ExecState, name: str, holder: str, limit: int) -> No
     ticker = worker.queue.ticker
     while True:
         ev = ticker.event()
-        if await worker.storage.acquire_step(name, holder, worker.id, limit, now() + worker.lease):
+        if await worker.storage.acquire_step(name, holder, worker.id, limit, worker.lease):
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ev.wait(), 0.25)
@@ -134,12 +134,13 @@ async def _acquire_step(st: ExecState, name: str, holder: str, limit: int) -> No
 async def _attempts(
     st: ExecState, opts: Step, key: str, kind: str, call: Callable[[ExecState], Awaitable[Any]]
 ) -> Any:
-    started = now()
+    clock = st.worker.storage.clock
+    started = clock()
     limit = None if opts.timeout is None else parse_duration(opts.timeout)
 
     def record(status: str, text: str | None, error: str | None, attempts: int) -> StepRecord:
         return StepRecord(
-            st.id, key, kind, opts.name, status, text, error, attempts, st.attempt, started, now()
+            st.id, key, kind, opts.name, status, text, error, attempts, st.attempt, started, clock()
         )
 
     attempt = 0

@@ -55,6 +55,7 @@ __all__ = [
     "COMPLETED",
     "FAILED",
     "FINISHED_STATUSES",
+    "LEAD_PREFIX",
     "LIVE_STATUSES",
     "PAUSED",
     "PENDING",
@@ -84,8 +85,12 @@ __all__ = [
 
 
 def now() -> float:
-    """The storage clock: seconds since the epoch."""
+    """This host's clock: seconds since the epoch (a one-host storage's clock)."""
     return time.time()
+
+
+#: ``Storage.lead`` roles are step-slot names under this prefix (no step name has ":")
+LEAD_PREFIX = "qanat:lead:"
 
 
 class Storage(abc.ABC):
@@ -132,6 +137,37 @@ class Storage(abc.ABC):
         """
         return None
 
+    # --- time -------------------------------------------------------------------
+    # The rule: a time that is *written* and that other machines compare (a lease end,
+    # a due time, a sleep's wake time) is the storage's time: computed inside the
+    # storage's transaction (``at=None``, a lease as a duration) or read by ``now()``.
+    # ``clock()`` is an estimate for *local timers only* (how long to wait before the
+    # next claim, a hot sleep), never written.
+
+    def clock(self) -> float:
+        """The storage's now, estimated without a round trip: for local timers only.
+
+        One-host storages (SQLite, memory) use this host's clock; PostgreSQL this host's
+        clock corrected by the offset to the server's, measured in its transactions.
+        """
+        return time.time()
+
+    async def now(self) -> float:
+        """The storage's now, exactly (PostgreSQL: read from the server), for times that
+        are written and compared by other machines when no transaction computes them."""
+        return time.time()
+
+    async def lead(self, role: str, holder: str, lease: float) -> bool:
+        """Be the one ``holder`` doing ``role`` (elected housekeeping): take or extend a
+        lease row for ``lease`` seconds of the storage's clock. True while ``holder``
+        leads; another holder takes over once the lease lapses (its leader died). The
+        lease is a step slot (``acquire_step``) that ``renew`` of the holder extends too."""
+        return await self.acquire_step(LEAD_PREFIX + role, holder, holder, 1, lease)
+
+    async def resign(self, role: str, holder: str) -> None:
+        """Give up leading ``role`` (a stopping worker), so another takes over at once."""
+        await self.release_step(LEAD_PREFIX + role, holder)
+
     # --- queue ------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -144,9 +180,10 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def claim(
-        self, owner: str, jobs: Sequence[str], limit: int, lease: float, at: float
+        self, owner: str, jobs: Sequence[str], limit: int, lease: float, at: float | None = None
     ) -> list[ExecutionRecord]:
-        """Take up to ``limit`` executions of ``jobs`` whose ``available_at`` <= ``at``.
+        """Take up to ``limit`` executions of ``jobs`` whose ``available_at`` <= ``at``
+        (None: the storage's now, read in the claim's transaction).
 
         Only live executions qualify (pending, running, waiting), highest priority
         first, then oldest ``available_at``. Each taken one becomes ``running``, owned
@@ -169,8 +206,11 @@ class Storage(abc.ABC):
         return True
 
     @abc.abstractmethod
-    async def renew(self, owner: str, ids: Sequence[str], until: float) -> dict[str, str]:
-        """Extend the lease of ``ids`` held by ``owner`` to ``until``.
+    async def renew(
+        self, owner: str, ids: Sequence[str], lease: float, at: float | None = None
+    ) -> dict[str, str]:
+        """Extend the lease of ``ids`` held by ``owner`` (and its step slots) to
+        ``at + lease`` (``at`` None: the storage's now, read in this transaction).
 
         Returns, for each id that ``owner`` should stop running, why: ``cancelled``,
         ``paused`` (pause requested) or ``lost`` (another owner or finished).
@@ -227,17 +267,19 @@ class Storage(abc.ABC):
 
     # --- flow control -----------------------------------------------------------
 
-    async def refill(self, at: float) -> int:
+    async def refill(self, at: float | None = None) -> int:
         """Repair pass (housekeeping): unpark the executions that their gates let start at
-        ``at`` but that a missed wake-up left parked. Returns how many."""
+        ``at`` (None: the storage's now) but that a missed wake-up left parked. Returns
+        how many."""
         return 0
 
     @abc.abstractmethod
     async def acquire_step(
-        self, name: str, holder: str, owner: str, limit: int, until: float
+        self, name: str, holder: str, owner: str, limit: int, lease: float, at: float | None = None
     ) -> bool:
         """Take one of ``limit`` slots of step ``name`` for ``holder`` (an execution's step)
-        until ``until`` (renewed with ``owner``'s leases). True if taken or already held."""
+        until ``at + lease`` (``at`` None: the storage's now), renewed with ``owner``'s
+        leases. True if taken or already held (a held slot's lease is extended)."""
 
     @abc.abstractmethod
     async def release_step(self, name: str, holder: str) -> None:
@@ -350,8 +392,9 @@ class Storage(abc.ABC):
         """The (worker_id, pid) pairs registered on ``host``."""
 
     @abc.abstractmethod
-    async def expire_owner(self, owner: str, at: float) -> int:
-        """Make every execution owned by ``owner`` claimable at ``at``; forget the worker."""
+    async def expire_owner(self, owner: str, at: float | None = None) -> int:
+        """Make every execution owned by ``owner`` claimable at ``at`` (None: the storage's
+        now); forget the worker."""
 
     @abc.abstractmethod
     async def purge(self, status: str, before: float | None, keep: int | None) -> int:
@@ -399,7 +442,12 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def wait(
-        self, execution_id: str, owner: str, waiter: Waiter, pokes: int | None, at: float
+        self,
+        execution_id: str,
+        owner: str,
+        waiter: Waiter,
+        pokes: int | None,
+        at: float | None = None,
     ) -> WaitState:
         """Record a waiter (if none is stored at its execution and key) and, in the same
         transaction, suspend the execution unless the wait is over.
@@ -407,8 +455,9 @@ class Storage(abc.ABC):
         With a stop reason other than ``paused`` (see ``checkpoint``) nothing is written.
         The execution is suspended (``waiting`` until ``waiter.deadline``, or ``paused``
         if a pause was requested; owner cleared) when the stored waiter has no delivery,
-        its deadline is after ``at``, and ``pokes`` is None or equals its ``pokes``
-        (a predicate waiter suspends only if no send came since it last looked).
+        its deadline is after ``at`` (None: the storage's now), and ``pokes`` is None or
+        equals its ``pokes`` (a predicate waiter suspends only if no send came since it
+        last looked).
         """
 
     @abc.abstractmethod

@@ -100,8 +100,9 @@ class MemoryStorage(Storage):
         return out
 
     async def claim(
-        self, owner: str, jobs: Sequence[str], limit: int, lease: float, at: float
+        self, owner: str, jobs: Sequence[str], limit: int, lease: float, at: float | None = None
     ) -> list[ExecutionRecord]:
+        at = now() if at is None else at
         wanted = set(jobs) - self._paused_jobs
         self._flow.open_due(at)
         ready = [
@@ -146,7 +147,10 @@ class MemoryStorage(Storage):
             return "paused"
         return None
 
-    async def renew(self, owner: str, ids: Sequence[str], until: float) -> dict[str, str]:
+    async def renew(
+        self, owner: str, ids: Sequence[str], lease: float, at: float | None = None
+    ) -> dict[str, str]:
+        until = (now() if at is None else at) + lease
         self._flow.renew_steps(owner, until)
         stops: dict[str, str] = {}
         for i in ids:
@@ -286,15 +290,16 @@ class MemoryStorage(Storage):
 
     # --- flow control -----------------------------------------------------------
 
-    async def refill(self, at: float) -> int:
-        n = self._flow.refill(at)
+    async def refill(self, at: float | None = None) -> int:
+        n = self._flow.refill(now() if at is None else at)
         self._touch()
         return n
 
     async def acquire_step(
-        self, name: str, holder: str, owner: str, limit: int, until: float
+        self, name: str, holder: str, owner: str, limit: int, lease: float, at: float | None = None
     ) -> bool:
-        ok = self._flow.acquire_step(name, holder, owner, limit, until, now())
+        at = now() if at is None else at
+        ok = self._flow.acquire_step(name, holder, owner, limit, at + lease, at)
         self._touch()
         return ok
 
@@ -471,7 +476,8 @@ class MemoryStorage(Storage):
     async def workers(self, host: str) -> list[tuple[str, int]]:
         return [(w, pid) for w, (h, pid) in self._workers.items() if h == host]
 
-    async def expire_owner(self, owner: str, at: float) -> int:
+    async def expire_owner(self, owner: str, at: float | None = None) -> int:
+        at = now() if at is None else at
         n = 0
         for e in self._execs.values():
             if e.owner == owner and e.status in (RUNNING, WAITING):
@@ -612,8 +618,14 @@ class MemoryStorage(Storage):
             self._wake_one(w.execution_id, at)
 
     async def wait(
-        self, execution_id: str, owner: str, waiter: Waiter, pokes: int | None, at: float
+        self,
+        execution_id: str,
+        owner: str,
+        waiter: Waiter,
+        pokes: int | None,
+        at: float | None = None,
     ) -> WaitState:
+        at = now() if at is None else at
         e = self._execs.get(execution_id)
         why = self._stop_reason(e, owner)
         if e is None or (why is not None and why != "paused"):

@@ -162,6 +162,7 @@ class MemoryFlow:
         for h in [h for h, (_, t) in held.items() if t < at]:
             del held[h]
         if holder in held:
+            held[holder] = (held[holder][0], until)  # held: the lease is extended
             return True
         if len(held) >= limit:
             return False

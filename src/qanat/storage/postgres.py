@@ -64,12 +64,15 @@ class PgConnection:
 
     dialect: Dialect = POSTGRES
 
-    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+    def __init__(self, raw: psycopg.Connection[Any], clock: ServerClock | None = None) -> None:
         self.raw = raw
         self._sql: dict[str, str] = {}
         #: rows changed so far (the writer rings its bell when this moved)
         self.total_changes = 0
         self._flow_locked = False
+        self.clock = clock if clock is not None else ServerClock()
+        #: the server's clock as read in the current transaction (None: not read yet)
+        self._now: float | None = None
 
     def _text(self, sql: str) -> str:
         text = self._sql.get(sql)
@@ -80,6 +83,7 @@ class PgConnection:
     def execute(self, sql: str, parameters: Any = None, /) -> Any:
         if sql == "BEGIN" or sql.startswith("ROLLBACK"):
             self._flow_locked = False  # advisory locks end with their (sub)transaction
+            self._now = None
         cur = self.raw.execute(self._text(sql), parameters or None)
         if cur.rowcount > 0 and cur.pgresult is not None and cur.pgresult.command_status:
             status = cur.pgresult.command_status
@@ -106,6 +110,14 @@ class PgConnection:
             self._flow_locked = row is not None and bool(row[0])
         return self._flow_locked
 
+    def server_now(self) -> float:
+        """The server's clock (``Dialect.now``): read once per transaction, so every time
+        one transaction writes is the same instant; each read updates the offset."""
+        if self._now is not None and self.in_transaction:
+            return self._now
+        self._now = self.clock.read(self.raw)
+        return self._now
+
     @property
     def broken(self) -> bool:
         """Whether the connection is lost (the writer thread then opens a new one)."""
@@ -117,6 +129,29 @@ class PgConnection:
 
     def close(self) -> None:
         self.raw.close()
+
+
+class ServerClock:
+    """The server's clock and this host's offset to it (``Storage.clock``).
+
+    Every read of the server's clock (once per write transaction that needs it: claim,
+    renew, finish, release, ...; and ``Storage.now``) measures the offset against the
+    middle of the round trip; local timers add it to ``time.time()``. Its error is half a
+    round trip at most: fine for a timer, not for a time other hosts compare (the rule in
+    ``Storage``). Shared by the writer and reader connections of one storage."""
+
+    SQL = "SELECT extract(epoch from clock_timestamp())::double precision"
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def read(self, raw: psycopg.Connection[Any]) -> float:
+        before = time.time()
+        row = raw.execute(self.SQL).fetchone()
+        after = time.time()
+        server = float(row[0]) if row is not None else after
+        self.offset = server - (before + after) / 2
+        return server
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -150,6 +185,7 @@ class PostgresStorage(SqlStorage):
         self._bell: PgBell | None = None
         self._heard = -1
         self._polled = 0.0
+        self._clock = ServerClock()
 
     def __repr__(self) -> str:
         return f"PostgresStorage({redact(self.url)!r}, schema={self.schema!r})"
@@ -160,7 +196,7 @@ class PostgresStorage(SqlStorage):
     # --- lifecycle ---------------------------------------------------------------------
 
     def _connect(self) -> PgConnection:
-        return PgConnection(self._connect_raw())
+        return PgConnection(self._connect_raw(), self._clock)
 
     def _connect_raw(self) -> psycopg.Connection[Any]:
         try:
@@ -233,6 +269,7 @@ class PostgresStorage(SqlStorage):
         try:
             self._migrate(writer)
             reader = self._connect()
+            reader.server_now()  # the offset for ``clock()`` before the first claim
         except BaseException as exc:
             writer.close()
             if isinstance(exc, psycopg.Error):
@@ -275,6 +312,15 @@ class PostgresStorage(SqlStorage):
         if bell is not None:
             await asyncio.to_thread(bell.close)
 
+    def clock(self) -> float:
+        return time.time() + self._clock.offset
+
+    async def now(self) -> float:
+        if self._reader is None:
+            raise self._closed()
+        at: float = await self._reader.submit(_server_now, ())
+        return at
+
     def listen(self, callback: Callable[[], None]) -> Callable[[], None] | None:
         return None if self._bell is None else self._bell.listen(callback)
 
@@ -298,6 +344,10 @@ class PostgresStorage(SqlStorage):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _server_now(conn: PgConnection) -> float:
+    return conn.server_now()
 
 
 __all__ = ["PostgresStorage", "migrations", "redact", "schema_version"]

@@ -84,7 +84,7 @@ class SqlStorage(Storage):
         return await self._w(executions.op_enqueue, list(records))
 
     async def claim(
-        self, owner: str, jobs: Sequence[str], limit: int, lease: float, at: float
+        self, owner: str, jobs: Sequence[str], limit: int, lease: float, at: float | None = None
     ) -> list[ExecutionRecord]:
         taken, self.next_wake = await self._w(claims.op_claim, owner, list(jobs), limit, lease, at)
         return taken
@@ -93,10 +93,12 @@ class SqlStorage(Storage):
         found: bool = await self._r(claims.op_has_ready, list(jobs), at)
         return found
 
-    async def renew(self, owner: str, ids: Sequence[str], until: float) -> dict[str, str]:
+    async def renew(
+        self, owner: str, ids: Sequence[str], lease: float, at: float | None = None
+    ) -> dict[str, str]:
         if not ids:
             return {}
-        return await self._w(claims.op_renew, owner, list(ids), until)
+        return await self._w(claims.op_renew, owner, list(ids), lease, at)
 
     async def checkpoint(self, execution_id: str, owner: str, cp: Checkpoint) -> str | None:
         return await self._w(steps.op_checkpoint, execution_id, owner, cp)
@@ -124,13 +126,13 @@ class SqlStorage(Storage):
 
     # --- flow control -------------------------------------------------------------
 
-    async def refill(self, at: float) -> int:
+    async def refill(self, at: float | None = None) -> int:
         return await self._w(flow.op_refill, at)
 
     async def acquire_step(
-        self, name: str, holder: str, owner: str, limit: int, until: float
+        self, name: str, holder: str, owner: str, limit: int, lease: float, at: float | None = None
     ) -> bool:
-        return await self._w(flow.op_acquire_step, name, holder, owner, limit, until)
+        return await self._w(flow.op_acquire_step, name, holder, owner, limit, lease, at)
 
     async def release_step(self, name: str, holder: str) -> None:
         await self._w(flow.op_release_step, name, holder)
@@ -209,7 +211,7 @@ class SqlStorage(Storage):
     async def workers(self, host: str) -> builtins.list[tuple[str, int]]:
         return await self._r(queries.op_workers, host)
 
-    async def expire_owner(self, owner: str, at: float) -> int:
+    async def expire_owner(self, owner: str, at: float | None = None) -> int:
         return await self._w(executions.op_expire, owner, at)
 
     async def purge(self, status: str, before: float | None, keep: int | None) -> int:
@@ -241,7 +243,12 @@ class SqlStorage(Storage):
     # --- waiting (pipe.wait_for) ---------------------------------------------------------
 
     async def wait(
-        self, execution_id: str, owner: str, waiter: Waiter, pokes: int | None, at: float
+        self,
+        execution_id: str,
+        owner: str,
+        waiter: Waiter,
+        pokes: int | None,
+        at: float | None = None,
     ) -> WaitState:
         return await self._w(pipes.op_wait, execution_id, owner, waiter, pokes, at)
 

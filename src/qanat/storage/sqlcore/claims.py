@@ -76,7 +76,7 @@ def _take(d: Dialect) -> str:
 
 
 def op_claim(
-    conn: Conn, owner: str, jobs: list[str], limit: int, lease: float, at: float
+    conn: Conn, owner: str, jobs: list[str], limit: int, lease: float, at: float | None
 ) -> tuple[list[ExecutionRecord], float | None]:
     """The claim, and the earliest time a gate with parked work opens (or None)."""
     taken: list[ExecutionRecord] = []
@@ -84,6 +84,8 @@ def op_claim(
     if limit <= 0 or not jobs:
         return taken, None
     d = conn.dialect
+    if at is None:
+        at = d.now(conn)
     take = _take(d)
     jobs_json = json.dumps(jobs)
     seen: set[str] = set()
@@ -161,7 +163,10 @@ def op_has_ready(conn: Conn, jobs: list[str], at: float) -> bool:
     return conn.execute(GATE_DUE, (at,)).fetchone() is not None
 
 
-def op_renew(conn: Conn, owner: str, ids: list[str], until: float) -> dict[str, str]:
+def op_renew(
+    conn: Conn, owner: str, ids: list[str], lease: float, at: float | None
+) -> dict[str, str]:
+    until = (conn.dialect.now(conn) if at is None else at) + lease
     ids_json = json.dumps(ids)
     renew_steps(conn, owner, until)
     renewed = {r[0] for r in conn.execute(RENEW, (until, ids_json, owner)).fetchall()}

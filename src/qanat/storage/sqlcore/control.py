@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from qanat.storage.base import ExecutionRecord, now
+from qanat.storage.base import ExecutionRecord
 from qanat.storage.sqlcore.dialect import Conn
 from qanat.storage.sqlcore.parking import freed
 from qanat.storage.sqlcore.records import EXEC_COLS, EXEC_RETURNING, IDS, LIVE, execution
@@ -58,7 +58,7 @@ WAKE = (
 
 def cancel_tree(conn: Conn, ids: list[str], reason: str | None) -> list[ExecutionRecord]:
     """Cancel live executions and their live descendants; the records as they were."""
-    at = now()
+    at = conn.dialect.now(conn)
     find = conn.dialect.lock(CANCEL_FIND)
     out = [execution(r) for r in conn.execute(find, (json.dumps(ids),)).fetchall()]
     if out:
@@ -79,7 +79,7 @@ def op_pause(conn: Conn, eid: str) -> str | None:
 
 
 def op_resume(conn: Conn, eid: str) -> str | None:
-    rows = conn.execute(RESUME, (now(), eid)).fetchall()
+    rows = conn.execute(RESUME, (conn.dialect.now(conn), eid)).fetchall()
     return rows[0][0] if rows else None
 
 

@@ -14,7 +14,9 @@ writer let the core leave out:
 * ``claim_take``: the claim's update re-checks that the rows are still claimable;
 * ``lock_flow(conn)``: flow-control state (gate counts, marks, step slots) is read and
   written under one serialization point per transaction (``try_lock_flow`` for the
-  claim, which passes over gated work while another transaction holds it).
+  claim, which passes over gated work while another transaction holds it);
+* ``now(conn)``: the storage's clock for times an operation writes (lease ends, due
+  times): this host's on SQLite, the server's on PostgreSQL (read once per transaction).
 
 For SQLite every hook is the identity: ``BEGIN IMMEDIATE`` already serialises writers.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from typing import Any, Protocol
 
 
@@ -65,6 +68,10 @@ class Dialect:
         asks this way because it already holds row locks on its candidates: waiting for
         the flow lock there could deadlock with its holder parking those rows."""
         return True
+
+    def now(self, conn: Conn) -> float:
+        """The storage's now for what this transaction writes (one host: its clock)."""
+        return time.time()
 
 
 class PostgresDialect(Dialect):
@@ -126,6 +133,10 @@ class PostgresDialect(Dialect):
     def try_lock_flow(self, conn: Conn) -> bool:
         try_lock = getattr(conn, "try_lock_flow", None)
         return True if try_lock is None else bool(try_lock())
+
+    def now(self, conn: Conn) -> float:
+        server_now = getattr(conn, "server_now", None)
+        return time.time() if server_now is None else float(server_now())
 
 
 SQLITE = Dialect()

@@ -18,7 +18,6 @@ from qanat.storage.base import (
     Waiter,
     decode_cursor,
     encode_cursor,
-    now,
 )
 from qanat.storage.matching import project
 from qanat.storage.sqlcore.dialect import POSTGRES, Conn
@@ -106,7 +105,7 @@ def serve_waiters(conn: Conn, e: EventRecord) -> list[str]:
     """Deliver the event to the dict waiters it matches and poke the predicate waiters
     of its pipe; wake their executions. Index look-ups only: one per distinct shape.
     Returns (and stores as the event's wakes) the executions whose dict waiters got it."""
-    at = now()
+    at = conn.dialect.now(conn)  # the woken executions are due now for every host
     woken: list[str] = []
     delivered: list[str] = []
     shapes = [r[0] for r in conn.execute(SHAPES, (e.pipe,)).fetchall()]

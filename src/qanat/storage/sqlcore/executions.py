@@ -21,7 +21,6 @@ from qanat.storage.base import (
     ExecutionRecord,
     Finish,
     LogRecord,
-    now,
 )
 from qanat.storage.flow import FlowSpec, admit
 from qanat.storage.memory import DEADLINE_ERROR
@@ -171,7 +170,7 @@ def expire_deadline(conn: Conn, eid: str, at: float) -> None:
 
 
 def op_finish(conn: Conn, eid: str, owner: str, fin: Finish) -> bool:
-    at = now()
+    at = conn.dialect.now(conn)
     if fin.status == PENDING:
         due = fin.available_at if fin.available_at is not None else at
         slots = conn.execute(RETRY_OWNED, (due, fin.error, fin.attempt or None, eid, owner))
@@ -215,7 +214,7 @@ def bulk_finish(conn: Conn, calls: list[tuple[str, str, Finish]]) -> list[bool] 
         c[2].status == PENDING or c[2].logs for c in calls
     ):
         return None  # a retry, log lines or the same execution twice: one by one
-    at = now()
+    at = conn.dialect.now(conn)
     rows = json.dumps([[e, o, f.status, f.output, f.error, f.reason] for e, o, f in calls])
     got = conn.execute(BULK_FINAL, (at, rows)).fetchall()
     done = {r[0]: r[1] for r in got}
@@ -248,7 +247,7 @@ def op_enter_step(conn: Conn, eid: str, owner: str, key: str) -> bool:
 
 
 def op_release(conn: Conn, owner: str, ids: list[str]) -> None:
-    at = now()
+    at = conn.dialect.now(conn)  # due at once for every host
     for i in ids:
         freed([r[0] for r in conn.execute(RELEASE, (at, i, owner))], conn)
 
@@ -283,7 +282,8 @@ def op_unregister(conn: Conn, wid: str) -> None:
     conn.execute("DELETE FROM workers WHERE id = ?", (wid,))
 
 
-def op_expire(conn: Conn, owner: str, at: float) -> int:
+def op_expire(conn: Conn, owner: str, at: float | None) -> int:
+    at = conn.dialect.now(conn) if at is None else at
     n: int = conn.execute(EXPIRE, (at, owner)).rowcount
     conn.execute("DELETE FROM workers WHERE id = ?", (owner,))
     return n

@@ -12,7 +12,7 @@ parked. Schema: ``sql/sqlite_005_flow.sql``, ``sql/postgres_001_initial.sql``.
 
 from __future__ import annotations
 
-from qanat.storage.base import ExecutionRecord, now
+from qanat.storage.base import ExecutionRecord
 from qanat.storage.flow import (
     WAITING_FOR_SLOT,
     FlowSpec,
@@ -192,9 +192,12 @@ def _refill(conn: Conn, gate: str, at: float) -> int:
     return unparked
 
 
-def op_refill(conn: Conn, at: float) -> int:
+def op_refill(conn: Conn, at: float | None) -> int:
     """Repair pass (housekeeping): unpark what every gate with parked work lets start."""
     gates = [r[0] for r in conn.execute(PARKED_GATES).fetchall()]
+    if not gates:
+        return 0
+    at = conn.dialect.now(conn) if at is None else at
     return sum(_refill(conn, g, at) for g in gates)
 
 
@@ -212,7 +215,7 @@ def gate_allows_running(conn: Conn, eid: str) -> bool:
 # --- step-level concurrency ------------------------------------------------------------
 
 STEP_FORGET = "DELETE FROM step_slots WHERE name = ? AND until < ?"
-STEP_HELD = "SELECT 1 FROM step_slots WHERE name = ? AND holder = ?"
+STEP_EXTEND = "UPDATE step_slots SET until = ? WHERE name = ? AND holder = ?"
 STEP_COUNT = "SELECT count(*) FROM step_slots WHERE name = ?"
 STEP_TAKE = "INSERT INTO step_slots (name, holder, owner, until) VALUES (?, ?, ?, ?)"
 STEP_GIVE = "DELETE FROM step_slots WHERE name = ? AND holder = ?"
@@ -220,11 +223,13 @@ STEP_RENEW = "UPDATE step_slots SET until = ? WHERE owner = ?"
 
 
 def op_acquire_step(
-    conn: Conn, name: str, holder: str, owner: str, limit: int, until: float
+    conn: Conn, name: str, holder: str, owner: str, limit: int, lease: float, at: float | None
 ) -> bool:
     conn.dialect.lock_flow(conn)
-    conn.execute(STEP_FORGET, (name, now()))
-    if conn.execute(STEP_HELD, (name, holder)).fetchone() is not None:
+    at = conn.dialect.now(conn) if at is None else at
+    until = at + lease
+    conn.execute(STEP_FORGET, (name, at))
+    if conn.execute(STEP_EXTEND, (until, name, holder)).rowcount > 0:
         return True
     if conn.execute(STEP_COUNT, (name,)).fetchone()[0] >= limit:
         return False

@@ -62,7 +62,9 @@ def bulk_send(conn: Conn, calls: list[tuple[Any, ...]]) -> list[EventRecord]:
     return [op_send(conn, *c) for c in calls]
 
 
-def op_wait(conn: Conn, eid: str, owner: str, w: Waiter, pokes: int | None, at: float) -> WaitState:
+def op_wait(
+    conn: Conn, eid: str, owner: str, w: Waiter, pokes: int | None, at: float | None
+) -> WaitState:
     state = conn.execute(conn.dialect.lock(OWNER_STATE), (eid,)).fetchone()
     why = stop_reason(state, owner)
     if why is not None and why != "paused":
@@ -71,7 +73,9 @@ def op_wait(conn: Conn, eid: str, owner: str, w: Waiter, pokes: int | None, at: 
     if conn.execute(INSERT_WAITER, params).rowcount == 1 and w.shape is not None:
         conn.execute(INSERT_SHAPE, (w.pipe, w.shape))
     stored = waiter_record(conn.execute(SELECT_WAITER, (eid, w.key)).fetchone())
-    done = stored.deadline is not None and stored.deadline <= at
+    done = stored.deadline is not None and stored.deadline <= (
+        conn.dialect.now(conn) if at is None else at
+    )
     if stored.event_id is None and not done and (pokes is None or pokes == stored.pokes):
         status = PAUSED if state[2] else WAITING
         available = None if status == PAUSED else stored.deadline
