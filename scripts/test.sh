@@ -8,10 +8,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# libfaketime: the clock-skew acceptance test runs a worker 10 s ahead (LD_PRELOAD)
-if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && command -v apt-get >/dev/null; then
-    echo "== apt-get install faketime"
-    apt-get install -y -q faketime >/dev/null || sudo -n apt-get install -y -q faketime >/dev/null
+# System packages the tests use, installed with apt when missing (a fresh machine may
+# need its package lists first): libfaketime (the clock-skew test runs a worker 10 s
+# ahead), PostgreSQL 15's initdb/postgres (tests/services.py starts a server of its own).
+apt_install() {
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo -n"
+    echo "== apt-get install $*"
+    $sudo apt-get install -y -q "$@" >/dev/null 2>&1 \
+        || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "$@" >/dev/null; }
+}
+if command -v apt-get >/dev/null; then
+    [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || apt_install faketime
+    command -v initdb >/dev/null || [ -x /usr/lib/postgresql/15/bin/initdb ] \
+        || apt_install postgresql-15
 fi
 
 venv="${QANAT_TEST_VENV:-$PWD/.venv-test}"

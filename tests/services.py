@@ -22,7 +22,15 @@ from pathlib import Path
 
 import pytest
 
-BIN = Path(os.environ.get("QANAT_TEST_PG_BIN", "/usr/local/bin"))
+#: Where initdb/postgres/pg_ctl are: $QANAT_TEST_PG_BIN, else /usr/local/bin (this
+#: machine's image), else Debian's postgresql-15 package (which scripts/test.sh installs).
+BIN = Path(
+    os.environ.get("QANAT_TEST_PG_BIN")
+    or next(
+        (d for d in ("/usr/local/bin", "/usr/lib/postgresql/15/bin") if Path(d, "initdb").exists()),
+        "/usr/local/bin",
+    )
+)
 USER = "postgres"
 PASSWORD = "qanat-test-pw"
 ENV_URL = "QANAT_TEST_POSTGRES_URL"
