@@ -54,13 +54,18 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 async def enqueue(url: str, n: int) -> dict[str, float]:
-    async with bench_app.make_queue(url) as q:
+    # no worker in this process (as in run.py): only the enqueues use the connection
+    q = bench_app.make_queue(url)
+    await q.start(worker=False)
+    try:
         for _ in range(20):
             await q.jobs.noop.start()
         t = time.perf_counter()
         for _ in range(n):
             await q.jobs.noop.start()
         return {"per_s": n / (time.perf_counter() - t)}
+    finally:
+        await q.stop()
 
 
 async def drain(url: str, n: int, workers: int) -> dict[str, float]:
@@ -89,16 +94,19 @@ async def drain(url: str, n: int, workers: int) -> dict[str, float]:
 
 async def latency(url: str, n: int) -> dict[str, float]:
     procs = spawn(url)
+    # the client runs no worker: the one in the other process claims every job
+    q = bench_app.make_queue(url)
+    await q.start(worker=False)
     try:
-        async with bench_app.make_queue(url) as q:
-            for _ in range(20):
-                await (await q.jobs.noop.start()).result(timeout=60)
-            times = []
-            for _ in range(n):
-                t = time.perf_counter()
-                await (await q.jobs.noop.start()).result(timeout=60)
-                times.append((time.perf_counter() - t) * 1000)
+        for _ in range(20):
+            await (await q.jobs.noop.start()).result(timeout=60)
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            await (await q.jobs.noop.start()).result(timeout=60)
+            times.append((time.perf_counter() - t) * 1000)
     finally:
+        await q.stop()
         stop(procs)
     times.sort()
     return {"p50_ms": statistics.median(times), "p95_ms": times[int(0.95 * len(times)) - 1]}
