@@ -130,6 +130,11 @@ def _plain(records: list[ExecutionRecord]) -> bool:
     return all(r.key is None and r.flow is None for r in records)
 
 
+def one_plain_record(records: list[ExecutionRecord]) -> bool:
+    """One record without key or flow control: ``op_enqueue`` is then one INSERT."""
+    return len(records) == 1 and _plain(records)
+
+
 def op_enqueue(conn: Conn, records: list[ExecutionRecord]) -> list[ExecutionRecord]:
     if len(records) > 1 and _plain(records):  # one executemany (PostgreSQL: pipelined)
         conn.executemany(INSERT_EXEC, [execution_params(r) for r in records])

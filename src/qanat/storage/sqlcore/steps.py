@@ -10,6 +10,7 @@ from qanat.storage.sqlcore.dialect import Conn
 from qanat.storage.sqlcore.executions import insert
 from qanat.storage.sqlcore.records import (
     LOG_COLS,
+    OWNED,
     OWNER_STATE,
     OWNER_STATES,
     RECOVERED,
@@ -25,11 +26,33 @@ UPSERT_STEP = (
     "job_attempt = excluded.job_attempt, started_at = excluded.started_at, "
     "finished_at = excluded.finished_at"
 )
+#: ``op_checkpoint`` without children as one statement where writable CTEs exist
+#: (PostgreSQL): the owner row is locked and fenced (``owner = ?2 AND OWNED``), a
+#: recovered execution cleared, and the step upserted only if the fence held; the row
+#: returned says whether a pause was asked for, no row that the fence failed.
+CHECKPOINT_ONE = (
+    "WITH o AS (SELECT pause_requested, recoveries FROM executions "
+    f"WHERE id = ?1 AND owner = ?2 AND {OWNED} FOR UPDATE), "
+    "r AS (UPDATE executions SET recoveries = 0, step_in_flight = NULL "
+    "WHERE id = ?1 AND EXISTS (SELECT 1 FROM o WHERE recoveries <> 0)) "
+    f"INSERT INTO steps ({STEP_COLS}) SELECT ?1, ?3, ?4, ?5, ?6, ?7, ?8, "
+    "CAST(?9 AS integer), CAST(?10 AS integer), CAST(?11 AS double precision), "
+    "CAST(?12 AS double precision) FROM o"
+    + UPSERT_STEP[UPSERT_STEP.index(" ON CONFLICT") :]
+    + " RETURNING (SELECT pause_requested FROM o)"
+)
 SELECT_STEPS = f"SELECT {STEP_COLS} FROM steps WHERE execution_id = ? ORDER BY started_at, seq"
 SELECT_LOGS = f"SELECT {LOG_COLS} FROM logs WHERE execution_id = ? ORDER BY seq"
 
 
+def one_statement_checkpoint(eid: str, owner: str, cp: Checkpoint) -> bool:
+    """Whether ``op_checkpoint`` is one statement here (no children to insert)."""
+    return not cp.children
+
+
 def op_checkpoint(conn: Conn, eid: str, owner: str, cp: Checkpoint) -> str | None:
+    if conn.dialect.writable_cte and not cp.children:
+        return _checkpoint_one(conn, eid, owner, cp)
     # the owner row stays locked until commit where writers run concurrently
     state = conn.execute(conn.dialect.lock(OWNER_STATE), (eid,)).fetchone()
     why = stop_reason(state, owner)
@@ -46,6 +69,20 @@ def op_checkpoint(conn: Conn, eid: str, owner: str, cp: Checkpoint) -> str | Non
     for child in cp.children:
         insert(conn, child)
     return why
+
+
+def _checkpoint_one(conn: Conn, eid: str, owner: str, cp: Checkpoint) -> str | None:
+    s = cp.step
+    row = conn.execute(
+        CHECKPOINT_ONE,
+        (eid, owner, s.key, s.kind, s.name, s.status, s.result, s.error, s.attempts,
+         s.job_attempt, s.started_at, s.finished_at),
+    ).fetchone()  # fmt: skip
+    if row is not None:
+        return "paused" if row[0] else None
+    # the fence failed: say why (nothing was written, so nothing depends on this read)
+    why = stop_reason(conn.execute(OWNER_STATE, (eid,)).fetchone(), owner)
+    return "lost" if why in (None, "paused") else why
 
 
 def bulk_checkpoint(
