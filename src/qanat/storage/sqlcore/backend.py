@@ -54,6 +54,8 @@ BULK: dict[Callable[..., Any], Bulk] = {
     steps.op_checkpoint: steps.bulk_checkpoint,
     pipes.op_send: pipes.bulk_send,
 }
+#: Reads that have a one-statement form for a run of them (the reader's batches).
+READ_BULK: dict[Callable[..., Any], Bulk] = {queries.op_get: queries.bulk_get}
 
 #: Operations that are a single statement for some arguments (see ``ConnThread.single``):
 #: an enqueue of one record without key or flow control; a checkpoint without children

@@ -7,7 +7,7 @@ import json
 
 from qanat.storage.base import Checkpoint, LogRecord, StepRecord
 from qanat.storage.sqlcore.dialect import Conn
-from qanat.storage.sqlcore.executions import insert
+from qanat.storage.sqlcore.executions import INSERT_EXEC, insert, plain
 from qanat.storage.sqlcore.records import (
     LOG_COLS,
     OWNED,
@@ -15,6 +15,7 @@ from qanat.storage.sqlcore.records import (
     OWNER_STATES,
     RECOVERED,
     STEP_COLS,
+    execution_params,
     stop_reason,
 )
 
@@ -88,29 +89,30 @@ def _checkpoint_one(conn: Conn, eid: str, owner: str, cp: Checkpoint) -> str | N
 def bulk_checkpoint(
     conn: Conn, calls: list[tuple[str, str, Checkpoint]]
 ) -> list[str | None] | None:
-    """Many checkpoints of different executions: one owner read, one executemany."""
-    if len({c[0] for c in calls}) < len(calls) or any(c[2].children for c in calls):
-        return None  # the same execution twice, or children to insert: one by one
+    """Many checkpoints in one group commit (of one execution or several, such as a
+    fan-out's child starts): one owner read, one executemany for the steps and one for
+    the children. Children with a key or flow control go one by one instead."""
+    if not plain([c for _, _, cp in calls for c in cp.children]):
+        return None
     states = conn.dialect.lock(OWNER_STATES)
-    state = {
-        r[0]: r[1:] for r in conn.execute(states, (json.dumps([c[0] for c in calls]),)).fetchall()
-    }
+    ids = list(dict.fromkeys(c[0] for c in calls))
+    state = {r[0]: r[1:] for r in conn.execute(states, (json.dumps(ids),)).fetchall()}
     whys = [stop_reason(state.get(e), o) for e, o, _ in calls]
-    recovered = [
-        (e,) for (e, _, _), why in zip(calls, whys, strict=True)
-        if why in (None, "paused") and state[e][3]
-    ]  # fmt: skip
+    kept = [call for call, why in zip(calls, whys, strict=True) if why in (None, "paused")]
+    recovered = [(e,) for e in dict.fromkeys(e for e, _, _ in kept) if state[e][3]]
     if recovered:
         conn.executemany(RECOVERED, recovered)
     rows = [
         (e, s.key, s.kind, s.name, s.status, s.result, s.error, s.attempts, s.job_attempt,
          s.started_at, s.finished_at)
-        for (e, _, cp), why in zip(calls, whys, strict=True)
-        if why is None or why == "paused"
+        for e, _, cp in kept
         for s in (cp.step,)
     ]  # fmt: skip
     if rows:
         conn.executemany(UPSERT_STEP, rows)
+    children = [execution_params(c) for _, _, cp in kept for c in cp.children]
+    if children:
+        conn.executemany(INSERT_EXEC, children)
     return whys
 
 

@@ -7,7 +7,8 @@ one transaction, each operation in its own SAVEPOINT so one that raises is rolle
 alone; a run of same-kind operations that has a one-statement form (``bulk``) runs as
 that statement. Futures are resolved only after the COMMIT returned: a write is
 acknowledged once it is durable, never before. A **reader** runs queries the same way
-without a transaction of its own. A batch that loses a deadlock or a serialization
+(runs of same-kind reads with a bulk form as one read) without a transaction of its
+own. A batch that loses a deadlock or a serialization
 failure (``retryable``: PostgreSQL only) is rolled back whole and run again.
 """
 
@@ -172,15 +173,39 @@ class ConnThread:
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 pass
 
+    def _runs(self, batch: list[_Op]) -> list[tuple[list[_Op], Bulk | None]]:
+        """The batch cut into runs: same-kind operations that have a bulk form, with it,
+        and single operations (without)."""
+        runs: list[tuple[list[_Op], Bulk | None]] = []
+        i = 0
+        while i < len(batch):
+            j = i + 1
+            bulk = self.bulk.get(batch[i][0])
+            if bulk is not None:
+                while j < len(batch) and batch[j][0] is batch[i][0]:
+                    j += 1
+            runs.append((batch[i:j], bulk if j - i > 1 else None))
+            i = j
+        return runs
+
     def _run_read(self, batch: list[_Op]) -> list[_Result]:
         conn = self.conn
         out: list[_Result] = []
-        for fn, args, fut in batch:
-            assert fut is not None
-            try:
-                out.append((fut, True, fn(conn, *args)))
-            except Exception as exc:
-                out.append((fut, False, self._error(exc)))
+        for ops, bulk in self._runs(batch):
+            if bulk is not None:
+                try:
+                    values = bulk(conn, [op[1] for op in ops])
+                except Exception:
+                    values = None  # one by one: each gets its own error
+                if values is not None:
+                    out.extend((f, True, v) for (_, _, f), v in zip(ops, values, strict=True) if f)
+                    continue
+            for fn, args, fut in ops:
+                assert fut is not None
+                try:
+                    out.append((fut, True, fn(conn, *args)))
+                except Exception as exc:
+                    out.append((fut, False, self._error(exc)))
         return out
 
     def _run_write(self, batch: list[_Op]) -> list[_Result]:
@@ -211,17 +236,10 @@ class ConnThread:
                         return None
                     return [(fut, False, self._error(exc))]
             else:
-                i = 0
-                while i < len(batch):
-                    j = i + 1
-                    bulk = self.bulk.get(batch[i][0])
-                    if bulk is not None:
-                        while j < len(batch) and batch[j][0] is batch[i][0]:
-                            j += 1
-                    if j - i == 1 or bulk is None or not self._bulk(bulk, batch[i:j], out):
-                        for op in batch[i:j]:
+                for ops, bulk in self._runs(batch):
+                    if bulk is None or not self._bulk(bulk, ops, out):
+                        for op in ops:
                             self._one(op, out)
-                    i = j
             conn.execute("COMMIT")
             if self.bell is not None and conn.total_changes != changes:
                 self.bell.ring()  # never raises
