@@ -139,9 +139,20 @@ async def main() -> None:
     names = ["enqueue", "drain1", "drain2", "drain4", "latency", "steps", "fanout"]
     parser.add_argument("--only", nargs="+", choices=names)
     parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting (repeatable); fsync and synchronous_commit stay on",
+    )
     args = parser.parse_args()
     small = args.quick
-    server = PostgresServer()
+    settings = dict(s.split("=", 1) for s in args.pg_setting)
+    for kept in ("fsync", "synchronous_commit", "full_page_writes"):
+        if kept in settings:
+            parser.error(f"--pg-setting {kept}=...: durability settings are not changed here")
+    server = PostgresServer(settings)
     server.start()
     out: dict[str, Any] = {}
     try:

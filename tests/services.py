@@ -66,7 +66,9 @@ def _ready(
 class PostgresServer:
     """One throw-away PostgreSQL cluster."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        #: extra ``-c name=value`` server settings (the benchmarks' ``--pg-setting``)
+        self.settings = dict(settings or {})
         for tool in ("initdb", "postgres"):
             if not (BIN / tool).exists():
                 raise RuntimeError(
@@ -105,7 +107,8 @@ class PostgresServer:
             _as_postgres(
                 [str(BIN / "postgres"), "-D", str(self.data), "-h", "127.0.0.1",
                  "-p", str(self.port), "-k", str(self.root), "-c", "max_connections=300",
-                 "-c", "fsync=on", "-c", "synchronous_commit=on"]
+                 "-c", "fsync=on", "-c", "synchronous_commit=on",
+                 *(a for k, v in self.settings.items() for a in ("-c", f"{k}={v}"))]
             ),
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
