@@ -54,13 +54,18 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 async def enqueue(url: str, n: int) -> dict[str, float]:
-    async with bench_app.make_queue(url) as q:
+    # no worker in this process (as in run.py): only the enqueues use the connection
+    q = bench_app.make_queue(url)
+    await q.start(worker=False)
+    try:
         for _ in range(20):
             await q.jobs.noop.start()
         t = time.perf_counter()
         for _ in range(n):
             await q.jobs.noop.start()
         return {"per_s": n / (time.perf_counter() - t)}
+    finally:
+        await q.stop()
 
 
 async def drain(url: str, n: int, workers: int) -> dict[str, float]:
@@ -89,16 +94,19 @@ async def drain(url: str, n: int, workers: int) -> dict[str, float]:
 
 async def latency(url: str, n: int) -> dict[str, float]:
     procs = spawn(url)
+    # the client runs no worker: the one in the other process claims every job
+    q = bench_app.make_queue(url)
+    await q.start(worker=False)
     try:
-        async with bench_app.make_queue(url) as q:
-            for _ in range(20):
-                await (await q.jobs.noop.start()).result(timeout=60)
-            times = []
-            for _ in range(n):
-                t = time.perf_counter()
-                await (await q.jobs.noop.start()).result(timeout=60)
-                times.append((time.perf_counter() - t) * 1000)
+        for _ in range(20):
+            await (await q.jobs.noop.start()).result(timeout=60)
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            await (await q.jobs.noop.start()).result(timeout=60)
+            times.append((time.perf_counter() - t) * 1000)
     finally:
+        await q.stop()
         stop(procs)
     times.sort()
     return {"p50_ms": statistics.median(times), "p95_ms": times[int(0.95 * len(times)) - 1]}
@@ -131,9 +139,20 @@ async def main() -> None:
     names = ["enqueue", "drain1", "drain2", "drain4", "latency", "steps", "fanout"]
     parser.add_argument("--only", nargs="+", choices=names)
     parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting (repeatable); fsync and synchronous_commit stay on",
+    )
     args = parser.parse_args()
     small = args.quick
-    server = PostgresServer()
+    settings = dict(s.split("=", 1) for s in args.pg_setting)
+    for kept in ("fsync", "synchronous_commit", "full_page_writes"):
+        if kept in settings:
+            parser.error(f"--pg-setting {kept}=...: durability settings are not changed here")
+    server = PostgresServer(settings)
     server.start()
     out: dict[str, Any] = {}
     try:

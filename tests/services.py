@@ -74,9 +74,16 @@ def _ready(
 class PostgresServer:
     """One throw-away PostgreSQL cluster."""
 
-    def __init__(self, listen: tuple[str, ...] = (), hba: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        listen: tuple[str, ...] = (),
+        hba: tuple[str, ...] = (),
+        settings: dict[str, str] | None = None,
+    ) -> None:
         """``listen``: addresses to listen on besides 127.0.0.1; ``hba``: networks (CIDR)
-        allowed in with the password besides the loopback."""
+        allowed in with the password besides the loopback; ``settings``: extra ``-c
+        name=value`` server settings (the benchmarks' ``--pg-setting``)."""
+        self.settings = dict(settings or {})
         for tool in ("initdb", "postgres"):
             if not (BIN / tool).exists():
                 raise RuntimeError(
@@ -120,7 +127,8 @@ class PostgresServer:
             _as_postgres(
                 [str(BIN / "postgres"), "-D", str(self.data), "-h", ",".join(self.listen),
                  "-p", str(self.port), "-k", str(self.root), "-c", "max_connections=300",
-                 "-c", "fsync=on", "-c", "synchronous_commit=on"]
+                 "-c", "fsync=on", "-c", "synchronous_commit=on",
+                 *(a for k, v in self.settings.items() for a in ("-c", f"{k}={v}"))]
             ),
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -252,6 +252,9 @@ async def test_server_restart_fails_calls_clearly_then_carries_on(
         got = {r.id for r in await store.get_many(["before", "after"])}
         assert got == {"before", "after"}
         rang.clear()
+        # a commit after the clear: heard if the listener is back, else its reconnection
+        # calls back (it may have come back and heard "after" before the clear)
+        await store.enqueue([_rec("later")])
         await asyncio.wait_for(rang.wait(), 20)  # the listener reconnected (and notifies)
         stop()
     finally:

@@ -33,7 +33,7 @@ from psycopg import pq
 
 from qanat.errors import StorageError
 from qanat.storage.pg_notify import PgBell
-from qanat.storage.sqlcore.backend import BULK, SqlStorage
+from qanat.storage.sqlcore.backend import BULK, ONE_STATEMENT, READ_BULK, SqlStorage
 from qanat.storage.sqlcore.dialect import POSTGRES, Dialect
 from qanat.storage.sqlcore.schema import numbered_scripts
 from qanat.storage.sqlcore.writer import ConnThread
@@ -292,9 +292,10 @@ class PostgresStorage(SqlStorage):
             BULK,
             retryable=_retryable,
             reopen=self._connect,
+            single=ONE_STATEMENT,
         )
         self._reader = ConnThread(
-            reader, "qanat-pg-reader", label, False, errors, reopen=self._connect
+            reader, "qanat-pg-reader", label, False, errors, READ_BULK, reopen=self._connect
         )
         if self.notify:
             self._bell = self._writer.bell = PgBell(self._connect_raw, f"qanat_{self.schema}")

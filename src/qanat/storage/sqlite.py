@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 
 from qanat.errors import StorageError
 from qanat.storage.doorbell import Doorbell
-from qanat.storage.sqlcore.backend import BULK, SqlStorage
+from qanat.storage.sqlcore.backend import BULK, READ_BULK, SqlStorage
 from qanat.storage.sqlcore.dialect import SQLITE, Dialect
 from qanat.storage.sqlcore.schema import numbered_scripts
 from qanat.storage.sqlcore.writer import ConnThread
@@ -264,7 +264,9 @@ class SqliteStorage(SqlStorage):
         self._writer = ConnThread(
             writer, "qanat-sqlite-writer", label, True, (sqlite3.Error,), BULK
         )
-        self._reader = ConnThread(reader, "qanat-sqlite-reader", label, False, (sqlite3.Error,))
+        self._reader = ConnThread(
+            reader, "qanat-sqlite-reader", label, False, (sqlite3.Error,), READ_BULK
+        )
         self._watch = watch
         self._watch_cur = watch.cursor()
         self._seen = None

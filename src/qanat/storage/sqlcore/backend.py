@@ -43,7 +43,7 @@ from qanat.storage.sqlcore import (
     queries,
     steps,
 )
-from qanat.storage.sqlcore.writer import Bulk, ConnThread
+from qanat.storage.sqlcore.writer import Bulk, ConnThread, OneStatement
 
 T = TypeVar("T")
 
@@ -53,6 +53,16 @@ BULK: dict[Callable[..., Any], Bulk] = {
     executions.op_finish: executions.bulk_finish,
     steps.op_checkpoint: steps.bulk_checkpoint,
     pipes.op_send: pipes.bulk_send,
+}
+#: Reads that have a one-statement form for a run of them (the reader's batches).
+READ_BULK: dict[Callable[..., Any], Bulk] = {queries.op_get: queries.bulk_get}
+
+#: Operations that are a single statement for some arguments (see ``ConnThread.single``):
+#: an enqueue of one record without key or flow control; a checkpoint without children
+#: where the dialect writes it as one statement.
+ONE_STATEMENT: dict[Callable[..., Any], OneStatement] = {
+    executions.op_enqueue: executions.one_plain_record,
+    steps.op_checkpoint: steps.one_statement_checkpoint,
 }
 
 

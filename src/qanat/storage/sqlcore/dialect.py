@@ -48,6 +48,8 @@ class Dialect:
     begin = "BEGIN IMMEDIATE"
     #: the claim's update of the rows it chose (the dialect may add a re-check)
     claim_take_check = ""
+    #: whether data-modifying WITH clauses exist (one-statement checkpoints)
+    writable_cte = False
 
     def translate(self, sql: str) -> str:
         return sql
@@ -79,6 +81,7 @@ class PostgresDialect(Dialect):
 
     name = "postgresql"
     begin = "BEGIN"
+    writable_cte = True
     #: the candidates are locked by this transaction (SKIP LOCKED), so only its own
     #: earlier statements can have changed them: a bulk park of a full gate may have
     #: parked rows this claim took first, which stay taken (as on SQLite)

@@ -124,13 +124,18 @@ def insert(conn: Conn, rec: ExecutionRecord) -> ExecutionRecord:
     return execution(row)
 
 
-def _plain(records: list[ExecutionRecord]) -> bool:
+def plain(records: list[ExecutionRecord]) -> bool:
     """No key and no flow control: nothing to look up before the insert."""
     return all(r.key is None and r.flow is None for r in records)
 
 
+def one_plain_record(records: list[ExecutionRecord]) -> bool:
+    """One record without key or flow control: ``op_enqueue`` is then one INSERT."""
+    return len(records) == 1 and plain(records)
+
+
 def op_enqueue(conn: Conn, records: list[ExecutionRecord]) -> list[ExecutionRecord]:
-    if len(records) > 1 and _plain(records):  # one executemany (PostgreSQL: pipelined)
+    if len(records) > 1 and plain(records):  # one executemany (PostgreSQL: pipelined)
         conn.executemany(INSERT_EXEC, [execution_params(r) for r in records])
         return [r.copy() for r in records]
     return [insert(conn, r) for r in records]
@@ -142,7 +147,7 @@ def bulk_enqueue(
     """A run of enqueues in one group commit as one executemany, when none has a key or
     flow control (an id collision raises: the run then goes one by one)."""
     records = [r for (batch,) in calls for r in batch]
-    if not _plain(records):
+    if not plain(records):
         return None
     conn.executemany(INSERT_EXEC, [execution_params(r) for r in records])
     return [[r.copy() for r in batch] for (batch,) in calls]

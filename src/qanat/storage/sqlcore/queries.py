@@ -62,6 +62,13 @@ def op_get(conn: Conn, eid: str) -> ExecutionRecord | None:
     return execution(row) if row is not None else None
 
 
+def bulk_get(conn: Conn, calls: list[tuple[str]]) -> list[ExecutionRecord | None]:
+    """Many ``op_get`` queued together (a parent awaiting its fan-out) as one read."""
+    found = op_get_many(conn, list(dict.fromkeys(eid for (eid,) in calls)), True)
+    by_id = {r.id: r for r in found}
+    return [by_id[eid].copy() if eid in by_id else None for (eid,) in calls]
+
+
 PAUSED_JOBS = "SELECT job FROM paused_jobs"
 
 

@@ -7,7 +7,8 @@ one transaction, each operation in its own SAVEPOINT so one that raises is rolle
 alone; a run of same-kind operations that has a one-statement form (``bulk``) runs as
 that statement. Futures are resolved only after the COMMIT returned: a write is
 acknowledged once it is durable, never before. A **reader** runs queries the same way
-without a transaction of its own. A batch that loses a deadlock or a serialization
+(runs of same-kind reads with a bulk form as one read) without a transaction of its
+own. A batch that loses a deadlock or a serialization
 failure (``retryable``: PostgreSQL only) is rolled back whole and run again.
 """
 
@@ -34,6 +35,8 @@ RETRIES = 5
 #: A one-statement form of a run of same-kind operations: their results, or None to run
 #: them one by one.
 Bulk = Callable[[Any, list[Any]], "list[Any] | None"]
+#: Whether an operation, for these arguments, writes with a single statement.
+OneStatement = Callable[..., bool]
 
 _Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any] | None"]
 _Result = tuple["asyncio.Future[Any]", bool, Any]
@@ -61,6 +64,7 @@ class ConnThread:
         bulk: dict[Callable[..., Any], Bulk] | None = None,
         retryable: Callable[[BaseException], bool] | None = None,
         reopen: Callable[[], Any] | None = None,
+        single: dict[Callable[..., Any], OneStatement] | None = None,
     ) -> None:
         self.conn = conn
         self.label = label
@@ -71,6 +75,10 @@ class ConnThread:
         #: makes a new connection when this one broke (the server restarted, a network
         #: fault): the batch that met the fault failed, the next ones run on the new one
         self.reopen = reopen
+        #: operations that, alone in a batch and one statement for their arguments, run
+        #: without BEGIN and COMMIT: the statement is its own transaction, durable when
+        #: it returns, and two round trips shorter (PostgreSQL)
+        self.single = single or {}
         self.ops: queue.SimpleQueue[_Op] = queue.SimpleQueue()
         #: rung after each commit that changed something (writer only; None: no bell)
         self.bell: Any = None
@@ -165,15 +173,39 @@ class ConnThread:
             except RuntimeError:  # the loop is closed: nobody is waiting any more
                 pass
 
+    def _runs(self, batch: list[_Op]) -> list[tuple[list[_Op], Bulk | None]]:
+        """The batch cut into runs: same-kind operations that have a bulk form, with it,
+        and single operations (without)."""
+        runs: list[tuple[list[_Op], Bulk | None]] = []
+        i = 0
+        while i < len(batch):
+            j = i + 1
+            bulk = self.bulk.get(batch[i][0])
+            if bulk is not None:
+                while j < len(batch) and batch[j][0] is batch[i][0]:
+                    j += 1
+            runs.append((batch[i:j], bulk if j - i > 1 else None))
+            i = j
+        return runs
+
     def _run_read(self, batch: list[_Op]) -> list[_Result]:
         conn = self.conn
         out: list[_Result] = []
-        for fn, args, fut in batch:
-            assert fut is not None
-            try:
-                out.append((fut, True, fn(conn, *args)))
-            except Exception as exc:
-                out.append((fut, False, self._error(exc)))
+        for ops, bulk in self._runs(batch):
+            if bulk is not None:
+                try:
+                    values = bulk(conn, [op[1] for op in ops])
+                except Exception:
+                    values = None  # one by one: each gets its own error
+                if values is not None:
+                    out.extend((f, True, v) for (_, _, f), v in zip(ops, values, strict=True) if f)
+                    continue
+            for fn, args, fut in ops:
+                assert fut is not None
+                try:
+                    out.append((fut, True, fn(conn, *args)))
+                except Exception as exc:
+                    out.append((fut, False, self._error(exc)))
         return out
 
     def _run_write(self, batch: list[_Op]) -> list[_Result]:
@@ -187,6 +219,8 @@ class ConnThread:
         """One try of a batch's transaction; None: it lost a deadlock (or a serialization
         failure) that the dialect says to retry, and nothing of it stands."""
         conn = self.conn
+        if len(batch) == 1 and self._is_single(batch[0]):
+            return self._write_alone(batch[0], last)
         out: list[_Result] = []
         try:
             changes = conn.total_changes
@@ -202,17 +236,10 @@ class ConnThread:
                         return None
                     return [(fut, False, self._error(exc))]
             else:
-                i = 0
-                while i < len(batch):
-                    j = i + 1
-                    bulk = self.bulk.get(batch[i][0])
-                    if bulk is not None:
-                        while j < len(batch) and batch[j][0] is batch[i][0]:
-                            j += 1
-                    if j - i == 1 or bulk is None or not self._bulk(bulk, batch[i:j], out):
-                        for op in batch[i:j]:
+                for ops, bulk in self._runs(batch):
+                    if bulk is None or not self._bulk(bulk, ops, out):
+                        for op in ops:
                             self._one(op, out)
-                    i = j
             conn.execute("COMMIT")
             if self.bell is not None and conn.total_changes != changes:
                 self.bell.ring()  # never raises
@@ -227,6 +254,26 @@ class ConnThread:
             err = self._error(exc)
             return [(fut, False, err) for _, _, fut in batch if fut is not None]
         return out
+
+    def _is_single(self, op: _Op) -> bool:
+        one = self.single.get(op[0])
+        return one is not None and one(*op[1])
+
+    def _write_alone(self, op: _Op, last: bool) -> list[_Result] | None:
+        """A lone one-statement operation, its statement its own transaction."""
+        fn, args, fut = op
+        assert fut is not None
+        conn = self.conn
+        changes = conn.total_changes
+        try:
+            value = fn(conn, *args)
+        except Exception as exc:
+            if not last and self._retry(exc):
+                return None
+            return [(fut, False, self._error(exc))]
+        if self.bell is not None and conn.total_changes != changes:
+            self.bell.ring()
+        return [(fut, True, value)]
 
     def _retry(self, exc: BaseException) -> bool:
         return self.retryable is not None and self.retryable(exc)
