@@ -124,10 +124,10 @@ class Worker:
             claim.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await claim
-        for ident in list(self._blocked):
-            self._interrupt(self.active.get(ident), "shutdown")
         for st in list(self.active.values()):
-            if st.idle:  # between a step's attempts: nothing of the step runs now
+            # held in memory (a short sleep, awaiting a child) or between a step's
+            # attempts: nothing of a step runs now, so it is released at once
+            if st.id in self._blocked or st.idle:
                 self._interrupt(st, "shutdown")
         running = [st.task for st in self.active.values() if st.task is not None]
         if running:
