@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -127,7 +128,13 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
             LogRecord(rec.id, f.at, f"trigger of job {f.job!r} failed: {f.error}")
             for f in fin.failures
         ]
-    if await storage.finish(rec.id, worker.id, fin):
+
+    def finish() -> Awaitable[bool]:
+        return storage.finish(rec.id, worker.id, fin)
+
+    # without children to enqueue, a finish is safe to repeat: one that committed before
+    # a fault hid it is refused the second time (the owner is gone), changing nothing
+    if await (finish() if fin.children else st.through_outage(finish, "finish")):
         st.settled = True
         if queue.watcher.waiting(rec.id):
             done = rec.copy(status=COMPLETED, output=text, completed_at=storage.clock(), owner=None)
@@ -192,7 +199,7 @@ async def _failed(
         else:
             due = at + backoff_delay(job.backoff, rec.attempt, job.input_for_hooks(value))
     fin = Finish(PENDING, error=encode_error(exc), attempt=rec.attempt + 1, available_at=due)
-    if await worker.storage.finish(rec.id, worker.id, fin):
+    if await st.through_outage(lambda: worker.storage.finish(rec.id, worker.id, fin), "retry"):
         st.settled = True
         worker.wake_at(due)
         await worker.queue.fire(job, "error", rec.id, value, exc)
@@ -202,7 +209,8 @@ async def _failed(
 async def _final_failure(worker: Worker, st: ExecState, value: Any, exc: Exception) -> None:
     rec, job = st.record, st.job
     text = encode_error(exc)
-    if await worker.storage.finish(rec.id, worker.id, Finish(FAILED, error=text)):
+    fin = Finish(FAILED, error=text)
+    if await st.through_outage(lambda: worker.storage.finish(rec.id, worker.id, fin), "finish"):
         st.settled = True
         worker.queue.watcher.finished(
             rec.copy(status=FAILED, error=text, completed_at=worker.storage.clock())

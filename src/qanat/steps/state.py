@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from qanat.errors import LeaseLost, NonDeterminism, NotInJob, Suspend
+from qanat.errors import LeaseLost, NonDeterminism, NotInJob, StorageError, Suspend
 from qanat.storage.base import PAUSED, Checkpoint, ExecutionRecord, StepRecord
+
+T = TypeVar("T")
+
+log = logging.getLogger("qanat")
 
 if TYPE_CHECKING:
     from qanat.context import Context
@@ -95,6 +101,33 @@ class ExecState:
         finally:
             self.idle = False
 
+    async def through_outage(self, write: Callable[[], Awaitable[T]], what: str) -> T:
+        """A write this worker makes for the execution, retried with back-off while
+        storage is unreachable (a database restart), for up to the worker's lease.
+
+        The worker still owns the execution meanwhile, so once storage is back the write
+        goes in and the execution carries on here, rather than failing in the engine and
+        being taken over after its lease (a takeover that would count toward
+        ``max_recoveries``). Only for writes that are safe to repeat; fencing still
+        refuses one that comes after the lease was lost.
+        """
+        delay, end = 0.25, time.monotonic() + self.worker.lease
+        while True:
+            try:
+                return await write()
+            except StorageError as exc:
+                if self.stop_reason is not None or time.monotonic() + delay > end:
+                    raise
+                log.warning(
+                    "qanat: execution %s: %s failed (%s); retrying in %.2gs",
+                    self.id,
+                    what,
+                    exc,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 4.0)
+
     async def enter_step(self, key: str) -> None:
         """About to run user code in step ``key``: on a recovered execution (a worker died
         under it), record the step first, so that if it kills this worker too the
@@ -111,9 +144,14 @@ class ExecState:
         self, step: StepRecord, children: list[ExecutionRecord] | None = None
     ) -> None:
         """Store a step (and children it starts); return once it is committed."""
-        why = await self.worker.storage.checkpoint(
-            self.id, self.worker.id, Checkpoint(step, children or [])
-        )
+        cp = Checkpoint(step, children or [])
+
+        def write() -> Awaitable[str | None]:
+            return self.worker.storage.checkpoint(self.id, self.worker.id, cp)
+
+        # a step record is written insert-or-replace at its key: a retry after a fault
+        # that hid whether it committed stores it once; new children are not idempotent
+        why = await (write() if children else self.through_outage(write, "checkpoint"))
         self.memo[step.key] = step
         if why == "paused":
             self.pause_requested = True
