@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -431,11 +431,14 @@ class Queue:
         """Whether any global hook listens to ``event``."""
         return self.hooks.has_hooks(event)
 
-    async def fire(
+    def fire(
         self, j: Job[Any], event: str, execution_id: str, value: Any, *extra: Any
-    ) -> None:
-        """Run the job's hook for ``event``, then the global ones. Errors are logged only."""
-        await self.hooks.fire(j, event, execution_id, value, *extra)
+    ) -> Coroutine[Any, Any, None]:
+        """Run the job's hook for ``event``, then the global ones. Errors are logged only.
+
+        Awaitable; ``Hooks.fire``'s own coroutine is returned rather than wrapped in one
+        more (three fire per execution, on the hot path)."""
+        return self.hooks.fire(j, event, execution_id, value, *extra)
 
     # --- queries -----------------------------------------------------------------------
 
