@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 
 # System packages the tests use, installed with apt when missing (a fresh machine may
 # need its package lists first): libfaketime (the clock-skew test runs a worker 10 s
-# ahead), PostgreSQL 15's initdb/postgres (tests/services.py starts a server of its own).
+# ahead), PostgreSQL 15's initdb/postgres and redis-server (tests/services.py starts
+# servers of its own on 127.0.0.1), Chromium (the dashboard's browser tests drive it
+# through Playwright; the Playwright package never downloads a browser of its own).
 apt_install() {
     local sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo -n"
@@ -22,6 +24,8 @@ if command -v apt-get >/dev/null; then
     [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || apt_install faketime
     command -v initdb >/dev/null || [ -x /usr/lib/postgresql/15/bin/initdb ] \
         || apt_install postgresql-15
+    command -v redis-server >/dev/null || apt_install redis-server
+    command -v chromium >/dev/null || apt_install chromium
 fi
 
 venv="${QANAT_TEST_VENV:-$PWD/.venv-test}"
