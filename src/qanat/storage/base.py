@@ -46,6 +46,7 @@ from qanat.storage.records import (
     TriggerFailure,
     Waiter,
     WaitState,
+    WorkerRecord,
     decode_cursor,
     encode_cursor,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "TriggerFailure",
     "WaitState",
     "Waiter",
+    "WorkerRecord",
     "decode_cursor",
     "encode_cursor",
     "now",
@@ -391,6 +393,12 @@ class Storage(abc.ABC):
     async def workers(self, host: str) -> list[tuple[str, int]]:
         """The (worker_id, pid) pairs registered on ``host``."""
 
+    async def worker_list(self) -> list[WorkerRecord]:
+        """Every registered worker (all hosts), oldest first, each with the ids of the live
+        executions (running or waiting) it owns and their latest lease end (for the
+        dashboard). Optional: a backend that cannot list them raises NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} does not list workers")
+
     @abc.abstractmethod
     async def expire_owner(self, owner: str, at: float | None = None) -> int:
         """Make every execution owned by ``owner`` claimable at ``at`` (None: the storage's
@@ -468,6 +476,12 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def waiter(self, execution_id: str, key: str) -> Waiter | None:
         """The stored waiter of an execution at a step key, or None."""
+
+    async def open_waiters(self, pipe: str | None, limit: int) -> list[Waiter]:
+        """Up to ``limit`` waiters with no delivery yet (of ``pipe``, or of every pipe),
+        oldest first (``since``): who waits on what match, for the dashboard. Optional: a
+        backend that cannot list them raises NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} does not list waiters")
 
     @abc.abstractmethod
     async def awaited(self, prefix: str) -> set[str]:

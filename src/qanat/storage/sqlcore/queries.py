@@ -12,6 +12,7 @@ from qanat.storage.base import (
     ExecutionRecord,
     Page,
     Stats,
+    WorkerRecord,
     decode_cursor,
     encode_cursor,
 )
@@ -43,6 +44,12 @@ COUNTS = "SELECT job, status, count(*), sum(attempt - 1) FROM executions GROUP B
 RUNTIMES = f"SELECT count(*), total(completed_at - started_at) {RUNTIME}"
 RUNTIME_AT = f"SELECT completed_at - started_at AS rt {RUNTIME} ORDER BY rt LIMIT 1 OFFSET ?"
 WORKERS = "SELECT id, pid FROM workers WHERE host = ? ORDER BY rowid"
+ALL_WORKERS = "SELECT id, host, pid, registered_at FROM workers ORDER BY registered_at, id"
+#: Owned live executions: the claim index holds exactly these rows (available_at set).
+HELD = (
+    "SELECT owner, id, available_at FROM executions WHERE owner IS NOT NULL "
+    "AND available_at IS NOT NULL AND status IN ('running', 'waiting') ORDER BY id"
+)
 
 _RANGES = (
     ("started_before", "started_at < ?"),
@@ -91,6 +98,10 @@ def op_list(conn: Conn, flt: ExecutionFilter, limit: int, cursor: str | None) ->
         if value is not None:
             conds.append(cond)
             params.append(value)
+    if flt.search is not None:
+        conds.append("(id = ? OR input LIKE ? ESCAPE '!')")
+        escaped = flt.search.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+        params.extend((flt.search, f"%{escaped}%"))
     if cursor is not None:
         conds.append("(created_at, id) < (?, ?)")
         params.extend(decode_cursor(cursor))
@@ -115,6 +126,16 @@ def op_find_cached(conn: Conn, job: str, input: str, since: float) -> ExecutionR
 
 def op_workers(conn: Conn, host: str) -> list[tuple[str, int]]:
     return [(r[0], r[1]) for r in conn.execute(WORKERS, (host,)).fetchall()]
+
+
+def op_worker_list(conn: Conn) -> list[WorkerRecord]:
+    found = {r[0]: WorkerRecord(*r) for r in conn.execute(ALL_WORKERS).fetchall()}
+    for owner, eid, until in conn.execute(HELD).fetchall():
+        rec = found.get(owner)
+        if rec is not None:
+            rec.held.append(eid)
+            rec.lease_until = max(rec.lease_until or 0.0, until)
+    return list(found.values())
 
 
 def op_stats(conn: Conn) -> Stats:
