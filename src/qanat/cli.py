@@ -26,7 +26,7 @@ from qanat.cli_app import queue_of as _queue
 from qanat.cli_app import run as _run
 from qanat.cli_control import filter_options, filters_of
 from qanat.engine.supervisor import Supervisor, watch_supervisor
-from qanat.errors import PayloadTooLarge, StorageError, UnknownPipe
+from qanat.errors import ConfigurationError, PayloadTooLarge, StorageError, UnknownPipe
 from qanat.execution import Execution
 from qanat.pipe import Pipe
 from qanat.queue import Queue
@@ -427,6 +427,42 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     """Counts by status and job, retries, mean and p95 run time."""
     s = _run(_queue(ctx), lambda q: q.stats())
     click.echo(fmt.dumps(s) if as_json else fmt.stats_text(s))
+
+
+@main.command()
+@click.argument("app", required=False, metavar="[APP]")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=4000, show_default=True)
+@click.option(
+    "--token",
+    envvar="QANAT_TOKEN",
+    show_envvar=True,
+    help="Require this token (sign-in form, ?token= or Authorization: Bearer); "
+    "needed to bind anything but loopback.",
+)
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+@click.pass_context
+def dashboard(
+    ctx: click.Context, app: str | None, host: str, port: int, token: str | None, log_level: str
+) -> None:
+    """Serve the web dashboard of APP's queue (SPEC §11) until Ctrl-C; runs no worker."""
+    from qanat.dashboard.serve import serve
+
+    try:
+        serve(
+            load_app(app or ctx.find_root().params.get("app")),
+            host=host,
+            port=port,
+            token=token,
+            log_level=log_level.lower(),
+        )
+    except ConfigurationError as exc:
+        raise CliError(str(exc)) from None
 
 
 for _command in cli_control.COMMANDS:

@@ -106,7 +106,8 @@ def dashboard_app(queue: Queue, *, token: str | None = None) -> Starlette:
         Route("/workers", pages.workers(p)),
         Route("/charts", pages.charts(p)),
         Route("/signin", pages.signin(p)),
+        Route("/favicon.ico", pages.no_icon),
         Route("/signin", actions.signin(p), methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(Guard, token=token)])  # type: ignore[arg-type]
+    return Starlette(routes=routes, middleware=[Middleware(Guard, token=token)])

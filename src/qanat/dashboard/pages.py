@@ -295,3 +295,8 @@ def signin(p: Pages) -> Handler:
         )
 
     return handler
+
+
+async def no_icon(request: Request) -> Response:
+    """No favicon (a browser asks for one on every page; a 404 would be logged)."""
+    return Response(status_code=204)

@@ -44,7 +44,7 @@ SECURITY_HEADERS = (
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make Origin "null"
 )
 SAFE_METHODS = ("GET", "HEAD")
 #: Paths any visitor may fetch: the sign-in form and the (non-data) CSS and script.
@@ -63,14 +63,21 @@ def csrf_of(request: Request) -> str:
 
 
 def same_origin(headers: Headers, url: URL) -> bool:
-    """Whether a request comes from a page of this dashboard's own origin: its ``Origin``
-    names this host, or (no Origin sent) ``Sec-Fetch-Site`` says same-origin. A request
-    with neither is refused: every browser that could be tricked sends one of them."""
+    """Whether a request comes from a page of this dashboard's own origin. Each of
+    ``Origin`` (unless "null") and ``Sec-Fetch-Site`` that the browser sent must say so,
+    and at least one must be there: every browser that could be tricked sends one."""
     origin = headers.get("origin")
-    if origin is not None:
-        host = headers.get("host", url.netloc)
-        return origin in (f"{url.scheme}://{host}",)
-    return headers.get("sec-fetch-site") == "same-origin"
+    site = headers.get("sec-fetch-site")
+    known = False
+    if origin is not None and origin != "null":
+        if origin != f"{url.scheme}://{headers.get('host', url.netloc)}":
+            return False
+        known = True
+    if site is not None:
+        if site != "same-origin":
+            return False
+        known = True
+    return known
 
 
 class Guard:
@@ -85,7 +92,13 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request = Request(scope, receive)
+        if scope.get("method") not in SAFE_METHODS:
+            # the guard and then the route read the form: each gets the body replayed
+            body, source = await _read_body(receive), receive
+            request = Request(scope, _replay(body, source))
+            receive = _replay(body, source)
+        else:
+            request = Request(scope, receive)
         path, root = scope.get("path", "/"), scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :] or "/"
@@ -151,12 +164,40 @@ class Guard:
             return None
         if not same_origin(request.headers, request.url):
             return PlainTextResponse("refused: the request does not come from this dashboard", 403)
-        form = await request.form()  # Starlette caches it: the route reads it again
+        form = await request.form()
         sent = form.get(CSRF_FIELD)
         cookie = request.cookies.get(CSRF_COOKIE)
         if not isinstance(sent, str) or cookie is None or not hmac.compare_digest(sent, cookie):
             return PlainTextResponse("refused: missing or wrong CSRF token", 403)
         return None
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body (a form of the dashboard: a few kilobytes)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` once, then passes on what comes after (such as
+    a disconnect)."""
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again
 
 
 def set_session(response: Response, request: Request, token: str) -> None:
