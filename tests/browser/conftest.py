@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -38,6 +40,11 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+#: The session's folder and SQLite file, set before any test module imports ``dashapp``
+#: (its queue reads $QANAT_TEST_STORAGE when it is built).
+ROOT = Path(tempfile.mkdtemp(prefix="qanat-dashboard-"))
+STORAGE = f"sqlite:///{ROOT / 'dash.db'}"
+os.environ["QANAT_TEST_STORAGE"] = STORAGE
 #: The screenshots docs/dashboard.md shows.
 IMAGES = HERE.parent.parent / "docs" / "images"
 
@@ -121,13 +128,17 @@ class Stack:
         return self.dash.call(self.queue.start_execution(j, (), data, {})).id
 
     def wait_status(self, eid: str, *statuses: str, timeout: float = 15.0) -> str:
-        return str(
-            wait_until(
-                lambda: self.status(eid) in statuses and self.status(eid),
-                timeout,
-                f"execution {eid} in {statuses} (worker log: {self.worker_log()[-800:]})",
-            )
-        )
+        seen: list[str] = []
+
+        def reached() -> str | None:
+            seen.append(self.status(eid))
+            return seen[-1] if seen[-1] in statuses else None
+
+        try:
+            wait_until(reached, timeout, f"execution {eid} in {statuses}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: still {seen[-1]!r}; worker: {self.worker_log()[-1500:]}")
+        return seen[-1]
 
     def worker_log(self) -> str:
         p = self.root / "worker.err"
@@ -135,13 +146,12 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("dashboard")
-    storage = f"sqlite:///{root / 'dash.db'}"
-    os.environ["QANAT_TEST_STORAGE"] = storage
+def stack() -> Iterator[Stack]:
+    root, storage = ROOT, STORAGE
     sys.path.insert(0, str(HERE))
     module = importlib.import_module("dashapp")
     queue: Queue = module.queue
+    assert getattr(queue.storage, "path", None) == str(ROOT / "dash.db"), "dashapp imported too early"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
     env["PYTHONUNBUFFERED"] = "1"
     err = (root / "worker.err").open("wb")
@@ -166,6 +176,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             worker.kill()
         dash.stop()
         err.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
