@@ -137,7 +137,8 @@ class Stack:
         try:
             wait_until(reached, timeout, f"execution {eid} in {statuses}")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}: still {seen[-1]!r}; worker: {self.worker_log()[-1500:]}")
+            log = self.worker_log()[-1500:]
+            raise AssertionError(f"{exc}: still {seen[-1]!r}; worker: {log}") from None
         return seen[-1]
 
     def worker_log(self) -> str:
@@ -151,8 +152,12 @@ def stack() -> Iterator[Stack]:
     sys.path.insert(0, str(HERE))
     module = importlib.import_module("dashapp")
     queue: Queue = module.queue
-    assert getattr(queue.storage, "path", None) == str(ROOT / "dash.db"), "dashapp imported too early"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    assert getattr(queue.storage, "path", None) == str(ROOT / "dash.db"), (
+        "dashapp imported too early"
+    )
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
+    )
     env["PYTHONUNBUFFERED"] = "1"
     err = (root / "worker.err").open("wb")
     worker = subprocess.Popen(
@@ -164,7 +169,9 @@ def stack() -> Iterator[Stack]:
     )
     dash = Served(queue)
     s = Stack(root, storage, queue, dash, worker)
-    wait_until(lambda: " running jobs: " in s.worker_log() or worker.poll() is not None, 30, "worker start")
+    wait_until(
+        lambda: " running jobs: " in s.worker_log() or worker.poll() is not None, 30, "worker start"
+    )
     assert worker.poll() is None, s.worker_log()
     try:
         yield s

@@ -46,13 +46,21 @@ def test_payloads_render_inert_in_the_browser(
     stack: Stack, page: Watched, evil: dict[str, str]
 ) -> None:
     p = page.page
-    for path in ("/", f"/?search={evil['execution']}", f"/executions/{evil['execution']}", "/pipes"):
+    for path in (
+        "/",
+        f"/?search={evil['execution']}",
+        f"/executions/{evil['execution']}",
+        "/pipes",
+    ):
         p.goto(stack.dash.url + path)
         p.wait_for_load_state("load")
         assert p.evaluate("typeof window.__xss") == "undefined", path
         assert p.evaluate("document.images.length") == 0, path
         assert p.evaluate("document.scripts.length") == 1, path  # our app.js only
-        hrefs = p.evaluate("[...document.querySelectorAll('[href],[src]')].map(e => e.getAttribute('href') || e.getAttribute('src'))")
+        hrefs = p.evaluate(
+            "[...document.querySelectorAll('[href],[src]')]"
+            ".map(e => e.getAttribute('href') || e.getAttribute('src'))"
+        )
         assert not [h for h in hrefs if h.strip().lower().startswith("javascript:")], path
     p.goto(stack.dash.url + f"/executions/{evil['execution']}")
     # shown as text, exactly as the job made it
@@ -73,7 +81,10 @@ def test_payloads_escaped_in_the_raw_html(stack: Stack, evil: dict[str, str]) ->
             assert "<script>window.__xss" not in html, path
             assert "<img" not in html, path
             assert 'onerror="window' not in html, path
-            assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in html or "&#34;&gt;&lt;img" in html, path
+            assert (
+                "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in html
+                or "&#34;&gt;&lt;img" in html
+            ), path
 
 
 def test_headers_csp_no_store_no_cors(stack: Stack) -> None:
@@ -82,7 +93,11 @@ def test_headers_csp_no_store_no_cors(stack: Stack) -> None:
         assert r.headers["content-security-policy"] == CSP
         assert r.headers["cache-control"] == "no-store"
         assert not [h for h in r.headers if h.lower().startswith("access-control-")]
-        pre = c.request("OPTIONS", "/", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+        pre = c.request(
+            "OPTIONS",
+            "/",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
         assert not [h for h in pre.headers if h.lower().startswith("access-control-")]
         assert c.get("/static/app.js").headers["content-security-policy"] == CSP
     assert CSP == (
@@ -111,7 +126,11 @@ def test_cross_origin_and_tokenless_posts_change_nothing(stack: Stack) -> None:
             assert r.status_code == 403, (headers, form, r.status_code)
             assert stack.status(eid) == "waiting", (headers, form)
         # bulk actions and sends too
-        r = c.post("/executions/bulk", data={"action": "cancel", "csrf": csrf}, headers={"Origin": "https://evil.example"})
+        r = c.post(
+            "/executions/bulk",
+            data={"action": "cancel", "csrf": csrf},
+            headers={"Origin": "https://evil.example"},
+        )
         assert r.status_code == 403
         r = c.post("/pipes/approvals/send", data={"data": "{}"}, headers={"Origin": own})
         assert r.status_code == 403
@@ -151,7 +170,9 @@ def test_get_never_changes_state(stack: Stack) -> None:
         for action in ("cancel", "pause", "retry"):
             assert c.get(f"/executions/{eid}/{action}").status_code == 405
         # the bulk confirmation only counts
-        r = c.get("/executions/bulk", params={"action": "cancel", "job": "nap", "status": "waiting"})
+        r = c.get(
+            "/executions/bulk", params={"action": "cancel", "job": "nap", "status": "waiting"}
+        )
         assert r.status_code == 200 and "This will cancel" in r.text
         assert c.get("/jobs/nap/pause").status_code == 405
         assert c.get("/pipes/approvals/send", params={"data": "{}"}).status_code == 405
@@ -215,7 +236,17 @@ def test_non_loopback_bind_without_token_is_refused(stack: Stack) -> None:
     env = {k: v for k, v in os.environ.items() if k != "QANAT_TOKEN"}
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
     res = subprocess.run(
-        [sys.executable, "-m", "qanat", "dashboard", "dashapp:queue", "--host", "0.0.0.0", "--port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "qanat",
+            "dashboard",
+            "dashapp:queue",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+        ],
         env=env,
         capture_output=True,
         text=True,
