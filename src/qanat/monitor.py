@@ -77,7 +77,7 @@ class Monitor:
         registered job and every job that has stored executions."""
         q = self._queue
         await q.ensure_open()
-        by_job = (await q.storage.stats()).by_job
+        by_job = await q.storage.status_counts()
         out: dict[str, dict[str, int]] = {}
         for name in sorted(set(q.registry) | set(by_job)):
             got = by_job.get(name, {})

@@ -73,3 +73,15 @@ async def test_open_waiters_lists_who_waits_on_what(storage: Storage) -> None:
 def test_match_of_undoes_shape_and_value() -> None:
     for match in ({"a": 1}, {"b": {"y": [1, 2], "x": None}, "a": "s"}, {}):
         assert match_of(*shape_and_value(match)) == match
+
+
+async def test_count_and_status_counts(storage: Storage) -> None:
+    await storage.enqueue(
+        [rec(f"a{i}", job="a", group="g" if i % 2 else None) for i in range(5)]
+        + [rec("b1", job="b")]
+    )
+    assert await storage.count(ExecutionFilter()) == 6
+    assert await storage.count(ExecutionFilter(job=["a"], group="g")) == 2
+    assert await storage.count(ExecutionFilter(status=["failed"])) == 0
+    assert await storage.count(ExecutionFilter(search="b1")) == 1
+    assert await storage.status_counts() == {"a": {"pending": 5}, "b": {"pending": 1}}

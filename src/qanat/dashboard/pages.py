@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from qanat.dashboard.timeline import gantt, source_of, step_lines
 from qanat.execution import APPLIES_TO
@@ -72,18 +72,7 @@ async def count_matching(p: Pages, action: str, filters: dict[str, Any]) -> int:
     statuses = [s for s in (flt.status or allowed) if s in allowed]
     if not statuses:
         return 0
-    flt = replace(flt, status=statuses)
-    if not (flt.group or flt.search or flt.started_after or flt.started_before):
-        counts = await q.monitor.counts()  # job and status only: the stored counts
-        jobs = flt.job or list(counts)
-        return sum(counts.get(j, {}).get(s, 0) for j in jobs for s in statuses)
-    n, cursor = 0, None
-    while True:
-        page = await q.storage.query(flt, 1000, cursor)
-        n += len(page.items)
-        if page.cursor is None:
-            return n
-        cursor = page.cursor
+    return await q.storage.count(replace(flt, status=statuses))
 
 
 def executions(p: Pages) -> Handler:
@@ -97,6 +86,12 @@ def executions(p: Pages) -> Handler:
         except BadFilter as exc:
             filters, error = {}, str(exc)
         cursor = params.get("after") or None
+        search = filters.get("search")
+        if search and cursor is None and await q.storage.get(search) is not None:
+            # an execution's id: open it (an index look-up, not a scan of every input)
+            return RedirectResponse(
+                f"{request.scope.get('root_path', '')}/executions/{search}", 303
+            )
         rows: list[Any] = []
         nxt = None
         if error is None:

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from markupsafe import Markup
+
 from qanat.failures import error_fields
 from qanat.storage.base import ExecutionRecord, StepRecord
 
@@ -19,21 +21,22 @@ WIDTH = 1000
 
 @dataclass(frozen=True)
 class Bar:
-    """One step in the Gantt: its row, where its bar starts and how wide it is."""
+    """One step in the Gantt. ``rect``, ``label_y``, ``start`` and ``took`` are made here
+    from numbers only (so marked safe: a 1,000-step page escapes only what jobs made)."""
 
-    index: int
     key: str
     name: str
     kind: str
     status: str
     attempts: int
-    start: float  # seconds after the execution started
-    duration: float
-    x: float
-    y: float
-    width: float
+    start: Markup  # "+1.2s" after the execution started
+    took: Markup
+    rect: Markup  # the bar's x, y, width and height attributes
+    label_y: Markup
     error: str | None
     line: int | None
+    title: str  # the tooltip, as text (escaped once by the template)
+    label: str  # the key, shortened for the row's label
 
 
 @dataclass(frozen=True)
@@ -59,21 +62,25 @@ def gantt(rec: ExecutionRecord, steps: list[StepRecord], lines: dict[str, int]) 
     for i, s in enumerate(steps):
         start = s.started_at - origin
         duration = max(s.finished_at - s.started_at, 0.0)
+        x, width, y = LABEL + start * scale, max(duration * scale, 1.5), i * ROW
         bars.append(
             Bar(
-                i,
                 s.key,
                 s.name,
                 s.kind,
                 s.status,
                 s.attempts,
-                start,
-                duration,
-                LABEL + start * scale,
-                i * ROW,
-                max(duration * scale, 1.5),
-                _message(s.error),
-                lines.get(s.name),
+                Markup("+" + seconds(start)),
+                Markup(seconds(duration)),
+                Markup(f'x="{x:.1f}" y="{y + 3}" width="{width:.1f}" height="12"'),
+                Markup(str(y + 13)),
+                error := _message(s.error),
+                line := lines.get(s.name),
+                f"{s.key} ({s.kind}): {s.status}, started +{seconds(start)}, took "
+                f"{seconds(duration)}, {s.attempts} attempt(s)"
+                + (f", {error}" if error else "")
+                + (f", line {line}" if line else ""),
+                s.key if len(s.key) <= 26 else s.key[:23] + "...",
             )
         )
     ticks = [(LABEL + f * (WIDTH - LABEL), seconds(f * span)) for f in (0, 0.25, 0.5, 0.75, 1)]

@@ -359,6 +359,21 @@ class Storage(abc.ABC):
     async def steps(self, execution_id: str) -> list[StepRecord]:
         """The recorded steps of an execution, in the order they started."""
 
+    async def count(self, flt: ExecutionFilter) -> int:
+        """How many executions match ``flt`` (a bulk action's confirmation). This default
+        pages through ``query``; SQL backends count in one statement."""
+        n, cursor = 0, None
+        while True:
+            page = await self.query(flt, 1000, cursor)
+            n += len(page.items)
+            if page.cursor is None:
+                return n
+            cursor = page.cursor
+
+    async def status_counts(self) -> dict[str, dict[str, int]]:
+        """Executions by job and status (``stats().by_job`` without the run times)."""
+        return (await self.stats()).by_job
+
     @abc.abstractmethod
     async def stats(self) -> Stats:
         """Counts by status and job, retries, run times."""

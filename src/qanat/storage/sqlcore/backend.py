@@ -222,6 +222,12 @@ class SqlStorage(Storage):
     async def workers(self, host: str) -> builtins.list[tuple[str, int]]:
         return await self._r(queries.op_workers, host)
 
+    async def count(self, flt: ExecutionFilter) -> int:
+        return await self._r(queries.op_count, flt)
+
+    async def status_counts(self) -> dict[str, dict[str, int]]:
+        return await self._r(queries.op_status_counts)
+
     async def worker_list(self) -> builtins.list[WorkerRecord]:
         return await self._r(queries.op_worker_list)
 

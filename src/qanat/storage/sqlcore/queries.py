@@ -85,7 +85,7 @@ def op_get_many(conn: Conn, ids: list[str], payloads: bool) -> list[ExecutionRec
     return [execution(rows[i]) for i in ids if i in rows]
 
 
-def op_list(conn: Conn, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
+def _where(flt: ExecutionFilter) -> tuple[list[str], list[Any]]:
     conds: list[str] = []
     params: list[Any] = []
     for name, col in (("ids", "id"), ("job", "job"), ("status", "status")):
@@ -102,6 +102,25 @@ def op_list(conn: Conn, flt: ExecutionFilter, limit: int, cursor: str | None) ->
         conds.append("(id = ? OR input LIKE ? ESCAPE '!')")
         escaped = flt.search.replace("!", "!!").replace("%", "!%").replace("_", "!_")
         params.extend((flt.search, f"%{escaped}%"))
+    return conds, params
+
+
+def op_count(conn: Conn, flt: ExecutionFilter) -> int:
+    conds, params = _where(flt)
+    where = (" WHERE " + " AND ".join(conds)) if conds else ""
+    n: int = conn.execute(f"SELECT count(*) FROM executions{where}", params).fetchone()[0]
+    return n
+
+
+def op_status_counts(conn: Conn) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for job, status, count, _ in conn.execute(COUNTS).fetchall():
+        out.setdefault(job, {})[status] = count
+    return out
+
+
+def op_list(conn: Conn, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
+    conds, params = _where(flt)
     if cursor is not None:
         conds.append("(created_at, id) < (?, ?)")
         params.extend(decode_cursor(cursor))
