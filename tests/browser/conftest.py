@@ -70,9 +70,9 @@ def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "con
 class Served:
     """A dashboard in a uvicorn server on its own thread and event loop."""
 
-    def __init__(self, queue: Queue, token: str | None = None) -> None:
+    def __init__(self, queue: Queue, token: str | None = None, port: int | None = None) -> None:
         self.queue = queue
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.loop = asyncio.new_event_loop()
         config = uvicorn.Config(

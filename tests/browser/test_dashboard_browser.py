@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from conftest import IMAGES, Stack, Watched
+from conftest import IMAGES, Served, Stack, Watched
+
+from qanat import Queue
 
 TIMEOUT = 10_000  # ms: what a page may take to show a change (live updates: < 1 s)
 
@@ -153,3 +155,28 @@ def test_start_from_the_jobs_page(stack: Stack, page: Watched) -> None:
     stack.wait_status(eid, "completed")
     p.locator("#status .s-completed").wait_for(timeout=TIMEOUT)
     assert p.locator("#output").inner_text().strip() == "3"
+
+
+def test_an_open_page_survives_a_server_restart(stack: Stack, page: Watched) -> None:
+    p = page.page
+    eid = stack.start("nap", seconds=600)
+    stack.wait_status(eid, "waiting")
+    first = Served(Queue(storage=stack.storage, name="restart"))
+    p.goto(first.url + f"/executions/{eid}")
+    p.locator("#status .s-waiting").wait_for(timeout=TIMEOUT)
+    first.stop()
+    p.locator("#live-state.down").wait_for(timeout=TIMEOUT)  # it says it lost the server
+    page.problems.clear()  # the failed polls while it was down are logged as errors
+    second = Served(Queue(storage=stack.storage, name="restart"), port=first.port)
+    try:
+        p.locator("#live-state:not(.down)").wait_for(timeout=TIMEOUT)
+        stack.dash.call(stack.queue.cancel_ids([eid], "after the restart"))
+        p.locator("#status .s-cancelled").wait_for(timeout=TIMEOUT)
+        # and its forms still work: the CSRF cookie outlived the server
+        p.click("#do-retry")
+        p.wait_for_url(re.compile(r"done=retry"))
+        assert "retry: now pending" in p.locator("#flash").inner_text()
+    finally:
+        second.stop()
+    stack.wait_status(eid, "waiting", "running")
+    stack.dash.call(stack.queue.cancel_ids([eid]))
