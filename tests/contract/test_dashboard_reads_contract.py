@@ -85,3 +85,23 @@ async def test_count_and_status_counts(storage: Storage) -> None:
     assert await storage.count(ExecutionFilter(status=["failed"])) == 0
     assert await storage.count(ExecutionFilter(search="b1")) == 1
     assert await storage.status_counts() == {"a": {"pending": 5}, "b": {"pending": 1}}
+
+
+async def test_time_ranges_find_rows_whatever_their_creation_time(storage: Storage) -> None:
+    # SQL bounds created_at by started_before/completed_before (a created row starts
+    # later); a created_at a little after started_at (clock estimates) is still found.
+    await storage.enqueue(
+        [
+            rec("old", created_at=100.0, run_at=100.0, started_at=150.0, completed_at=160.0),
+            rec("skew", created_at=205.0, run_at=205.0, started_at=200.0, completed_at=210.0),
+            rec("new", created_at=900.0, run_at=900.0, started_at=950.0, completed_at=960.0),
+        ]
+    )
+
+    async def ids(**kw: float) -> list[str]:
+        return [r.id for r in (await storage.query(ExecutionFilter(**kw), 10, None)).items]
+
+    assert await ids(started_before=201.0) == ["skew", "old"]
+    assert await ids(started_after=140.0, started_before=500.0) == ["skew", "old"]
+    assert await ids(completed_before=211.0) == ["skew", "old"]
+    assert await ids(completed_after=500.0) == ["new"]

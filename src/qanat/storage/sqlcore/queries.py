@@ -51,6 +51,10 @@ HELD = (
     "AND available_at IS NOT NULL AND status IN ('running', 'waiting') ORDER BY id"
 )
 
+#: Seconds by which a created_at may exceed the started_at or completed_at of the same
+#: execution (each is read from an estimate of the storage's clock).
+CREATED_MARGIN = 3600.0
+
 _RANGES = (
     ("started_before", "started_at < ?"),
     ("started_after", "started_at > ?"),
@@ -98,6 +102,13 @@ def _where(flt: ExecutionFilter) -> tuple[list[str], list[Any]]:
         if value is not None:
             conds.append(cond)
             params.append(value)
+    # An execution starts and completes after it was created, so an upper bound on
+    # either is one on created_at too (with an hour's margin for clock estimates): the
+    # listing then walks the created index from there, not from the newest row.
+    bounds = [b for b in (flt.started_before, flt.completed_before) if b is not None]
+    if bounds:
+        conds.append("created_at < ?")
+        params.append(min(bounds) + CREATED_MARGIN)
     if flt.search is not None:
         conds.append("(id = ? OR input LIKE ? ESCAPE '!')")
         escaped = flt.search.replace("!", "!!").replace("%", "!%").replace("_", "!_")
