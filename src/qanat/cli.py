@@ -38,6 +38,13 @@ from qanat.views import EventInfo
 
 # --- the command group ---------------------------------------------------------------
 
+_log_level = click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
@@ -83,12 +90,7 @@ def main(app: str | None) -> None:
     type=click.FloatRange(min=0),
     help="Durable sleeps up to this long stay in memory (seconds, default 5).",
 )
-@click.option(
-    "--log-level",
-    default="warning",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-)
+@_log_level
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -440,12 +442,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     help="Require this token (sign-in form, ?token= or Authorization: Bearer); "
     "needed to bind anything but loopback.",
 )
-@click.option(
-    "--log-level",
-    default="warning",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-)
+@_log_level
 @click.pass_context
 def dashboard(
     ctx: click.Context, app: str | None, host: str, port: int, token: str | None, log_level: str

@@ -14,7 +14,7 @@ import pydantic
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from qanat.dashboard.pages import BadFilter, filters_of, query_of
+from qanat.dashboard.pages import BadFilter, bulk_of, query_of
 from qanat.dashboard.security import set_session
 from qanat.errors import PayloadTooLarge
 from qanat.execution import ACTIONS
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from qanat.dashboard.app import Pages
 
 Handler = Callable[[Request], Awaitable[Response]]
+#: What a bad JSON input or event raises: refused with its message, nothing stored.
+BAD_INPUT = (ValueError, TypeError, pydantic.ValidationError, PayloadTooLarge)
 
 
 def _back(request: Request, path: str, done: str, **query: str) -> Response:
@@ -45,18 +47,10 @@ def control(p: Pages) -> Handler:
     async def handler(request: Request) -> Response:
         eid, action = request.path_params["id"], request.path_params["action"]
         if action not in ACTIONS:
-            return p.render(
-                request,
-                "message.html",
-                404,
-                title="Unknown action",
-                message=f"no action {action!r}",
-            )
+            return p.message(request, 404, "Unknown action", f"no action {action!r}")
         h = await p.queue.executions.get(eid)
         if h is None:
-            return p.render(
-                request, "message.html", 404, title="Not found", message=f"no execution {eid}"
-            )
+            return p.message(request, 404, "Not found", f"no execution {eid}")
         form = await request.form()
         reason = str(form.get("reason") or "") or "cancelled from the dashboard"
         done = await h.control(action, reason if action == "cancel" else None)
@@ -71,19 +65,10 @@ def bulk(p: Pages) -> Handler:
 
     async def handler(request: Request) -> Response:
         form = await request.form()
-        action = str(form.get("action") or "")
-        if action not in ACTIONS:
-            return p.render(
-                request,
-                "message.html",
-                400,
-                title="Bulk action",
-                message=f"unknown action {action!r}",
-            )
         try:
-            filters = filters_of(form)
+            action, filters = bulk_of(form)
         except BadFilter as exc:
-            return p.render(request, "message.html", 400, title="Bulk action", message=str(exc))
+            return p.message(request, 400, "Bulk action", str(exc))
         ex = p.queue.executions
         method = {"cancel": ex.cancel, "pause": ex.pause, "resume": ex.resume, "retry": ex.retry}
         kw: dict[str, Any] = (
@@ -101,17 +86,15 @@ def start(p: Pages) -> Handler:
     async def handler(request: Request) -> Response:
         j = p.queue.registry.get(request.path_params["name"])
         if j is None:
-            return p.render(request, "message.html", 404, title="Not found", message="no such job")
+            return p.message(request, 404, "Not found", "no such job")
         form = await request.form()
         try:
             data = _json_object(str(form.get("input") or ""), "the input")
             if not isinstance(data, dict):
                 raise ValueError(f"the input must be a JSON object of {j.name}'s fields")
             h = await p.queue.start_execution(j, (), data, {})
-        except (ValueError, TypeError, pydantic.ValidationError, PayloadTooLarge) as exc:
-            return p.render(
-                request, "message.html", 400, title=f"Start {j.name}", message=f"not started: {exc}"
-            )
+        except BAD_INPUT as exc:
+            return p.message(request, 400, f"Start {j.name}", f"not started: {exc}")
         return _back(request, f"/executions/{h.id}", f"started {j.name}")
 
     return handler
@@ -123,9 +106,7 @@ def job_pause(p: Pages) -> Handler:
     async def handler(request: Request) -> Response:
         name, action = request.path_params["name"], request.path_params["action"]
         if name not in p.queue.registry or action not in ("pause", "resume"):
-            return p.render(
-                request, "message.html", 404, title="Not found", message="no such job action"
-            )
+            return p.message(request, 404, "Not found", "no such job action")
         await p.queue.pause_job(name, action == "pause")
         return _back(request, "/jobs", f"job {name}: {action}d")
 
@@ -138,19 +119,13 @@ def send(p: Pages) -> Handler:
     async def handler(request: Request) -> Response:
         pipe = p.queue.pipe_registry.get(request.path_params["name"])
         if pipe is None:
-            return p.render(request, "message.html", 404, title="Not found", message="no such pipe")
+            return p.message(request, 404, "Not found", "no such pipe")
         form = await request.form()
         try:
             data = _json_object(str(form.get("data") or ""), "the event data")
             e = await p.queue.send_event(pipe, data)
-        except (ValueError, TypeError, pydantic.ValidationError, PayloadTooLarge) as exc:
-            return p.render(
-                request,
-                "message.html",
-                400,
-                title=f"Send on {pipe.name}",
-                message=f"not sent: {exc}",
-            )
+        except BAD_INPUT as exc:
+            return p.message(request, 400, f"Send on {pipe.name}", f"not sent: {exc}")
         woke = f", woke {len(e.woke)}" if e.woke else ""
         return _back(
             request, "/pipes", f"sent {e.id} on {pipe.name}: triggered {len(e.executions)}{woke}"

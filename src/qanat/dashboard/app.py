@@ -81,6 +81,10 @@ class Pages:
         )
         return HTMLResponse(html, status_code)
 
+    def message(self, request: Request, status_code: int, title: str, text: str) -> Response:
+        """A page saying why a request did nothing."""
+        return self.render(request, "message.html", status_code, title=title, message=text)
+
 
 def dashboard_app(queue: Queue, *, token: str | None = None) -> Starlette:
     """The dashboard over ``queue`` (a client: it need not run a worker) as an ASGI app.

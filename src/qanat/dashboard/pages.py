@@ -62,6 +62,14 @@ def query_of(filters: dict[str, Any], params: Any) -> dict[str, str]:
     return {k: (params.get(k) or "").strip() for k in FILTER_PARAMS if k in filters}
 
 
+def bulk_of(params: Any) -> tuple[str, dict[str, Any]]:
+    """A bulk action and its filters from a query string or form (BadFilter if wrong)."""
+    action = str(params.get("action") or "")
+    if action not in APPLIES_TO:
+        raise BadFilter(f"unknown action {action!r}; actions are: {', '.join(APPLIES_TO)}")
+    return action, filters_of(params)
+
+
 async def count_matching(p: Pages, action: str, filters: dict[str, Any]) -> int:
     """How many executions a bulk action would look at: the matches in the statuses it
     applies to, counted a page of ids at a time (never all rows held at once)."""
@@ -121,19 +129,10 @@ def bulk_confirm(p: Pages) -> Handler:
 
     async def handler(request: Request) -> Response:
         params = request.query_params
-        action = params.get("action", "")
-        if action not in APPLIES_TO:
-            return p.render(
-                request,
-                "message.html",
-                400,
-                title="Bulk action",
-                message=f"unknown action {action!r}",
-            )
         try:
-            filters = filters_of(params)
+            action, filters = bulk_of(params)
         except BadFilter as exc:
-            return p.render(request, "message.html", 400, title="Bulk action", message=str(exc))
+            return p.message(request, 400, "Bulk action", str(exc))
         n = await count_matching(p, action, filters)
         return p.render(
             request,
@@ -154,9 +153,7 @@ def execution(p: Pages) -> Handler:
         eid = request.path_params["id"]
         rec = await q.storage.get(eid)
         if rec is None:
-            return p.render(
-                request, "message.html", 404, title="Not found", message=f"no execution {eid}"
-            )
+            return p.message(request, 404, "Not found", f"no execution {eid}")
         steps = await q.storage.steps(eid)
         logs: list[LogRecord] = await q.storage.logs(eid)
         children = (await q.storage.query(make_filter(parent_id=eid), 200, None)).items
