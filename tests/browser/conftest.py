@@ -7,6 +7,7 @@ Debian Chromium (Playwright) for the whole session. A missing Chromium fails, ne
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib
 import os
 import shutil
@@ -45,6 +46,7 @@ CHROMIUM_ARGS = [
 ROOT = Path(tempfile.mkdtemp(prefix="qanat-dashboard-"))
 STORAGE = f"sqlite:///{ROOT / 'dash.db'}"
 os.environ["QANAT_TEST_STORAGE"] = STORAGE
+atexit.register(shutil.rmtree, ROOT, True)
 #: The screenshots docs/dashboard.md shows.
 IMAGES = HERE.parent.parent / "docs" / "images"
 
@@ -183,7 +185,6 @@ def stack() -> Iterator[Stack]:
             worker.kill()
         dash.stop()
         err.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
