@@ -255,3 +255,22 @@ def test_non_loopback_bind_without_token_is_refused(stack: Stack) -> None:
     )
     assert res.returncode != 0
     assert "refusing to bind 0.0.0.0 without a token" in res.stderr
+
+
+def test_sign_in_never_redirects_off_site(guarded: Served) -> None:
+    with httpx.Client(base_url=guarded.url) as c:
+        csrf = _csrf(c, "/signin")
+        for target, expected in (
+            ("//evil.example/x", "/"),
+            ("/\\evil.example", "/"),
+            ("https://evil.example", "/"),
+            ("/jobs?x=1", "/jobs?x=1"),
+        ):
+            r = c.post(
+                "/signin",
+                data={"csrf": csrf, "token": TOKEN, "next": target},
+                headers={"Origin": guarded.url},
+            )
+            assert r.status_code == 303 and r.headers["location"] == expected, target
+        r = c.post("/signin", data={"csrf": csrf, "token": TOKEN}, headers={"Origin": "http://x"})
+        assert r.status_code == 403  # a sign-in from another site (login CSRF) is refused

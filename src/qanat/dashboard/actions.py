@@ -140,8 +140,8 @@ def signin(p: Pages) -> Handler:
     async def handler(request: Request) -> Response:
         form = await request.form()
         nxt = str(form.get("next") or "/")
-        if not nxt.startswith("/") or nxt.startswith("//"):
-            nxt = "/"  # never an open redirect to another site
+        if not nxt.startswith("/") or nxt[1:2] in ("/", "\\"):
+            nxt = "/"  # never an open redirect to another site (//host, /\\host)
         if p.token is None:
             return RedirectResponse(nxt, 303)
         if not token_matches(str(form.get("token") or ""), p.token):

@@ -47,6 +47,8 @@ SECURITY_HEADERS = (
     (b"referrer-policy", b"same-origin"),  # no-referrer would make Origin "null"
 )
 SAFE_METHODS = ("GET", "HEAD")
+#: The largest form the guard reads (a job input or event up to the default 16 MB cap).
+MAX_BODY = 17 * 1024 * 1024
 #: Paths any visitor may fetch: the sign-in form and the (non-data) CSS and script.
 OPEN_PATHS = ("/signin", "/static/")
 
@@ -95,6 +97,17 @@ class Guard:
         if scope.get("method") not in SAFE_METHODS:
             # the guard and then the route read the form: each gets the body replayed
             body, source = await _read_body(receive), receive
+            if body is None:
+                await _with_headers(
+                    PlainTextResponse("request body too large", 413),
+                    scope,
+                    receive,
+                    send,
+                    False,
+                    None,
+                    "/",
+                )
+                return
             request = Request(scope, _replay(body, source))
             receive = _replay(body, source)
         else:
@@ -172,14 +185,18 @@ class Guard:
         return None
 
 
-async def _read_body(receive: Receive) -> bytes:
-    """The whole request body (a form of the dashboard: a few kilobytes)."""
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body (a form of the dashboard), or None past ``MAX_BODY``."""
     chunks = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             break
         chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > MAX_BODY:
+            return None
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
