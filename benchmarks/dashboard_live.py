@@ -74,7 +74,8 @@ def main() -> None:
                 page.evaluate(
                     """want => { window.__seen = 0; new MutationObserver((m, o) => {
                       const s = document.querySelector('#status .status');
-                      if (s && s.textContent === want) { window.__seen = Date.now(); o.disconnect(); }
+                      if (s && s.textContent === want) {
+                        window.__seen = Date.now(); o.disconnect(); }
                     }).observe(document.body, {subtree: true, childList: true}); }""",
                     want,
                 )
