@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from conftest import IMAGES, Served, Stack, Watched
+from dashstack import IMAGES, Served, Stack, Watched
 
 from qanat import Queue
 

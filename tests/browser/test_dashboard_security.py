@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import HERE, Served, Stack, Watched
 from dashapp import XSS, XSS_STEP
+from dashstack import HERE, Served, Stack, Watched
 
 from qanat import Queue
 from qanat.dashboard.security import CSP
