@@ -29,21 +29,42 @@ from qanat.storage.sqlcore.events import add_failures, deliver_job_events
 from qanat.storage.sqlcore.flow import SqlFlowState, gate_allows_running
 from qanat.storage.sqlcore.parking import freed
 from qanat.storage.sqlcore.records import (
-    EXEC_COLS,
-    EXEC_FIELDS,
     OWNED,
+    ROW_COLS,
+    ROW_PARAMS,
     SELECT_BY_KEY,
+    SELECT_ONE,
     WAKE_PARENT,
     execution,
     execution_params,
 )
 
+_ROW_VALUES = ", ".join(f"?{n}" for n in range(1, ROW_PARAMS + 1))
+_PAYLOAD_VALUES = f"?1, ?{ROW_PARAMS + 1}, ?{ROW_PARAMS + 2}"
+#: An execution is two rows: executions (``ROW_COLS``) and payloads (input, output),
+#: both from ``execution_params``. Where writable CTEs exist (PostgreSQL) one statement
+#: writes both (``INSERT_BOTH``: one round trip); on SQLite two (``store_rows``).
 INSERT_EXEC = (
-    f"INSERT INTO executions ({EXEC_COLS}) VALUES ({', '.join('?' * len(EXEC_FIELDS))}) "
+    f"INSERT INTO executions ({ROW_COLS}) VALUES ({_ROW_VALUES}) "
     "ON CONFLICT (job, key) WHERE key IS NOT NULL DO NOTHING"
 )
+#: An execution stored by a write that may be retried (a checkpoint's children, after an
+#: outage that hid whether the commit happened): a row of the same id is kept as it is.
+INSERT_EXEC_ONCE = (
+    f"INSERT INTO executions ({ROW_COLS}) VALUES ({_ROW_VALUES}) ON CONFLICT DO NOTHING"
+)
+INSERT_PAYLOAD = (
+    "INSERT INTO payloads (id, input, output) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING"
+)
+_BOTH = (
+    "WITH e AS ({insert} RETURNING id) INSERT INTO payloads (id, input, output) "
+    f"SELECT id, CAST(?{ROW_PARAMS + 1} AS text), CAST(?{ROW_PARAMS + 2} AS text) FROM e"
+)
+INSERT_BOTH = _BOTH.format(insert=INSERT_EXEC)
+INSERT_BOTH_ONCE = _BOTH.format(insert=INSERT_EXEC_ONCE)
+SET_OUTPUT = "UPDATE payloads SET output = ? WHERE id = ?"
 FINAL = (
-    "UPDATE executions SET status = ?, output = ?, error = ?, reason = ?, owner = NULL, "
+    "UPDATE executions SET status = ?, error = ?, reason = ?, owner = NULL, "
     "available_at = NULL, completed_at = ?, pause_requested = 0 WHERE id = ?"
 )
 FINAL_ID = FINAL + " RETURNING parent_id, slot"
@@ -55,10 +76,10 @@ RETRY_OWNED = (
     f"WHERE id = ?4 AND owner = ?5 AND {OWNED} RETURNING slot"
 )
 BULK_FINAL = (
-    "UPDATE executions SET status = j.status, output = j.output, error = j.error, "
+    "UPDATE executions SET status = j.status, error = j.error, "
     "reason = j.reason, owner = NULL, available_at = NULL, completed_at = ?1, "
     "pause_requested = 0 FROM (SELECT value ->> 0 AS id, value ->> 1 AS owner, "
-    "value ->> 2 AS status, value ->> 3 AS output, value ->> 4 AS error, "
+    "value ->> 2 AS status, value ->> 4 AS error, "
     "value ->> 5 AS reason FROM json_each(?2)) AS j "
     "WHERE executions.id = j.id AND executions.owner = j.owner "
     "AND executions.status IN ('running', 'waiting') RETURNING id, parent_id, slot"
@@ -105,9 +126,38 @@ REGISTER = (
 )
 
 
-def insert(conn: Conn, rec: ExecutionRecord) -> ExecutionRecord:
+def store_rows(conn: Conn, records: Sequence[ExecutionRecord], once: bool = False) -> int:
+    """Insert executions (both their rows), without flow control: how many were stored.
+    A taken ``(job, key)`` stores nothing; so does a taken id when ``once`` (else an id
+    collision raises)."""
+    params = [execution_params(r) for r in records]
+    if conn.dialect.writable_cte:
+        both = INSERT_BOTH_ONCE if once else INSERT_BOTH
+        if len(params) == 1:
+            return int(conn.execute(both, params[0]).rowcount)
+        conn.executemany(both, params)
+        return len(params)
+    row = INSERT_EXEC_ONCE if once else INSERT_EXEC
+    if len(params) == 1:
+        if conn.execute(row, params[0][:ROW_PARAMS]).rowcount != 1:
+            return 0
+        conn.execute(INSERT_PAYLOAD, (params[0][0], *params[0][ROW_PARAMS:]))
+        return 1
+    conn.executemany(row, [p[:ROW_PARAMS] for p in params])
+    # a row kept as it was (``once``) keeps its payloads too: DO NOTHING on the id
+    conn.executemany(INSERT_PAYLOAD, [(p[0], *p[ROW_PARAMS:]) for p in params])
+    return len(params)
+
+
+def insert(conn: Conn, rec: ExecutionRecord, once: bool = False) -> ExecutionRecord:
     """Store one new execution (flow-control rules applied); the existing one instead
-    if its ``(job, key)`` is taken, or the open batch it joined."""
+    if its ``(job, key)`` is taken, or the open batch it joined. With ``once`` (a write
+    that may run again), an execution already stored under ``rec.id`` is returned as
+    stored: the insert is idempotent."""
+    if once:
+        row = conn.execute(SELECT_ONE, (rec.id,)).fetchone()
+        if row is not None:
+            return execution(row)
     if rec.flow is not None:
         if rec.key is not None:
             row = conn.execute(SELECT_BY_KEY, (rec.job, rec.key)).fetchone()
@@ -116,9 +166,11 @@ def insert(conn: Conn, rec: ExecutionRecord) -> ExecutionRecord:
         instead = admit(SqlFlowState(conn, rec.created_at), rec, FlowSpec.load(rec.flow))
         if instead is not None:
             return instead
-    if conn.execute(INSERT_EXEC, execution_params(rec)).rowcount == 1:
+    if store_rows(conn, [rec], once) == 1:
         return rec.copy()
     row = conn.execute(SELECT_BY_KEY, (rec.job, rec.key)).fetchone()
+    if row is None and once:
+        row = conn.execute(SELECT_ONE, (rec.id,)).fetchone()
     if row is None:  # an id collision would have raised; be loud about anything else
         raise StorageError(f"execution {rec.id} could not be stored")
     return execution(row)
@@ -130,13 +182,14 @@ def plain(records: list[ExecutionRecord]) -> bool:
 
 
 def one_plain_record(records: list[ExecutionRecord]) -> bool:
-    """One record without key or flow control: ``op_enqueue`` is then one INSERT."""
+    """One record without key or flow control: ``op_enqueue`` is then one statement
+    where the dialect writes both rows with one (``INSERT_BOTH``)."""
     return len(records) == 1 and plain(records)
 
 
 def op_enqueue(conn: Conn, records: list[ExecutionRecord]) -> list[ExecutionRecord]:
     if len(records) > 1 and plain(records):  # one executemany (PostgreSQL: pipelined)
-        conn.executemany(INSERT_EXEC, [execution_params(r) for r in records])
+        store_rows(conn, records)
         return [r.copy() for r in records]
     return [insert(conn, r) for r in records]
 
@@ -149,7 +202,7 @@ def bulk_enqueue(
     records = [r for (batch,) in calls for r in batch]
     if not plain(records):
         return None
-    conn.executemany(INSERT_EXEC, [execution_params(r) for r in records])
+    store_rows(conn, records)
     return [[r.copy() for r in batch] for (batch,) in calls]
 
 
@@ -163,7 +216,9 @@ def final(
     at: float,
 ) -> None:
     """End an execution whoever owns it (a deadline passed before it was claimed)."""
-    rows = conn.execute(FINAL_ID, (status, output, error, reason, at, eid)).fetchall()
+    rows = conn.execute(FINAL_ID, (status, error, reason, at, eid)).fetchall()
+    if rows and output is not None:
+        conn.execute(SET_OUTPUT, (output, eid))
     if rows and rows[0][0] is not None:
         conn.execute(WAKE_PARENT, (at, rows[0][0]))
     if rows and rows[0][1] is not None:
@@ -184,11 +239,11 @@ def op_finish(conn: Conn, eid: str, owner: str, fin: Finish) -> bool:
         if got and fin.logs:
             insert_logs(conn, fin.logs)
         return len(got) == 1
-    rows = conn.execute(
-        FINAL_OWNED, (fin.status, fin.output, fin.error, fin.reason, at, eid, owner)
-    ).fetchall()
+    rows = conn.execute(FINAL_OWNED, (fin.status, fin.error, fin.reason, at, eid, owner)).fetchall()
     if not rows:
         return False
+    if fin.output is not None:
+        conn.execute(SET_OUTPUT, (fin.output, eid))
     if rows[0][0] is not None:
         conn.execute(WAKE_PARENT, (at, rows[0][0]))
     if rows[0][1] is not None:
@@ -220,9 +275,13 @@ def bulk_finish(conn: Conn, calls: list[tuple[str, str, Finish]]) -> list[bool] 
     ):
         return None  # a retry, log lines or the same execution twice: one by one
     at = conn.dialect.now(conn)
-    rows = json.dumps([[e, o, f.status, f.output, f.error, f.reason] for e, o, f in calls])
+    rows = json.dumps([[e, o, f.status, None, f.error, f.reason] for e, o, f in calls])
     got = conn.execute(BULK_FINAL, (at, rows)).fetchall()
     done = {r[0]: r[1] for r in got}
+    # outputs as parameters of their own (not inside the JSON text: no escaped copy)
+    outputs = [(f.output, e) for e, _, f in calls if e in done and f.output is not None]
+    if outputs:
+        conn.executemany(SET_OUTPUT, outputs)
     freed([r[2] for r in got], conn)
     for parent in {p for p in done.values() if p is not None}:
         conn.execute(WAKE_PARENT, (at, parent))

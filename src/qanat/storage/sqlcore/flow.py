@@ -65,9 +65,11 @@ DROP_ONE = (
     "completed_at = ?3, gate = NULL WHERE id = ?1 AND status = 'pending'"
 )
 APPEND_ITEM = (
-    "UPDATE executions SET input = json_insert(input, '$.' || ?2 || '[#]', json(?3)), "
-    "run_at = COALESCE(?4, run_at), available_at = COALESCE(?4, available_at) "
-    "WHERE id = ?1"
+    "UPDATE payloads SET input = json_insert(input, '$.' || ?2 || '[#]', json(?3)) WHERE id = ?1"
+)
+BATCH_DUE = (
+    "UPDATE executions SET run_at = COALESCE(?2, run_at), "
+    "available_at = COALESCE(?2, available_at) WHERE id = ?1"
 )
 
 
@@ -113,7 +115,9 @@ class SqlFlowState:
         assert spec is not None and spec.flow is not None
         batch = FlowSpec.load(spec.flow).batch
         assert batch is not None
-        self.conn.execute(APPEND_ITEM, (execution_id, batch[3], item, due))
+        self.conn.execute(APPEND_ITEM, (execution_id, batch[3], item))
+        if due is not None:
+            self.conn.execute(BATCH_DUE, (execution_id, due))
         return execution(self.conn.execute(SELECT_ONE, (execution_id,)).fetchone())
 
 
@@ -246,8 +250,6 @@ def renew_steps(conn: Conn, owner: str, until: float) -> None:
 
 
 POSTGRES.overrides[APPEND_ITEM] = (
-    "UPDATE executions SET input = CAST(jsonb_insert(CAST(input AS jsonb), "
-    "ARRAY[?2, '-1'], CAST(?3 AS jsonb), true) AS text), "
-    "run_at = COALESCE(?4, run_at), available_at = COALESCE(?4, available_at) "
-    "WHERE id = ?1"
+    "UPDATE payloads SET input = CAST(jsonb_insert(CAST(input AS jsonb), "
+    "ARRAY[?2, '-1'], CAST(?3 AS jsonb), true) AS text) WHERE id = ?1"
 )
