@@ -60,7 +60,7 @@ HAS_READY = (
     "INDEXED BY gates_wake WHERE wake_at IS NOT NULL AND wake_at <= ?1)"
 )
 #: An execution still owned when claimed was never let go: its worker died or froze.
-# The inputs are read from payloads by a SELECT after the UPDATE (they are not in the
+# The inputs are read from their table by a SELECT after the UPDATE (they are not in the
 # executions row; RETURNING would also buffer them in a temporary table on SQLite).
 CLAIM_TAKE = (
     "UPDATE executions SET status = 'running', owner = ?, available_at = ?, "
@@ -68,7 +68,7 @@ CLAIM_TAKE = (
     "recoveries = recoveries + CASE WHEN owner IS NOT NULL THEN 1 ELSE 0 END, "
     f"started_at = COALESCE(started_at, ?) WHERE id IN {IDS}"
 )
-CLAIM_INPUTS = f"SELECT id, input FROM payloads WHERE id IN {IDS}"
+CLAIM_INPUTS = f"SELECT id, input FROM inputs WHERE id IN {IDS}"
 PAUSED_JOBS = "SELECT job FROM paused_jobs"
 RENEW = (
     f"UPDATE executions SET available_at = ? WHERE id IN {IDS} AND owner = ? AND {OWNED} "

@@ -8,7 +8,7 @@ import json
 from qanat.storage.base import ExecutionRecord
 from qanat.storage.sqlcore.dialect import Conn
 from qanat.storage.sqlcore.parking import freed
-from qanat.storage.sqlcore.records import EXEC_COLS, EXEC_FROM, IDS, LIVE, SELECT_ONE, execution
+from qanat.storage.sqlcore.records import EXEC_COLS, IDS, LIVE, SELECT_ONE, execution
 
 CANCEL_FIND = (
     "WITH RECURSIVE doomed(id) AS ("
@@ -16,7 +16,9 @@ CANCEL_FIND = (
     " UNION SELECT e.id FROM executions e JOIN doomed d ON e.parent_id = d.id"
     f" WHERE e.{LIVE}"
     # the outer status check is the re-check of a row a concurrent writer changed
-    f") SELECT {EXEC_COLS} FROM {EXEC_FROM} WHERE id IN (SELECT id FROM doomed) AND {LIVE}"
+    # (a live execution has no output: only its input is joined, so the lock can hold)
+    f") SELECT {EXEC_COLS.replace('output,', 'NULL AS output,', 1)} "
+    f"FROM executions JOIN inputs USING (id) WHERE id IN (SELECT id FROM doomed) AND {LIVE}"
 )
 CANCEL_SET = (
     "UPDATE executions SET status = 'cancelled', error = NULL, reason = ?, "
@@ -52,7 +54,7 @@ RESTART = (
     "WHERE id = ?2 AND status IN ('failed', 'cancelled') RETURNING id"
 )
 #: A live or restarted execution has no output (only a completing finish writes one).
-CLEAR_OUTPUT = f"UPDATE payloads SET output = NULL WHERE id IN {IDS} AND output IS NOT NULL"
+CLEAR_OUTPUT = f"DELETE FROM outputs WHERE id IN {IDS}"
 WAKE = (
     "UPDATE executions SET available_at = ? WHERE id = ? AND status = 'waiting' AND owner IS NULL"
 )

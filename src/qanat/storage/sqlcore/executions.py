@@ -40,9 +40,8 @@ from qanat.storage.sqlcore.records import (
 )
 
 _ROW_VALUES = ", ".join(f"?{n}" for n in range(1, ROW_PARAMS + 1))
-_PAYLOAD_VALUES = f"?1, ?{ROW_PARAMS + 1}, ?{ROW_PARAMS + 2}"
-#: An execution is two rows: executions (``ROW_COLS``) and payloads (input, output),
-#: both from ``execution_params``. Where writable CTEs exist (PostgreSQL) one statement
+#: An execution is born as two rows: executions (``ROW_COLS``) and inputs, both from
+#: ``execution_params``. Where writable CTEs exist (PostgreSQL) one statement
 #: writes both (``INSERT_BOTH``: one round trip); on SQLite two (``store_rows``).
 INSERT_EXEC = (
     f"INSERT INTO executions ({ROW_COLS}) VALUES ({_ROW_VALUES}) "
@@ -53,16 +52,17 @@ INSERT_EXEC = (
 INSERT_EXEC_ONCE = (
     f"INSERT INTO executions ({ROW_COLS}) VALUES ({_ROW_VALUES}) ON CONFLICT DO NOTHING"
 )
-INSERT_PAYLOAD = (
-    "INSERT INTO payloads (id, input, output) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING"
-)
+INSERT_INPUT = "INSERT INTO inputs (id, input) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING"
 _BOTH = (
-    "WITH e AS ({insert} RETURNING id) INSERT INTO payloads (id, input, output) "
-    f"SELECT id, CAST(?{ROW_PARAMS + 1} AS text), CAST(?{ROW_PARAMS + 2} AS text) FROM e"
+    "WITH e AS ({insert} RETURNING id) INSERT INTO inputs (id, input) "
+    f"SELECT id, CAST(?{ROW_PARAMS + 1} AS text) FROM e"
 )
 INSERT_BOTH = _BOTH.format(insert=INSERT_EXEC)
 INSERT_BOTH_ONCE = _BOTH.format(insert=INSERT_EXEC_ONCE)
-SET_OUTPUT = "UPDATE payloads SET output = ? WHERE id = ?"
+SET_OUTPUT = (
+    "INSERT INTO outputs (id, output) VALUES (?2, ?1) "
+    "ON CONFLICT (id) DO UPDATE SET output = excluded.output"
+)
 FINAL = (
     "UPDATE executions SET status = ?, error = ?, reason = ?, owner = NULL, "
     "available_at = NULL, completed_at = ?, pause_requested = 0 WHERE id = ?"
@@ -134,19 +134,26 @@ def store_rows(conn: Conn, records: Sequence[ExecutionRecord], once: bool = Fals
     if conn.dialect.writable_cte:
         both = INSERT_BOTH_ONCE if once else INSERT_BOTH
         if len(params) == 1:
-            return int(conn.execute(both, params[0]).rowcount)
-        conn.executemany(both, params)
-        return len(params)
-    row = INSERT_EXEC_ONCE if once else INSERT_EXEC
-    if len(params) == 1:
-        if conn.execute(row, params[0][:ROW_PARAMS]).rowcount != 1:
-            return 0
-        conn.execute(INSERT_PAYLOAD, (params[0][0], *params[0][ROW_PARAMS:]))
-        return 1
-    conn.executemany(row, [p[:ROW_PARAMS] for p in params])
-    # a row kept as it was (``once``) keeps its payloads too: DO NOTHING on the id
-    conn.executemany(INSERT_PAYLOAD, [(p[0], *p[ROW_PARAMS:]) for p in params])
-    return len(params)
+            n = int(conn.execute(both, params[0]).rowcount)
+        else:
+            conn.executemany(both, params)
+            n = len(params)
+    else:
+        row = INSERT_EXEC_ONCE if once else INSERT_EXEC
+        if len(params) == 1:
+            if conn.execute(row, params[0][:ROW_PARAMS]).rowcount != 1:
+                return 0
+            conn.execute(INSERT_INPUT, (params[0][0], params[0][ROW_PARAMS]))
+            n = 1
+        else:
+            conn.executemany(row, [p[:ROW_PARAMS] for p in params])
+            # a row kept as it was (``once``) keeps its input too: DO NOTHING on the id
+            conn.executemany(INSERT_INPUT, [(p[0], p[ROW_PARAMS]) for p in params])
+            n = len(params)
+    born = [(r.output, r.id) for r in records if r.output is not None]
+    if born and n:
+        conn.executemany(SET_OUTPUT, born)
+    return n
 
 
 def insert(conn: Conn, rec: ExecutionRecord, once: bool = False) -> ExecutionRecord:

@@ -65,7 +65,7 @@ DROP_ONE = (
     "completed_at = ?3, gate = NULL WHERE id = ?1 AND status = 'pending'"
 )
 APPEND_ITEM = (
-    "UPDATE payloads SET input = json_insert(input, '$.' || ?2 || '[#]', json(?3)) WHERE id = ?1"
+    "UPDATE inputs SET input = json_insert(input, '$.' || ?2 || '[#]', json(?3)) WHERE id = ?1"
 )
 BATCH_DUE = (
     "UPDATE executions SET run_at = COALESCE(?2, run_at), "
@@ -250,6 +250,6 @@ def renew_steps(conn: Conn, owner: str, until: float) -> None:
 
 
 POSTGRES.overrides[APPEND_ITEM] = (
-    "UPDATE payloads SET input = CAST(jsonb_insert(CAST(input AS jsonb), "
+    "UPDATE inputs SET input = CAST(jsonb_insert(CAST(input AS jsonb), "
     "ARRAY[?2, '-1'], CAST(?3 AS jsonb), true) AS text) WHERE id = ?1"
 )

@@ -33,7 +33,7 @@ PURGE_KEEP = f"{PURGE} ORDER BY completed_at DESC, rowid LIMIT -1 OFFSET ?"
 PURGE_BEFORE = f"{PURGE} AND (completed_at < ?2 OR (completed_at IS NULL AND ?2 > 0.0))"
 FIND_CACHED = (
     f"SELECT {EXEC_COLS} FROM executions INDEXED BY executions_finished "
-    "JOIN payloads USING (id) "
+    "JOIN inputs USING (id) LEFT JOIN outputs USING (id) "
     f"WHERE {FINISHED} AND status = 'completed' AND job = ? AND completed_at >= ? AND input = ? "
     "ORDER BY completed_at DESC, executions.rowid LIMIT 1"
 )
@@ -147,7 +147,8 @@ def op_purge(conn: Conn, status: str, before: float | None, keep: int | None) ->
         ("steps", "execution_id"),
         ("logs", "execution_id"),
         ("waiters", "execution_id"),
-        ("payloads", "id"),
+        ("inputs", "id"),
+        ("outputs", "id"),
     )
     for table, col in (*tables, ("executions", "id")):
         conn.execute(f"DELETE FROM {table} WHERE {col} IN {IDS}", (doomed,))

@@ -9,18 +9,20 @@ from typing import Any
 from qanat.storage.base import CANCELLED, RUNNING, WAITING, ExecutionRecord, LogRecord, StepRecord
 
 EXEC_FIELDS = [f.name for f in fields(ExecutionRecord)]
-#: Kept in the ``payloads`` table (``sqlite_008``/``postgres_002``): written at enqueue
-#: and at a completing finish, so no status update rewrites or re-reads them.
+#: Kept in tables of their own, ``inputs`` and ``outputs`` (``sqlite_008``,
+#: ``postgres_002``): an input row written at enqueue, an output row by a completing
+#: finish, so no status update rewrites or re-reads them (SQLite rewrites a whole row,
+#: overflow pages included, on any UPDATE), and writing the output leaves the input be.
 PAYLOAD_FIELDS = ("input", "output")
 #: The columns of the executions table itself, in record order.
 ROW_FIELDS = [n for n in EXEC_FIELDS if n not in PAYLOAD_FIELDS]
 EXEC_COLS = ", ".join('"group"' if n == "group" else n for n in EXEC_FIELDS)
 ROW_COLS = ", ".join('"group"' if n == "group" else n for n in ROW_FIELDS)
 #: What a full record is read from (``USING``: the names stay unqualified).
-EXEC_FROM = "executions JOIN payloads USING (id)"
+EXEC_FROM = "executions JOIN inputs USING (id) LEFT JOIN outputs USING (id)"
 REALS = ("created_at", "run_at", "available_at", "deadline", "started_at", "completed_at")
 #: A record's columns returned by an UPDATE of executions: the payloads are not there
-#: (NULL; read them from ``payloads`` where needed). RETURNING skips the REAL affinity
+#: (NULL; read them from ``inputs``/``outputs`` where needed). RETURNING skips the REAL affinity
 #: of whole-number floats: cast them back.
 EXEC_RETURNING = ", ".join(
     "NULL"
@@ -74,19 +76,19 @@ def execution(row: Any) -> ExecutionRecord:
 
 def execution_params(r: ExecutionRecord) -> tuple[Any, ...]:
     """A record as the parameters of ``INSERT INTO executions (ROW_COLS)`` (booleans as
-    0/1), then its payloads (input, output): see ``executions.INSERT_EXEC``."""
+    0/1), then its input: see ``executions.INSERT_EXEC`` (an output at birth is rare,
+    and written apart)."""
     return (
         r.id, r.job, r.status, r.priority, r.key, r.group, r.parent_id, r.attempt,
         r.max_attempts, r.created_at, r.run_at, r.available_at, r.deadline, r.started_at,
         r.completed_at, r.owner, r.error, r.reason, r.progress,
         int(r.pause_requested), r.claims, r.flow, r.slot, r.gate, r.recoveries,
-        r.step_in_flight, r.input, r.output,
+        r.step_in_flight, r.input,
     )  # fmt: skip
 
 
-#: How many of ``execution_params`` go to the executions row (the rest: the payloads).
+#: How many of ``execution_params`` go to the executions row (the last: the input).
 ROW_PARAMS = len(ROW_FIELDS)
-assert ROW_PARAMS + len(PAYLOAD_FIELDS) == len(EXEC_FIELDS)
 
 
 def stop_reason(row: Any, owner: str) -> str | None:
