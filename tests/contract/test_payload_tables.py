@@ -4,7 +4,6 @@ input and output; after that, status updates leave the payload rows alone."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
@@ -48,6 +47,10 @@ def _write_sqlite_version_7(path: Path) -> None:
     )
     conn.execute("COMMIT")
     conn.close()
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
@@ -120,13 +123,13 @@ async def test_status_updates_do_not_rewrite_the_payload_rows(tmp_path: Path) ->
             busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
             conn.close()
-        assert busy == 0 and os.path.getsize(wal) == 0
+        assert busy == 0 and _size(wal) == 0
         [taken] = await store.claim("w", ["j"], 1, 30.0, T0 + 1)
         assert taken.input == BIG
         assert await store.renew("w", ["e"], 30.0, T0 + 2) == {}
         assert await store.mark("e", "w", "running")
         assert await store.finish("e", "w", Finish("completed", output="1"))
-        written = os.path.getsize(wal)
+        written = _size(wal)
         done = await store.get("e")
     finally:
         await store.close()
