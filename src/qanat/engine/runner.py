@@ -132,9 +132,10 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
     def finish() -> Awaitable[bool]:
         return storage.finish(rec.id, worker.id, fin)
 
-    # without children to enqueue, a finish is safe to repeat: one that committed before
-    # a fault hid it is refused the second time (the owner is gone), changing nothing
-    if await (finish() if fin.children else st.through_outage(finish, "finish")):
+    # a finish is safe to repeat: one that committed before a fault hid it is refused the
+    # second time (the owner is gone), changing nothing, and its children are enqueued
+    # only by the finish that holds (they are stored once per id besides)
+    if await st.through_outage(finish, "finish"):
         st.settled = True
         if queue.watcher.waiting(rec.id):
             done = rec.copy(status=COMPLETED, output=text, completed_at=storage.clock(), owner=None)

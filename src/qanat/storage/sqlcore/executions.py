@@ -268,7 +268,7 @@ def op_finish_triggers(conn: Conn, eid: str, owner: str, fin: Finish) -> bool:
         return False
     if fin.status == COMPLETED:
         for child in fin.children:
-            insert(conn, child)
+            insert(conn, child, once=True)
         add_failures(conn, fin.failures)
         if fin.event is not None:
             deliver_job_events(conn, [fin.event])
