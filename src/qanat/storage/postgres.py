@@ -118,6 +118,16 @@ class PgConnection:
         self._now = self.clock.read(self.raw)
         return self._now
 
+    def known_now(self) -> float | None:
+        """The server's clock if this transaction read it already, else None."""
+        return self._now if self._now is not None and self.in_transaction else None
+
+    def adopt_now(self, server: float) -> None:
+        """The server's clock as read by a statement of this transaction (the claim's
+        first): ``server_now`` returns it for the rest of the transaction."""
+        if self.in_transaction:
+            self._now = server
+
     @property
     def broken(self) -> bool:
         """Whether the connection is lost (the writer thread then opens a new one)."""

@@ -75,6 +75,15 @@ class Dialect:
         """The storage's now for what this transaction writes (one host: its clock)."""
         return time.time()
 
+    def known_now(self, conn: Conn) -> float | None:
+        """``now`` if it costs nothing (read already in this transaction), else None:
+        a statement may then read the clock itself (and ``adopt_now`` the value)."""
+        return time.time()
+
+    def adopt_now(self, conn: Conn, server_now: float) -> None:
+        """A statement of this transaction read the storage's clock as well: ``now``
+        returns that from here on (no read of its own)."""
+
 
 class PostgresDialect(Dialect):
     """PostgreSQL: numbered ``$n`` placeholders, jsonb for id lists, row locks."""
@@ -140,6 +149,15 @@ class PostgresDialect(Dialect):
     def now(self, conn: Conn) -> float:
         server_now = getattr(conn, "server_now", None)
         return time.time() if server_now is None else float(server_now())
+
+    def known_now(self, conn: Conn) -> float | None:
+        known = getattr(conn, "known_now", None)
+        return None if known is None else known()
+
+    def adopt_now(self, conn: Conn, server_now: float) -> None:
+        adopt = getattr(conn, "adopt_now", None)
+        if adopt is not None:
+            adopt(float(server_now))
 
 
 SQLITE = Dialect()

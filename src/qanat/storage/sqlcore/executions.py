@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from qanat.errors import StorageError
 from qanat.storage.base import (
@@ -69,6 +70,21 @@ FINAL = (
 )
 FINAL_ID = FINAL + " RETURNING parent_id, slot"
 FINAL_OWNED = FINAL + f" AND owner = ? AND {OWNED} RETURNING parent_id, slot"
+#: FINAL_OWNED and the output's row in one statement where writable CTEs exist
+#: (PostgreSQL: one round trip); ``?7`` the output, NULL for none. A NULL ``?4`` (the
+#: transaction has not read the clock yet) is the server's clock, read here and
+#: returned, so the finish costs no round trip of its own for it.
+FINAL_OWNED_OUT = (
+    "WITH f AS ("
+    + FINAL_OWNED.replace(
+        "completed_at = ?,",
+        "completed_at = COALESCE(CAST(?4 AS REAL), extract(epoch from clock_timestamp())),",
+    ).replace("RETURNING parent_id, slot", "RETURNING parent_id, slot, completed_at")
+    + "), o AS (INSERT INTO outputs (id, output) "
+    "SELECT CAST(?5 AS text), CAST(?7 AS text) FROM f WHERE CAST(?7 AS text) IS NOT NULL "
+    "ON CONFLICT (id) DO UPDATE SET output = excluded.output) "
+    "SELECT parent_id, slot, completed_at FROM f"
+)
 RETRY_OWNED = (
     "UPDATE executions SET status = 'pending', owner = NULL, error = ?2, "
     "attempt = COALESCE(?3, attempt + 1), available_at = ?1, run_at = ?1, "
@@ -88,6 +104,23 @@ POSTGRES.overrides[BULK_FINAL] = BULK_FINAL.replace(
     "RETURNING id, parent_id, slot",
     "RETURNING executions.id, executions.parent_id, executions.slot",
 )
+#: BULK_FINAL and the outputs' rows in one statement where writable CTEs exist (the
+#: outputs travel in the JSON text then: only when they are small, see bulk_finish).
+BULK_FINAL_OUT = (
+    "WITH j AS (SELECT value ->> 0 AS id, value ->> 1 AS owner, value ->> 2 AS status, "
+    "value ->> 3 AS output, value ->> 4 AS error, value ->> 5 AS reason FROM json_each(?2)), "
+    "f AS (UPDATE executions SET status = j.status, error = j.error, reason = j.reason, "
+    "owner = NULL, available_at = NULL, completed_at = ?1, pause_requested = 0 FROM j "
+    "WHERE executions.id = j.id AND executions.owner = j.owner "
+    "AND executions.status IN ('running', 'waiting') "
+    "RETURNING executions.id, executions.parent_id, executions.slot), "
+    "o AS (INSERT INTO outputs (id, output) SELECT f.id, j.output FROM f JOIN j ON j.id = f.id "
+    "WHERE j.output IS NOT NULL ON CONFLICT (id) DO UPDATE SET output = excluded.output) "
+    "SELECT id, parent_id, slot FROM f"
+)
+#: Outputs up to this size ride in BULK_FINAL_OUT's JSON text (a bigger one would be
+#: copied again, escaped, into it: it goes as a parameter of its own).
+SMALL_OUTPUT = 1 << 16
 SUSPEND = (
     "UPDATE executions SET "
     "status = CASE WHEN pause_requested <> 0 THEN 'paused' ELSE ?1 END, "
@@ -237,7 +270,10 @@ def expire_deadline(conn: Conn, eid: str, at: float) -> None:
 
 
 def op_finish(conn: Conn, eid: str, owner: str, fin: Finish) -> bool:
-    at = conn.dialect.now(conn)
+    d = conn.dialect
+    if fin.status != PENDING and d.writable_cte:
+        return _finish_one(conn, eid, owner, fin)
+    at = d.now(conn)
     if fin.status == PENDING:
         due = fin.available_at if fin.available_at is not None else at
         slots = conn.execute(RETRY_OWNED, (due, fin.error, fin.attempt or None, eid, owner))
@@ -247,10 +283,31 @@ def op_finish(conn: Conn, eid: str, owner: str, fin: Finish) -> bool:
             insert_logs(conn, fin.logs)
         return len(got) == 1
     rows = conn.execute(FINAL_OWNED, (fin.status, fin.error, fin.reason, at, eid, owner)).fetchall()
+    if rows and fin.output is not None:
+        conn.execute(SET_OUTPUT, (fin.output, eid))
+    return _finished(conn, rows, at, fin)
+
+
+def _finish_one(conn: Conn, eid: str, owner: str, fin: Finish) -> bool:
+    """A final finish in one statement (writable CTEs): the update, the output and, if
+    the transaction has not read it yet, the server's clock."""
+    d = conn.dialect
+    known = d.known_now(conn)
+    rows = conn.execute(
+        FINAL_OWNED_OUT, (fin.status, fin.error, fin.reason, known, eid, owner, fin.output)
+    ).fetchall()
     if not rows:
         return False
-    if fin.output is not None:
-        conn.execute(SET_OUTPUT, (fin.output, eid))
+    at = float(rows[0][2])
+    if known is None:
+        d.adopt_now(conn, at)
+    return _finished(conn, rows, at, fin)
+
+
+def _finished(conn: Conn, rows: list[Any], at: float, fin: Finish) -> bool:
+    """What follows a final finish's update (``rows``: its parent and slot, if it held)."""
+    if not rows:
+        return False
     if rows[0][0] is not None:
         conn.execute(WAKE_PARENT, (at, rows[0][0]))
     if rows[0][1] is not None:
@@ -282,13 +339,18 @@ def bulk_finish(conn: Conn, calls: list[tuple[str, str, Finish]]) -> list[bool] 
     ):
         return None  # a retry, log lines or the same execution twice: one by one
     at = conn.dialect.now(conn)
-    rows = json.dumps([[e, o, f.status, None, f.error, f.reason] for e, o, f in calls])
-    got = conn.execute(BULK_FINAL, (at, rows)).fetchall()
-    done = {r[0]: r[1] for r in got}
-    # outputs as parameters of their own (not inside the JSON text: no escaped copy)
-    outputs = [(f.output, e) for e, _, f in calls if e in done and f.output is not None]
-    if outputs:
-        conn.executemany(SET_OUTPUT, outputs)
+    if conn.dialect.writable_cte and all(len(c[2].output or "") <= SMALL_OUTPUT for c in calls):
+        rows = json.dumps([[e, o, f.status, f.output, f.error, f.reason] for e, o, f in calls])
+        got = conn.execute(BULK_FINAL_OUT, (at, rows)).fetchall()
+        done = {r[0]: r[1] for r in got}
+    else:
+        rows = json.dumps([[e, o, f.status, None, f.error, f.reason] for e, o, f in calls])
+        got = conn.execute(BULK_FINAL, (at, rows)).fetchall()
+        done = {r[0]: r[1] for r in got}
+        # outputs as parameters of their own (not inside the JSON text: no escaped copy)
+        outputs = [(f.output, e) for e, _, f in calls if e in done and f.output is not None]
+        if outputs:
+            conn.executemany(SET_OUTPUT, outputs)
     freed([r[2] for r in got], conn)
     for parent in {p for p in done.values() if p is not None}:
         conn.execute(WAKE_PARENT, (at, parent))
