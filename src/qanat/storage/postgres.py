@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
@@ -69,7 +69,8 @@ class PgConnection:
         self._sql: dict[str, str] = {}
         #: rows changed so far (the writer rings its bell when this moved)
         self.total_changes = 0
-        self._flow_locked = False
+        #: gate keys whose advisory lock this transaction holds
+        self._flow_locked: set[str] = set()
         self.clock = clock if clock is not None else ServerClock()
         #: the server's clock as read in the current transaction (None: not read yet)
         self._now: float | None = None
@@ -82,7 +83,7 @@ class PgConnection:
 
     def execute(self, sql: str, parameters: Any = None, /) -> Any:
         if sql == "BEGIN" or sql.startswith("ROLLBACK"):
-            self._flow_locked = False  # advisory locks end with their (sub)transaction
+            self._flow_locked.clear()  # advisory locks end with their (sub)transaction
             self._now = None
         cur = self.raw.execute(self._text(sql), parameters or None)
         if cur.rowcount > 0 and cur.pgresult is not None and cur.pgresult.command_status:
@@ -97,18 +98,23 @@ class PgConnection:
         self.total_changes += 1
         return cur
 
-    def lock_flow(self) -> None:
-        """Take the flow-control lock once per transaction (``Dialect.lock_flow``)."""
-        if not self._flow_locked:
-            self.raw.execute(POSTGRES.FLOW_LOCK)
-            self._flow_locked = True
+    def lock_flow(self, keys: Iterable[str]) -> None:
+        """Take these gates' locks, each once per transaction (``Dialect.lock_flow``)."""
+        new = sorted(set(keys) - self._flow_locked)
+        if new:
+            self.raw.execute(POSTGRES.FLOW_LOCK, (new,))
+            self._flow_locked.update(new)
 
-    def try_lock_flow(self) -> bool:
-        """The flow-control lock if it is free now (``Dialect.try_lock_flow``)."""
-        if not self._flow_locked:
-            row = self.raw.execute(POSTGRES.TRY_FLOW_LOCK).fetchone()
-            self._flow_locked = row is not None and bool(row[0])
-        return self._flow_locked
+    def try_lock_flow(self, keys: Iterable[str]) -> bool:
+        """These gates' locks if they are all free now (``Dialect.try_lock_flow``); the
+        ones it got are kept to the end of the transaction either way."""
+        new = sorted(set(keys) - self._flow_locked)
+        if not new:
+            return True
+        rows = self.raw.execute(POSTGRES.TRY_FLOW_LOCK, (new,)).fetchall()
+        got = {k for k, ok in rows if ok}
+        self._flow_locked.update(got)
+        return len(got) == len(new)
 
     def server_now(self) -> float:
         """The server's clock (``Dialect.now``): read once per transaction, so every time

@@ -146,11 +146,12 @@ def op_claim(
                     continue
                 elif flow is not None:
                     if gates is None:
-                        if not d.try_lock_flow(conn):
-                            continue  # another claim decides flow control now: pass over
                         gates = ClaimGates(conn, at)
+                    admitted = gates.admit(ident, flow, status, started_at)
+                    if admitted is None:
+                        continue  # another transaction decides on its gates now: pass over
                     seen.add(ident)
-                    if gates.admit(ident, flow, status, started_at):
+                    if admitted:
                         ids.append(ident)
                     else:
                         expired += 1  # parked: look further along this level

@@ -203,7 +203,8 @@ def insert(conn: Conn, rec: ExecutionRecord, once: bool = False) -> ExecutionRec
             row = conn.execute(SELECT_BY_KEY, (rec.job, rec.key)).fetchone()
             if row is not None:
                 return execution(row)
-        instead = admit(SqlFlowState(conn, rec.created_at), rec, FlowSpec.load(rec.flow))
+        spec = FlowSpec.load(rec.flow)
+        instead = admit(SqlFlowState(conn, rec.created_at, spec), rec, spec)
         if instead is not None:
             return instead
     if store_rows(conn, [rec], once) == 1:
