@@ -222,6 +222,10 @@ async def test_a_commit_of_another_process_wakes_listeners(postgres_url: str) ->
         await _rung_by(rang, writing.enqueue([_rec("a")]))
         assert await waiting.changed()
         assert not await waiting.changed()
+        # claims and finishes (one statement each, data-modifying CTEs) ring it too
+        [taken] = await writing.claim("w", ["j"], 1, 30.0, None)
+        await asyncio.wait_for(rang.wait(), 10)
+        await _rung_by(rang, writing.finish(taken.id, "w", Finish("completed", output="1")))
         # a dropped listening connection is re-established, and wakes work again
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             killed = admin.execute(

@@ -44,6 +44,8 @@ DEFAULT_SCHEMA = "qanat"
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 #: Without LISTEN: how often ``changed()`` says "maybe" (seconds).
 POLL_ONLY = 0.05
+#: A statement that changes rows: INSERT / UPDATE / DELETE, or a WITH holding one.
+WRITES = re.compile(r"\s*(INSERT|UPDATE|DELETE)\b|\s*WITH\b.*\b(INSERT|UPDATE|DELETE)\b", re.S)
 #: key of the advisory lock that serialises migrations of one schema
 MIGRATE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('qanat.migrate.' || $1))"
 
@@ -67,6 +69,8 @@ class PgConnection:
     def __init__(self, raw: psycopg.Connection[Any], clock: ServerClock | None = None) -> None:
         self.raw = raw
         self._sql: dict[str, str] = {}
+        #: the statements that change rows (their row count moves ``total_changes``)
+        self._writes: set[str] = set()
         #: rows changed so far (the writer rings its bell when this moved)
         self.total_changes = 0
         #: gate keys whose advisory lock this transaction holds
@@ -79,6 +83,8 @@ class PgConnection:
         text = self._sql.get(sql)
         if text is None:
             text = self._sql[sql] = self.dialect.translate(sql)
+            if WRITES.match(text):
+                self._writes.add(sql)
         return text
 
     def execute(self, sql: str, parameters: Any = None, /) -> Any:
@@ -86,10 +92,9 @@ class PgConnection:
             self._flow_locked.clear()  # advisory locks end with their (sub)transaction
             self._now = None
         cur = self.raw.execute(self._text(sql), parameters or None)
-        if cur.rowcount > 0 and cur.pgresult is not None and cur.pgresult.command_status:
-            status = cur.pgresult.command_status
-            if not status.startswith(b"SELECT"):
-                self.total_changes += cur.rowcount
+        # (a data-modifying WITH reports the rows of its final SELECT: count those too)
+        if cur.rowcount > 0 and sql in self._writes:
+            self.total_changes += cur.rowcount
         return cur
 
     def executemany(self, sql: str, parameters: Any, /) -> Any:
