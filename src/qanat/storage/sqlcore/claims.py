@@ -53,12 +53,15 @@ CLAIM_LEVEL_OPEN = (
 )
 NEXT_WAKE = "SELECT min(wake_at) FROM gates INDEXED BY gates_wake WHERE wake_at IS NOT NULL"
 #: What a claim reads first, in one statement (one round trip on PostgreSQL): the paused
-#: jobs (a JSON array) and the next gate wake-up; PostgreSQL adds its clock, so the
-#: transaction's one clock read (``Dialect.now``) rides along.
-CLAIM_START = f"SELECT (SELECT json_group_array(job) FROM paused_jobs), ({NEXT_WAKE})"
+#: jobs (a JSON array), the next gate wake-up and the top priority level with claimable
+#: work; PostgreSQL adds its clock, so the transaction's one clock read
+#: (``Dialect.now``) rides along.
+CLAIM_START = (
+    f"SELECT (SELECT json_group_array(job) FROM paused_jobs), ({NEXT_WAKE}), ({TOP_PRIORITY})"
+)
 POSTGRES.overrides[CLAIM_START] = (
     "SELECT (SELECT CAST(json_agg(job) AS text) FROM paused_jobs), "
-    f"({NEXT_WAKE}), extract(epoch from clock_timestamp())::double precision"
+    f"({NEXT_WAKE}), ({TOP_PRIORITY}), extract(epoch from clock_timestamp())::double precision"
 )
 #: Might a claim find something: a claimable execution of an unpaused job, or a gate
 #: due to open. One statement (one round trip on PostgreSQL, where every worker asks
@@ -106,9 +109,9 @@ def op_claim(
     d = conn.dialect
     # a flow-free workload pays one indexed probe of an empty index here, and no more
     start = conn.execute(CLAIM_START).fetchone()
-    paused, wake = set(json.loads(start[0] or "[]")), start[1]
-    if len(start) > 2:
-        d.adopt_now(conn, start[2])  # the server's clock, read by the same statement
+    paused, wake, top = set(json.loads(start[0] or "[]")), start[1], start[2]
+    if len(start) > 3:
+        d.adopt_now(conn, start[3])  # the server's clock, read by the same statement
     jobs = [j for j in jobs if j not in paused] if paused else jobs
     if limit <= 0 or not jobs:
         return taken, None
@@ -121,8 +124,11 @@ def op_claim(
     gates: ClaimGates | None = None
     parked = 0
     if wake is not None and wake <= at:
-        open_due_gates(conn, at)
-    level = conn.execute(TOP_PRIORITY).fetchone()
+        open_due_gates(conn, at)  # unparked work may sit higher: read the top again
+        top = conn.execute(TOP_PRIORITY).fetchone()
+    else:
+        top = None if top is None else (top,)
+    level = top
     while level is not None and len(taken) < limit:
         priority = level[0]
         while len(taken) < limit:
