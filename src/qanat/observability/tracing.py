@@ -29,7 +29,7 @@ EXECUTION_SPAN = "qanat.execution"
 STEP_SPAN = "qanat.step"
 
 _otel: Any = None  # the opentelemetry modules once loaded; False: not installed
-_tracer: Any = None
+_tracer: tuple[Any, Any] | None = None  # (provider, its qanat tracer)
 
 
 def _load() -> Any:
@@ -56,13 +56,12 @@ def _active_tracer() -> Any:
     otel = _load()
     if not otel:
         return None
-    trace = otel.trace
-    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+    provider = otel.trace.get_tracer_provider()
+    if isinstance(provider, otel.trace.ProxyTracerProvider):
         return None  # no SDK set up: every span would be a no-op
-    if _tracer is None:
-        # a proxy-backed tracer follows whatever provider is global when a span starts
-        _tracer = trace.get_tracer("qanat")
-    return _tracer
+    if _tracer is None or _tracer[0] is not provider:
+        _tracer = (provider, provider.get_tracer("qanat"))
+    return _tracer[1]
 
 
 def capture() -> str | None:

@@ -1,0 +1,146 @@
+"""Prometheus metrics in one process: the engine's counters and histograms move as
+executions run, and ``metrics_app`` serves them with the storage gauges (SPEC §14)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from qanat import Context, NonRetryable, Queue, job, run
+from qanat.observability.metrics import Exposition, metrics_app, process_metrics
+
+
+@job("m_ok")
+async def m_ok(n: int) -> int:
+    return await run("double", lambda: n * 2)
+
+
+@job("m_flaky", retry=3, backoff=0)
+async def m_flaky(ctx: Context) -> int:
+    if ctx.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return ctx.attempt
+
+
+@job("m_boom")
+async def m_boom() -> None:
+    raise NonRetryable("no")
+
+
+def sample(name: str, **labels: str) -> float:
+    """A value of this process's metrics, 0 if the series does not exist yet."""
+    return process_metrics().registry.get_sample_value(name, labels) or 0.0
+
+
+def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an exposition, by name and labels."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+async def scrape(q: Queue, path: str = "/metrics", method: str = "GET") -> httpx.Response:
+    transport = httpx.ASGITransport(app=metrics_app(q))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return await client.request(method, path)
+
+
+async def test_counters_and_histograms_move_as_executions_end(make_queue: Any) -> None:
+    q = await make_queue(m_ok, m_flaky, m_boom, worker=False)
+    before = {
+        "started": sample("qanat_executions_started_total", job="m_ok"),
+        "done": sample("qanat_executions_finished_total", job="m_ok", status="completed"),
+        "retried": sample("qanat_executions_retried_total", job="m_flaky"),
+        "flaky": sample("qanat_executions_finished_total", job="m_flaky", status="completed"),
+        "failed": sample("qanat_executions_finished_total", job="m_boom", status="failed"),
+        "steps": sample("qanat_step_duration_seconds_count", job="m_ok", step="double"),
+        "claims": sample("qanat_claim_latency_seconds_count", job="m_ok"),
+        "took": sample("qanat_execution_duration_seconds_count", job="m_ok", status="completed"),
+    }
+    first = await scrape(q)  # turns metrics on for q, before its worker runs anything
+    assert first.status_code == 200
+    await q.start(worker=True)
+    oks = [await q.jobs.m_ok.start(n=i) for i in range(3)]
+    assert [await h.result(timeout=5) for h in oks] == [0, 2, 4]
+    assert await (await q.jobs.m_flaky.start()).result(timeout=5) == 2
+    with pytest.raises(Exception, match="no"):
+        await (await q.jobs.m_boom.start()).result(timeout=5)
+
+    after = {
+        "started": sample("qanat_executions_started_total", job="m_ok"),
+        "done": sample("qanat_executions_finished_total", job="m_ok", status="completed"),
+        "retried": sample("qanat_executions_retried_total", job="m_flaky"),
+        "flaky": sample("qanat_executions_finished_total", job="m_flaky", status="completed"),
+        "failed": sample("qanat_executions_finished_total", job="m_boom", status="failed"),
+        "steps": sample("qanat_step_duration_seconds_count", job="m_ok", step="double"),
+        "claims": sample("qanat_claim_latency_seconds_count", job="m_ok"),
+        "took": sample("qanat_execution_duration_seconds_count", job="m_ok", status="completed"),
+    }
+    moved = {k: after[k] - before[k] for k in before}
+    assert moved == {
+        "started": 3,
+        "done": 3,
+        "retried": 1,
+        "flaky": 1,
+        "failed": 1,
+        "steps": 3,
+        "claims": 3,
+        "took": 3,
+    }
+
+
+async def test_metrics_app_serves_a_parsable_exposition_with_storage_gauges(
+    make_queue: Any,
+) -> None:
+    q = await make_queue(m_ok)
+    assert await (await q.jobs.m_ok.start(n=1)).result(timeout=5) == 2
+    await q.jobs.m_ok.pause()
+    res = await scrape(q)
+    assert res.status_code == 200
+    assert res.headers["content-type"].startswith("text/plain")
+    assert res.headers["cache-control"] == "no-store"
+    got = parse(res.text)
+    assert got[("qanat_storage_up", ())] == 1
+    assert got[("qanat_executions", (("job", "m_ok"), ("status", "completed")))] == 1
+    assert got[("qanat_executions", (("job", "m_ok"), ("status", "pending")))] == 0
+    assert got[("qanat_job_paused", (("job", "m_ok"),))] == 1
+    assert got[("qanat_executions_started_total", (("job", "m_ok"),))] >= 1
+    # the same app mounted at /metrics sees "/"; anything else is refused
+    assert (await scrape(q, "/")).status_code == 200
+    assert (await scrape(q, "/nope")).status_code == 404
+    refused = await scrape(q, method="POST")
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+
+
+async def test_storage_counts_are_read_once_per_ttl_and_failures_show_as_down(
+    make_queue: Any,
+) -> None:
+    q = await make_queue(m_ok, worker=False)
+    reads = 0
+    real = q.stats
+
+    async def counted() -> dict[str, Any]:
+        nonlocal reads
+        reads += 1
+        return await real()
+
+    q.stats = counted  # type: ignore[method-assign]
+    expo = Exposition(q, ttl=60.0)
+    for _ in range(3):
+        await expo.render()
+    assert reads == 1
+
+    async def broken() -> dict[str, Any]:
+        raise OSError("storage is down")
+
+    q.stats = broken  # type: ignore[method-assign]
+    text = (await Exposition(q, ttl=0).render()).decode()
+    assert parse(text)[("qanat_storage_up", ())] == 0
+    # the process's own counters are still served; the storage gauges are left out
+    assert "# TYPE qanat_executions_started_total counter" in text
+    assert "qanat_executions{" not in text
