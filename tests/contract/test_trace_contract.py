@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 
+from test_storage_contract import LEASE, rec
+
 from qanat.storage import ExecutionFilter, Finish, Storage
 from qanat.storage.base import now
-from test_storage_contract import LEASE, rec
 
 TRACE = json.dumps({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
 
