@@ -5,36 +5,26 @@ tests/acceptance/test_observability_workers.py."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-from opentelemetry.util._once import Once
 
 from qanat import Context, job, run
 from qanat.observability import tracing
+from support import sdk_tracing
 
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    """A global SDK tracer provider for this test only. OTel allows setting it once per
-    process, so its private globals are put back (as its own test helpers do)."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
-    trace.set_tracer_provider(provider)
-    try:
+    with sdk_tracing() as exporter:
         yield exporter
-    finally:
-        trace._TRACER_PROVIDER_SET_ONCE = Once()
-        trace._TRACER_PROVIDER = None
-        provider.shutdown()
 
 
 @job("t_child")
@@ -103,3 +93,41 @@ async def test_without_a_tracer_provider_nothing_is_traced(make_queue: Any) -> N
     stored = await q.storage.get(h.id)
     assert stored is not None and stored.trace is None
     assert tracing.capture() is None
+
+
+NO_OTEL = r"""
+import asyncio, sys
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "opentelemetry" or name.startswith("opentelemetry."):
+            raise ImportError(f"blocked: {name}")
+        return None
+
+sys.meta_path.insert(0, Block())
+import qanat
+from qanat import job, run
+
+@job
+async def plain(x: int) -> int:
+    return await run("inc", lambda: x + 1)
+
+async def main():
+    q = qanat.Queue(jobs=[plain], storage="memory://")
+    await q.start(worker=True)
+    h = await q.jobs.plain.start(x=1)
+    out = await h.result(timeout=5)
+    rec = await q.storage.get(h.id)
+    await q.stop()
+    return out, rec.trace
+
+print(asyncio.run(main()), sorted(m for m in sys.modules if m.startswith("opentelemetry")))
+"""
+
+
+def test_without_opentelemetry_installed_jobs_run_and_nothing_is_imported() -> None:
+    res = subprocess.run(
+        [sys.executable, "-c", NO_OTEL], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "(2, None) []"
