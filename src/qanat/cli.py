@@ -166,7 +166,7 @@ MetricsAt = tuple[str, int, str | None]
 
 def _supervise(child: list[str], processes: int, metrics: MetricsAt | None) -> int:
     """Run the children under a supervisor; with metrics, they share one listening socket
-    and one multiprocess directory that the supervisor owns."""
+    and one snapshot directory that the supervisor owns."""
     echo = functools.partial(click.echo, err=True)
     if metrics is None:
         return Supervisor(child, processes, echo=echo).run()

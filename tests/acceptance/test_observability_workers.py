@@ -222,7 +222,12 @@ def test_processes_share_one_port_showing_every_processs_counts(project: Project
         pid = line.split()[1]
         per_pid[pid] = per_pid.get(pid, 0) + 1
     assert len(per_pid) == 2, f"both processes must run some: {per_pid}"
-    # every scrape, whichever child answers it, shows the sum of both children's counts
+    # each child writes its counts for its siblings every second: once a scrape shows
+    # them all, every scrape does, whichever child answers it
+    project.wait_until(
+        lambda: value(scrape(url), "qanat_executions_started_total", job="ok") == n,
+        what="both processes' counts in one scrape",
+    )
     for _ in range(6):
         got = scrape(url)
         assert value(got, "qanat_executions_started_total", job="ok") == n

@@ -10,7 +10,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from qanat import Context, NonRetryable, Queue, job, run
-from qanat.observability.metrics import Exposition, metrics_app, process_metrics
+from qanat.observability.exposition import Exposition, metrics_app
+from qanat.observability.metrics import process_metrics
 
 
 @job("m_ok")
@@ -32,7 +33,11 @@ async def m_boom() -> None:
 
 def sample(name: str, **labels: str) -> float:
     """A value of this process's metrics, 0 if the series does not exist yet."""
-    return process_metrics().registry.get_sample_value(name, labels) or 0.0
+    for fam in process_metrics().families():
+        for s in fam.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    return 0.0
 
 
 def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

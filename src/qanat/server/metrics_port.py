@@ -7,9 +7,10 @@ the same exposition as :func:`qanat.observability.metrics.metrics_app`. It binds
 every request needs ``Authorization: Bearer <token>``.
 
 With ``--processes N`` the supervisor binds the port once (:func:`listen`) and hands
-the listening socket to its children, with a fresh ``PROMETHEUS_MULTIPROC_DIR``
-(:class:`SupervisedMetrics`): the kernel gives each connection to one child, and any
-child answers with every child's counters summed, so the port shows one view.
+the listening socket to its children, with a fresh ``$QANAT_METRICS_DIR``
+(:class:`SupervisedMetrics`) where each child writes a snapshot of its counters every
+second: the kernel gives each connection to one child, and any child answers with
+every child's counters summed, so the port shows one view.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from qanat.errors import ConfigurationError
-from qanat.observability.metrics import MULTIPROC_ENV, Exposition, answer
+from qanat.observability.exposition import Exposition, answer
+from qanat.observability.metrics import DIR_ENV, FLUSH_EVERY
 from qanat.server.auth import bearer, check_bind, token_matches
 
 if TYPE_CHECKING:
@@ -77,6 +79,7 @@ class MetricsServer:
         self.sock = sock
         self.token = token
         self._server: asyncio.Server | None = None
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -85,8 +88,25 @@ class MetricsServer:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, sock=self.sock, limit=MAX_HEAD)
+        if os.environ.get(DIR_ENV):  # a supervised child: its siblings read its snapshot
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_EVERY)
+            try:
+                self.expo.metrics.flush()
+            except OSError as exc:
+                log.warning("qanat: writing the metrics snapshot failed: %s", exc)
 
     async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            with contextlib.suppress(OSError):
+                self.expo.metrics.flush()  # what it counted last stays in the sum
+            self._flusher = None
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
@@ -164,7 +184,7 @@ async def serve_worker_metrics(
 
 class SupervisedMetrics:
     """The supervisor's share of ``--metrics-port`` with ``--processes N``: one listening
-    socket and one fresh multiprocess directory for all its children, removed at the end.
+    socket and one fresh snapshot directory for all its children, removed at the end.
 
     Use as a context manager around ``Supervisor.run``; :attr:`env` goes into the
     children's environment and :attr:`fds` is what they must inherit.
@@ -174,7 +194,7 @@ class SupervisedMetrics:
         self.sock = listen(host, port, token)
         self.dir = tempfile.mkdtemp(prefix="qanat-metrics-")
         self.env: Mapping[str, str] = {
-            MULTIPROC_ENV: self.dir,
+            DIR_ENV: self.dir,
             FD_ENV: str(self.sock.fileno()),
         }
         self.fds = (self.sock.fileno(),)
