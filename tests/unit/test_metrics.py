@@ -49,15 +49,9 @@ def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-async def scrape(q: Queue, path: str = "/metrics", method: str = "GET") -> httpx.Response:
-    transport = httpx.ASGITransport(app=metrics_app(q))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        return await client.request(method, path)
-
-
-async def test_counters_and_histograms_move_as_executions_end(make_queue: Any) -> None:
-    q = await make_queue(m_ok, m_flaky, m_boom, worker=False)
-    before = {
+def counts() -> dict[str, float]:
+    """The series the first test moves, by a short name."""
+    return {
         "started": sample("qanat_executions_started_total", job="m_ok"),
         "done": sample("qanat_executions_finished_total", job="m_ok", status="completed"),
         "retried": sample("qanat_executions_retried_total", job="m_flaky"),
@@ -67,6 +61,17 @@ async def test_counters_and_histograms_move_as_executions_end(make_queue: Any) -
         "claims": sample("qanat_claim_latency_seconds_count", job="m_ok"),
         "took": sample("qanat_execution_duration_seconds_count", job="m_ok", status="completed"),
     }
+
+
+async def scrape(q: Queue, path: str = "/metrics", method: str = "GET") -> httpx.Response:
+    transport = httpx.ASGITransport(app=metrics_app(q))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return await client.request(method, path)
+
+
+async def test_counters_and_histograms_move_as_executions_end(make_queue: Any) -> None:
+    q = await make_queue(m_ok, m_flaky, m_boom, worker=False)
+    before = counts()
     first = await scrape(q)  # turns metrics on for q, before its worker runs anything
     assert first.status_code == 200
     await q.start(worker=True)
@@ -76,16 +81,7 @@ async def test_counters_and_histograms_move_as_executions_end(make_queue: Any) -
     with pytest.raises(Exception, match="no"):
         await (await q.jobs.m_boom.start()).result(timeout=5)
 
-    after = {
-        "started": sample("qanat_executions_started_total", job="m_ok"),
-        "done": sample("qanat_executions_finished_total", job="m_ok", status="completed"),
-        "retried": sample("qanat_executions_retried_total", job="m_flaky"),
-        "flaky": sample("qanat_executions_finished_total", job="m_flaky", status="completed"),
-        "failed": sample("qanat_executions_finished_total", job="m_boom", status="failed"),
-        "steps": sample("qanat_step_duration_seconds_count", job="m_ok", step="double"),
-        "claims": sample("qanat_claim_latency_seconds_count", job="m_ok"),
-        "took": sample("qanat_execution_duration_seconds_count", job="m_ok", status="completed"),
-    }
+    after = counts()
     moved = {k: after[k] - before[k] for k in before}
     assert moved == {
         "started": 3,
@@ -149,3 +145,49 @@ async def test_storage_counts_are_read_once_per_ttl_and_failures_show_as_down(
     # the process's own counters are still served; the storage gauges are left out
     assert "# TYPE qanat_executions_started_total counter" in text
     assert "qanat_executions{" not in text
+
+
+def test_histograms_are_cumulative_with_le_bounds_and_snapshots_sum(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from qanat.observability.metrics import DIR_ENV, Metrics
+
+    def exposition(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        class Source:
+            def collect(self) -> Any:
+                return m.families()
+
+        registry = CollectorRegistry()
+        registry.register(Source())  # type: ignore[arg-type]
+        return parse(generate_latest(registry).decode())
+
+    one = Metrics()
+    for seconds in (0.001, 0.0011, 0.3, 1000.0, -0.5):  # a bound itself is "le" it
+        one.on_step("j", "s", seconds)
+    got = exposition(one)
+    bucket = "qanat_step_duration_seconds_bucket"
+    assert got[(bucket, (("job", "j"), ("le", "0.001"), ("step", "s")))] == 2  # -0.5 -> 0
+    assert got[(bucket, (("job", "j"), ("le", "0.005"), ("step", "s")))] == 3
+    assert got[(bucket, (("job", "j"), ("le", "0.5"), ("step", "s")))] == 4
+    assert got[(bucket, (("job", "j"), ("le", "300.0"), ("step", "s")))] == 4
+    assert got[(bucket, (("job", "j"), ("le", "+Inf"), ("step", "s")))] == 5
+    assert got[("qanat_step_duration_seconds_count", (("job", "j"), ("step", "s")))] == 5
+    assert got[("qanat_step_duration_seconds_sum", (("job", "j"), ("step", "s")))] == (
+        pytest.approx(1000.3021)
+    )
+
+    # supervised children: each one's snapshot file, summed by whichever answers
+    monkeypatch.setenv(DIR_ENV, str(tmp_path))
+    a, b = Metrics(), Metrics()
+    a.on_finish("j", "completed", 0.2)
+    b.on_finish("j", "completed", 0.2)
+    b.on_finish("j", "failed", 7.0)
+    b.flush()
+    seen = exposition(a)  # a writes its own snapshot, then reads both
+    finished = "qanat_executions_finished_total"
+    assert seen[(finished, (("job", "j"), ("status", "completed")))] == 2
+    assert seen[(finished, (("job", "j"), ("status", "failed")))] == 1
+    assert len(list(tmp_path.glob("*.json"))) == 2
