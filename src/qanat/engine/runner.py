@@ -21,7 +21,7 @@ from qanat.errors import (
     WorkerLost,
 )
 from qanat.failures import encode_error
-from qanat.observability.tracing import attempt_span, end_attempt
+from qanat.observability.tracing import active_tracer, attempt_span, end_attempt
 from qanat.steps.state import ExecState, set_current
 from qanat.storage.base import (
     CANCELLED,
@@ -46,9 +46,12 @@ async def execute(worker: Worker, rec: ExecutionRecord, st: ExecState) -> None:
     """Run one attempt of a claimed execution to its next resting point."""
     token = set_current(st)
     try:
-        with attempt_span(rec.job, rec.id, rec.attempt, rec.trace) as span:
-            st.span = span
+        if active_tracer() is None:
             await _attempt(worker, st)
+        else:
+            with attempt_span(rec.job, rec.id, rec.attempt, rec.trace) as span:
+                st.span = span
+                await _attempt(worker, st)
     finally:
         set_current(None)
         del token

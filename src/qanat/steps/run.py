@@ -21,7 +21,7 @@ from qanat.durations import (
 from qanat.durations import to_timestamp as _to_ts
 from qanat.errors import NonRetryable, PayloadTooLarge, RetryAfter, Timeout
 from qanat.failures import decode_error, encode_error
-from qanat.observability.tracing import step_span
+from qanat.observability.tracing import active_tracer, step_span
 from qanat.sizes import check_size
 from qanat.steps.state import ExecState, current
 from qanat.storage.base import COMPLETED, FAILED, StepRecord, now
@@ -136,6 +136,8 @@ async def _attempts(
     st: ExecState, opts: Step, key: str, kind: str, call: Callable[[ExecState], Awaitable[Any]]
 ) -> Any:
     """The attempts of one step run, in a ``qanat.step`` span when tracing is on."""
+    if active_tracer() is None:
+        return await _attempt_loop(st, opts, key, kind, call)
     with step_span(kind, opts.name, key):
         return await _attempt_loop(st, opts, key, kind, call)
 
