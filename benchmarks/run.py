@@ -202,6 +202,7 @@ async def w_drain(
     finally:
         if side is not None:
             side.cancel()
+            await asyncio.gather(side, return_exceptions=True)  # it ends before the worker
         _stop_worker(proc)
     first, last, done = watch.execute(
         "SELECT min(started_at), max(completed_at), count(*) FROM executions "
