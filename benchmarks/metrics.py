@@ -1,7 +1,7 @@
 """What metrics cost the hot path: the drain workload of run.py (SQLite, synchronous=FULL,
 ``qanat worker`` process) with ``--metrics-port`` off and on, alternated in one run.
 
-    python benchmarks/metrics.py [--n 20000] [--pairs 3] [--scrape 1.0]
+    python benchmarks/metrics.py [--n 20000] [--pairs 3] [--scrape 5.0]
 
 "on" is a worker with ``--metrics-port P`` scraped every ``--scrape`` seconds while it
 drains (Prometheus' default is 15 s: this is harsher; each scrape that misses the 2 s
@@ -105,7 +105,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--pairs", type=int, default=3)
-    ap.add_argument("--scrape", type=float, default=1.0)
+    ap.add_argument("--scrape", type=float, default=5.0)
     args = ap.parse_args()
     runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     load0 = os.getloadavg()
