@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from qanat import Context, NonRetryable, Queue, job, run
 from qanat.observability.exposition import Exposition, metrics_app
 from qanat.observability.metrics import process_metrics
+from qanat.storage import Storage
 
 
 @job("m_ok")
@@ -191,3 +192,13 @@ def test_histograms_are_cumulative_with_le_bounds_and_snapshots_sum(
     assert seen[(finished, (("job", "j"), ("status", "completed")))] == 2
     assert seen[(finished, (("job", "j"), ("status", "failed")))] == 1
     assert len(list(tmp_path.glob("*.json"))) == 2
+
+
+@pytest.mark.skipif(
+    not hasattr(Storage, "worker_list"),
+    reason="Storage.worker_list (listing every host's workers) comes with the dashboard branch",
+)
+async def test_live_workers_gauge_counts_registered_workers(make_queue: Any) -> None:
+    q = await make_queue(m_ok)  # its worker registered itself
+    got = parse((await Exposition(q, ttl=0).render()).decode())
+    assert got[("qanat_workers", ())] == 1

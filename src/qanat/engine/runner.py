@@ -175,7 +175,7 @@ async def _stopped(worker: Worker, st: ExecState, value: Any, why: str | None) -
             await worker.storage.suspend(st.id, worker.id, PAUSED, None)
         else:
             await worker.storage.release(worker.id, [st.id])
-        end_attempt(st.span, "released")
+        end_attempt(st.span, PAUSED if st.pause_requested else "released")
         return
     if why != "cancelled":
         end_attempt(st.span, why or "lost")  # released or taken over: the attempt ends
