@@ -202,3 +202,24 @@ async def test_live_workers_gauge_counts_registered_workers(make_queue: Any) -> 
     q = await make_queue(m_ok)  # its worker registered itself
     got = parse((await Exposition(q, ttl=0).render()).decode())
     assert got[("qanat_workers", ())] == 1
+
+
+async def test_metrics_app_in_a_starlette_app(make_queue: Any) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount, Route
+
+    q = await make_queue(m_ok, worker=False)
+    routed = Starlette(routes=[Route("/metrics", metrics_app(q))])
+    mounted = Starlette(routes=[Mount("/metrics", app=metrics_app(q))])
+    for outer in (routed, mounted):
+        transport = httpx.ASGITransport(app=outer)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", follow_redirects=True
+        ) as client:
+            res = await client.get("/metrics")
+            assert res.status_code == 200
+            assert ("qanat_storage_up", ()) in parse(res.text)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=mounted), base_url="http://test"
+    ) as client:
+        assert (await client.get("/metrics/other")).status_code == 404

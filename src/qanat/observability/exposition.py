@@ -125,16 +125,14 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-def metrics_app(queue: Queue) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """An ASGI app answering ``GET /metrics`` (and ``GET /`` when mounted at
-    ``/metrics``) with the Prometheus text of ``queue``; turns metrics on for it.
+class MetricsApp:
+    """The ASGI app of :func:`metrics_app` (a class, so that Starlette's ``Route`` takes it
+    as an app rather than as a request handler)."""
 
-    It applies no token: the server that mounts it does (``qanat serve``,
-    ``qanat dashboard``). Other paths are 404, other methods 405.
-    """
-    expo = Exposition(queue)
+    def __init__(self, queue: Queue) -> None:
+        self.expo = Exposition(queue)
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
@@ -142,7 +140,10 @@ def metrics_app(queue: Queue) -> Callable[[Scope, Receive, Send], Awaitable[None
             return
         if scope["type"] != "http":
             return
-        status, body, ctype = await answer(expo, scope["method"], scope.get("path", "/"))
+        path, root = scope.get("path", "/"), scope.get("root_path", "")
+        if root and path.startswith(root):  # mounted (Starlette keeps the full path)
+            path = path[len(root) :]
+        status, body, ctype = await answer(self.expo, scope["method"], path)
         headers = [(b"content-type", ctype.encode()), (b"cache-control", b"no-store")]
         if status == 405:
             headers.append((b"allow", b"GET, HEAD"))
@@ -151,7 +152,16 @@ def metrics_app(queue: Queue) -> Callable[[Scope, Receive, Send], Awaitable[None
         head = scope["method"] == "HEAD"
         await send({"type": "http.response.body", "body": b"" if head else body})
 
-    return app
+
+def metrics_app(queue: Queue) -> MetricsApp:
+    """An ASGI app answering ``GET /metrics`` with the Prometheus text of ``queue``;
+    turns metrics on for it. In a Starlette app: ``Route("/metrics", metrics_app(q))``
+    (or ``Mount("/metrics", ...)``, which redirects ``/metrics`` to ``/metrics/``).
+
+    It applies no token: the server that mounts it does (``qanat serve``,
+    ``qanat dashboard``). Other paths are 404, other methods 405.
+    """
+    return MetricsApp(queue)
 
 
 async def answer(expo: Exposition, method: str, path: str) -> tuple[int, bytes, str]:
