@@ -112,14 +112,12 @@ def obs_app(project: Project) -> ModuleType:
     return project.load(path, f"qanat_obs_app_{id(project)}")
 
 
-def metrics_url(w: Worker) -> str:
+def metrics_url(project: Project, w: Worker) -> str:
     def found() -> str | None:
         m = re.search(r"metrics at (http://\S+/metrics)", w.stderr())
         return m.group(1) if m else None
 
-    from conftest import wait_until
-
-    return wait_until(found, what="the worker's metrics address")
+    return project.wait_until(found, what="the worker's metrics address")
 
 
 def scrape(url: str, token: str | None = None) -> Samples:
@@ -155,7 +153,7 @@ def test_worker_metrics_move_as_its_executions_end(project: Project) -> None:
     app = obs_app(project)
     token = "s3cret-token"
     w = project.worker("--metrics-port", "0", "--metrics-token", token, app="obsapp:queue")
-    url = metrics_url(w)
+    url = metrics_url(project, w)
     with pytest.raises(urllib.error.HTTPError) as refused:
         scrape(url)
     assert refused.value.code == 401
@@ -211,7 +209,7 @@ def test_processes_share_one_port_showing_every_processs_counts(project: Project
     sup = project.worker(
         "--processes", "2", "--concurrency", "2", "--metrics-port", "0", app="obsapp:queue", count=2
     )
-    url = metrics_url(sup)
+    url = metrics_url(project, sup)
     n = 30
     ids = start(project, app, [("ok", {"n": i}) for i in range(n)])
     for ident in ids:

@@ -8,9 +8,11 @@
   processes and machines;
 * :func:`step_span` — a child span per step run (``run`` and ``thread`` steps).
 
-Without the package nothing is imported and every function is a no-op; with it but no
-tracer provider configured (``trace.set_tracer_provider``), no span is made either: the
-engine pays one check per attempt and per step.
+Without the package nothing is imported and every function is a no-op. With it, qanat
+imports it only once the application has (``opentelemetry.trace`` is loaded) or names
+a provider in ``$OTEL_PYTHON_TRACER_PROVIDER``; with no tracer provider configured
+(``trace.set_tracer_provider``) no span is made: the engine pays one check per attempt
+and per step.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -29,15 +32,21 @@ log = logging.getLogger("qanat")
 EXECUTION_SPAN = "qanat.execution"
 STEP_SPAN = "qanat.step"
 
+#: Names a tracer provider that OpenTelemetry loads on first use.
+_PROVIDER_ENV = "OTEL_PYTHON_TRACER_PROVIDER"
 _UNKNOWN = object()
 _otel: Any = None  # the opentelemetry modules once loaded; False: not installed
 _tracer: tuple[Any, Any] | None = None  # (provider, its qanat tracer)
 
 
 def _load() -> Any:
-    """The opentelemetry modules we use (a namespace), or False without the package."""
+    """The opentelemetry modules we use (a namespace), or False: not installed, or not
+    used by this process so far (then importing it would only cost: ``propagate`` reads
+    entry points, a tenth of a second at a CLI's start)."""
     global _otel
     if _otel is None:
+        if "opentelemetry.trace" not in sys.modules and _PROVIDER_ENV not in os.environ:
+            return False  # no span can exist, no provider is set: asked again next time
         try:
             from opentelemetry import context, propagate, trace
         except ImportError:
@@ -47,7 +56,7 @@ def _load() -> Any:
                 trace=trace,
                 propagate=propagate,
                 context=context,
-                provider_from_env="OTEL_PYTHON_TRACER_PROVIDER" in os.environ,
+                provider_from_env=_PROVIDER_ENV in os.environ,
             )
     return _otel
 
