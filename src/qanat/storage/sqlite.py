@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 
 from qanat.errors import StorageError
 from qanat.storage.doorbell import Doorbell
-from qanat.storage.sqlcore.backend import BULK, READ_BULK, SqlStorage
+from qanat.storage.sqlcore.backend import BULK, QUIET, READ_BULK, SqlStorage
 from qanat.storage.sqlcore.dialect import SQLITE, Dialect
 from qanat.storage.sqlcore.schema import numbered_scripts
 from qanat.storage.sqlcore.writer import ConnThread
@@ -275,6 +275,7 @@ class SqliteStorage(SqlStorage):
             (sqlite3.Error,),
             BULK,
             inline=self._busy_timeout,
+            quiet=QUIET,
         )
         self._reader = ConnThread(
             reader, "qanat-sqlite-reader", label, False, (sqlite3.Error,), READ_BULK

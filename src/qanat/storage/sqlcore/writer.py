@@ -50,6 +50,10 @@ RETRIES = 5
 Bulk = Callable[[Any, list[Any]], "list[Any] | None"]
 #: Whether an operation, for these arguments, writes with a single statement.
 OneStatement = Callable[..., bool]
+#: Whether an operation, for these arguments, changes nothing this process's own
+#: listeners wait for (a step checkpoint without children): a commit made only of such
+#: operations rings the other processes' doorbells but does not wake our own loops.
+Quiet = Callable[..., bool]
 
 _Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any] | None"]
 _Result = tuple["asyncio.Future[Any]", bool, Any]
@@ -79,6 +83,7 @@ class ConnThread:
         reopen: Callable[[], Any] | None = None,
         single: dict[Callable[..., Any], OneStatement] | None = None,
         inline: Callable[[Any, bool], None] | None = None,
+        quiet: dict[Callable[..., Any], Quiet] | None = None,
     ) -> None:
         self.conn = conn
         self.label = label
@@ -93,6 +98,7 @@ class ConnThread:
         #: without BEGIN and COMMIT: the statement is its own transaction, durable when
         #: it returns, and two round trips shorter (PostgreSQL)
         self.single = single or {}
+        self.quiet = quiet or {}
         self.ops: queue.SimpleQueue[_Op] = queue.SimpleQueue()
         #: sets the connection's busy timeout: zero (True) for an inline caller, the
         #: configured one (False) for the thread; None: never commit inline
@@ -316,7 +322,7 @@ class ConnThread:
                             self._one(op, out)
             conn.execute("COMMIT")
             if self.bell is not None and conn.total_changes != changes:
-                self.bell.ring()  # never raises
+                self.bell.ring(self._loud(batch))  # never raises
         except Exception as exc:  # BEGIN, savepoint machinery or COMMIT failed: nothing stands
             if conn.in_transaction:
                 try:
@@ -346,8 +352,17 @@ class ConnThread:
                 return None
             return [(fut, False, self._error(exc))]
         if self.bell is not None and conn.total_changes != changes:
-            self.bell.ring()
+            self.bell.ring(self._loud([op]))
         return [(fut, True, value)]
+
+    def _loud(self, batch: list[_Op]) -> bool:
+        """Whether a commit of ``batch`` should wake this process's own listeners."""
+        quiet = self.quiet
+        for fn, args, _ in batch:
+            is_quiet = quiet.get(fn)
+            if is_quiet is None or not is_quiet(*args):
+                return True
+        return False
 
     def _retry(self, exc: BaseException) -> bool:
         return self.retryable is not None and self.retryable(exc)
