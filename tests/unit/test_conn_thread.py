@@ -59,7 +59,7 @@ class Bell:
     def __init__(self) -> None:
         self.rings = 0
 
-    def ring(self, local: bool = True) -> None:
+    def ring(self) -> None:
         self.rings += 1
 
 

@@ -132,3 +132,43 @@ async def test_a_write_never_overtakes_one_queued_before_it(tmp_path: Path) -> N
         await s.close()
     assert [w for w, _ in seen] == ["first", "second"]
     assert _rows(tmp_path / "q.db") == ["first", "second"]
+
+
+class _Bell:
+    def __init__(self) -> None:
+        self.rings: list[bool] = []
+
+    def ring(self, local: bool = True) -> None:
+        self.rings.append(local)
+
+
+async def test_a_commit_of_quiet_operations_only_does_not_wake_this_process(
+    tmp_path: Path,
+) -> None:
+    from qanat.storage.sqlcore.writer import ConnThread
+    from qanat.storage.sqlite import SqliteConnection
+
+    conn = sqlite3.connect(
+        tmp_path / "t.db", isolation_level=None, check_same_thread=False, factory=SqliteConnection
+    )
+    conn.execute("CREATE TABLE t (v TEXT)")
+    seen: Seen = []
+
+    def quiet_insert(conn: Any, seen: Seen, what: str) -> str:
+        return _insert(conn, seen, what)
+
+    t = ConnThread(
+        conn, "w", "test", True, (sqlite3.Error,), quiet={quiet_insert: lambda seen, w: w != "loud"}
+    )
+    t.bell = bell = _Bell()
+    try:
+        await t.submit(quiet_insert, (seen, "step"))  # quiet: other processes only
+        await t.submit(quiet_insert, (seen, "loud"))  # the predicate says no
+        await t.submit(_insert, (seen, "enqueue"))  # not a quiet operation
+        await asyncio.gather(  # a batch is quiet only if all of it is
+            t.submit(quiet_insert, (seen, "a")), t.submit(_insert, (seen, "b"))
+        )
+    finally:
+        await t.stop()
+    assert bell.rings == [False, True, True, True]
+    assert len(seen) == 5

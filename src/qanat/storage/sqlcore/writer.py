@@ -322,7 +322,7 @@ class ConnThread:
                             self._one(op, out)
             conn.execute("COMMIT")
             if self.bell is not None and conn.total_changes != changes:
-                self.bell.ring(self._loud(batch))  # never raises
+                self._ring(batch)
         except Exception as exc:  # BEGIN, savepoint machinery or COMMIT failed: nothing stands
             if conn.in_transaction:
                 try:
@@ -352,17 +352,22 @@ class ConnThread:
                 return None
             return [(fut, False, self._error(exc))]
         if self.bell is not None and conn.total_changes != changes:
-            self.bell.ring(self._loud([op]))
+            self._ring([op])
         return [(fut, True, value)]
 
-    def _loud(self, batch: list[_Op]) -> bool:
-        """Whether a commit of ``batch`` should wake this process's own listeners."""
+    def _ring(self, batch: list[_Op]) -> None:
+        """Ring the bell after a commit of ``batch`` (never raises): this process's own
+        listeners too unless every operation in it was ``quiet``."""
         quiet = self.quiet
-        for fn, args, _ in batch:
-            is_quiet = quiet.get(fn)
-            if is_quiet is None or not is_quiet(*args):
-                return True
-        return False
+        if quiet:
+            for fn, args, _ in batch:
+                is_quiet = quiet.get(fn)
+                if is_quiet is None or not is_quiet(*args):
+                    break
+            else:
+                self.bell.ring(local=False)  # only the SQLite doorbell is ever quiet
+                return
+        self.bell.ring()
 
     def _retry(self, exc: BaseException) -> bool:
         return self.retryable is not None and self.retryable(exc)
