@@ -75,6 +75,9 @@ def _commits(metric: str) -> Any:
     return f
 
 
+#: A workload's median run with more CPU than this used by other processes is flagged:
+#: under such load fsync slows down several-fold and the fsync-bound ratios drift.
+BUSY_CPU_S = 2.0
 FSYNC_BAND = 0.30
 CPU_BAND = 0.35
 

@@ -512,6 +512,12 @@ def main() -> None:
         if last is None:
             sys.exit(f"--check: no recorded results in {args.check} (run without --check first)")
         text, bad = guard.compare(results, guard.load(last))
+        busy = [w for w in chosen if results[w].get("other_cpu_s", 0) > guard.BUSY_CPU_S]
+        if busy:
+            print(
+                f"\nwarning: the machine was busy during {', '.join(busy)} (other_cpu_s > "
+                f"{guard.BUSY_CPU_S:g}): ratios to the raw loop shift when fsync slows down"
+            )
         print(f"\nratios against {last} (recorded), worse beyond the band = regression:\n")
         print(text)
         if bad:
