@@ -17,6 +17,7 @@ from qanat.errors import StorageError
 from qanat.storage import ExecutionRecord, Finish, PostgresStorage, from_url
 from qanat.storage.flow import FlowSpec, gate_id
 from qanat.storage.postgres import schema_version
+from qanat.storage.sqlcore.dialect import PostgresDialect
 from services import PostgresServer
 
 T0 = 1_700_000_000.0
@@ -146,6 +147,33 @@ async def test_window_holds_under_concurrent_claimers(postgres_url: str) -> None
             await s.close()
 
 
+async def test_a_held_gate_blocks_only_its_own_key(postgres_url: str) -> None:
+    """Flow control locks per gate key: while another transaction decides on gate A
+    (holds its advisory lock), a claim passes over A's executions and still takes B's."""
+    schema = fresh_schema()
+    store = PostgresStorage(postgres_url, schema=schema)
+    await store.open()
+    gate_a, gate_b = gate_id("j", "window", "a"), gate_id("j", "window", "b")
+    recs = [
+        ExecutionRecord(f"{g[-3]}{i}", "j", "{}", created_at=T0, run_at=T0, available_at=T0,
+                        flow=FlowSpec(window=(g, 5)).dump())
+        for g in (gate_a, gate_b)
+        for i in range(2)
+    ]  # fmt: skip
+    try:
+        await store.enqueue(recs)
+        with psycopg.connect(postgres_url, autocommit=True) as other:
+            with other.transaction():
+                other.execute(PostgresDialect.FLOW_LOCK.replace("$1", "%s"), ([gate_a],))
+                taken = await store.claim("w", ["j"], 10, 30.0, T0 + 1)
+                assert sorted(r.id for r in taken) == ["b0", "b1"]
+            # the lock is gone with that transaction: A's executions are claimable again
+            taken = await store.claim("w", ["j"], 10, 30.0, T0 + 1)
+            assert sorted(r.id for r in taken) == ["a0", "a1"]
+    finally:
+        await store.close()
+
+
 async def test_idempotency_key_raced_by_eight_connections_stores_one(postgres_url: str) -> None:
     schema = fresh_schema()
     stores = [PostgresStorage(postgres_url, schema=schema) for _ in range(8)]
@@ -194,6 +222,10 @@ async def test_a_commit_of_another_process_wakes_listeners(postgres_url: str) ->
         await _rung_by(rang, writing.enqueue([_rec("a")]))
         assert await waiting.changed()
         assert not await waiting.changed()
+        # claims and finishes (one statement each, data-modifying CTEs) ring it too
+        [taken] = await writing.claim("w", ["j"], 1, 30.0, None)
+        await asyncio.wait_for(rang.wait(), 10)
+        await _rung_by(rang, writing.finish(taken.id, "w", Finish("completed", output="1")))
         # a dropped listening connection is re-established, and wakes work again
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             killed = admin.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -218,6 +219,32 @@ async def test_checkpoint_stores_and_replaces_step_and_enqueues_children(
     again = rec("c2", parent_id="p", key="p:child")
     assert await storage.checkpoint("p", "w1", Checkpoint(step("p", "a"), [again])) is None
     assert await storage.get("c2") is None
+
+
+async def test_a_repeated_checkpoint_stores_each_unkeyed_child_once(storage: Storage) -> None:
+    """A checkpoint retried after a fault that hid whether it committed (a database
+    restart) is safe: children already stored under their ids are kept as they are,
+    alone or in a group commit of several checkpoints (the bulk path)."""
+    await claimed(storage, rec("p"), rec("q"))
+
+    def kids(parent: str, n: int) -> list[ExecutionRecord]:
+        return [rec(f"{parent}-k{i}", job="kid", parent_id=parent) for i in range(n)]
+
+    assert await storage.checkpoint("p", "w1", Checkpoint(step("p", "a"), kids("p", 2))) is None
+    got = await storage.claim("w2", ["kid"], 1, LEASE, now())
+    assert [g.id for g in got] == ["p-k0"]
+    assert await storage.checkpoint("p", "w1", Checkpoint(step("p", "a"), kids("p", 2))) is None
+    # several at once (one group commit where the backend batches them), each twice
+    for _ in range(2):
+        whys = await asyncio.gather(
+            storage.checkpoint("q", "w1", Checkpoint(step("q", "a"), kids("q", 3))),
+            storage.checkpoint("q", "w1", Checkpoint(step("q", "b"), kids("qb", 1))),
+        )
+        assert whys == [None, None]
+    page = await storage.query(ExecutionFilter(job=["kid"]), 100, None)
+    assert sorted(e.id for e in page.items) == ["p-k0", "p-k1", "q-k0", "q-k1", "q-k2", "qb-k0"]
+    first = await storage.get("p-k0")
+    assert first is not None and (first.status, first.owner) == ("running", "w2")
 
 
 async def test_checkpoint_refused_for_wrong_owner_or_cancelled(storage: Storage) -> None:

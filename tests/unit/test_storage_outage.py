@@ -13,6 +13,7 @@ import pytest
 from qanat import Queue, job, run
 from qanat.errors import StorageError
 from qanat.storage import MemoryStorage
+from qanat.storage.base import ExecutionFilter
 
 
 class FlakyStorage(MemoryStorage):
@@ -77,3 +78,42 @@ async def test_an_outage_longer_than_the_lease_still_fails_the_write() -> None:
             await h.result(timeout=3)  # the execution is left for a takeover, not done
         assert 2 <= storage.failed["checkpoint"] <= 10  # back-off, bounded by the lease
         storage.fail["checkpoint"] = 0
+
+
+class AckLostStorage(FlakyStorage):
+    """The write commits, then the call fails (the connection broke before the answer):
+    the worker cannot tell, so its retry repeats a write that is already stored."""
+
+    async def checkpoint(self, *args: Any) -> Any:
+        out = await MemoryStorage.checkpoint(self, *args)
+        self._maybe_fail("checkpoint")
+        return out
+
+    async def finish(self, *args: Any) -> Any:
+        out = await MemoryStorage.finish(self, *args)
+        self._maybe_fail("finish")
+        return out
+
+
+@pytest.mark.timeout(30)
+async def test_checkpoints_that_start_children_are_retried_and_store_each_child_once() -> None:
+    @job
+    async def kid(n: int) -> int:
+        return n * 10
+
+    @job
+    async def parent() -> list[int]:
+        first = await kid.start(1)
+        second = await kid.start(2)
+        return [await first.result(), await second.result()]
+
+    for storage in (FlakyStorage(), AckLostStorage()):
+        storage.fail["checkpoint"] = 2  # both child starts meet the outage
+        async with Queue(jobs=[parent, kid], storage=storage) as q:
+            h = await q.jobs.parent.start()
+            assert await h.result(timeout=20) == [10, 20]
+            rec = await q.storage.get(h.id)
+            page = await q.storage.query(ExecutionFilter(job=["kid"]), 10, None)
+        assert rec is not None and rec.claims == 1 and rec.recoveries == 0
+        assert storage.failed["checkpoint"] == 2
+        assert sorted(e.input for e in page.items) == ['{"n":1}', '{"n":2}'], type(storage)

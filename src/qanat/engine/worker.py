@@ -80,6 +80,10 @@ class Worker:
         self._reserved = 0
         self._pending_io: dict[str, list[concurrent.futures.Future[Any]]] = {}
         self._wake = asyncio.Event()
+        #: the last claim was bounded by free slots (or skipped for want of one): a slot
+        #: freed may let more be claimed now; otherwise nothing claimable was left then,
+        #: and new work rings the ticker itself
+        self._slot_bound = True
         self._next_due: float | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
@@ -286,6 +290,7 @@ class Worker:
                 forced = True
                 continue
             got = len(recs)
+            self._slot_bound = free <= 0 or got >= min(free, self.batch)
             for rec in recs:
                 self._spawn(rec)
             if self.storage.next_wake is not None:
@@ -324,7 +329,7 @@ class Worker:
         self._pending_io.pop(st.id, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("qanat: execution %s crashed in the engine", st.id, exc_info=task.exception())
-        if self.free_slots() >= max(1, self.batch // 4) or not self.active:
+        if self._slot_bound and (self.free_slots() >= max(1, self.batch // 4) or not self.active):
             self._wake.set()
 
     # --- leases -----------------------------------------------------------------------

@@ -49,6 +49,8 @@ class ExecState:
     #: True once this worker's finish of the execution committed: what its hooks log
     #: afterwards is written under no claim (``owner=None``), the claim being over.
     settled: bool = False
+    #: The attempt's ``qanat.execution`` span while tracing is on (``observability``).
+    span: Any = None
 
     @property
     def id(self) -> str:
@@ -149,9 +151,9 @@ class ExecState:
         def write() -> Awaitable[str | None]:
             return self.worker.storage.checkpoint(self.id, self.worker.id, cp)
 
-        # a step record is written insert-or-replace at its key: a retry after a fault
-        # that hid whether it committed stores it once; new children are not idempotent
-        why = await (write() if children else self.through_outage(write, "checkpoint"))
+        # a step record is written insert-or-replace at its key and a child is stored
+        # once per id: a retry after a fault that hid whether it committed stores each once
+        why = await self.through_outage(write, "checkpoint")
         self.memo[step.key] = step
         if why == "paused":
             self.pause_requested = True

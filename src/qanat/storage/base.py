@@ -223,9 +223,11 @@ class Storage(abc.ABC):
         """Record a step result (insert or replace at its key) and enqueue its children.
 
         A stored step resets ``recoveries`` to 0 and ``step_in_flight`` to None (the
-        execution got past whatever killed workers before). Returns None on success,
-        otherwise why the owner must stop (see ``renew``), with nothing written; a pause
-        request is reported here after the step is stored.
+        execution got past whatever killed workers before). A child already stored under
+        its id is kept as it is, so a checkpoint repeated after a fault that hid whether
+        it committed stores each child once (it is safe to retry). Returns None on
+        success, otherwise why the owner must stop (see ``renew``), with nothing written;
+        a pause request is reported here after the step is stored.
         """
 
     @abc.abstractmethod

@@ -170,10 +170,12 @@ class Doorbell:
 
     # --- ringing (writer thread) ---------------------------------------------------
 
-    def ring(self) -> None:
-        """After a commit that changed something: wake every listener. Never raises."""
+    def ring(self, local: bool = True) -> None:
+        """After a commit that changed something: wake every listener (this process's
+        own only if ``local``). Never raises."""
         try:
-            self._ring_local()
+            if local:
+                self._ring_local()
             self._ring_others()
         except Exception as exc:
             log.debug("qanat: ringing the doorbell failed: %s", exc)

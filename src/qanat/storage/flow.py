@@ -97,6 +97,16 @@ class FlowSpec:
             spec.batch = (g, int(size), float(timeout), fld)
         return spec
 
+    def gates(self) -> list[str]:
+        """Every gate these rules read or write (sorted: the order locks are taken in)."""
+        found = {g for g, *_ in self.rolling}
+        for rule in (self.window, self.rate, self.discard, self.debounce, self.singleton):
+            if rule is not None:
+                found.add(rule[0])
+        if self.batch is not None:
+            found.add(self.batch[0])
+        return sorted(found)
+
     @property
     def gated(self) -> bool:
         """Whether a claim must check this execution's gates."""

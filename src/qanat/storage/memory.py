@@ -161,8 +161,9 @@ class MemoryStorage(MemoryPipes, Storage):
         if e is not None and e.recoveries:
             e.recoveries = 0
             e.step_in_flight = None
-        for child in cp.children:
-            self._insert(child)
+        for child in cp.children:  # a retried checkpoint stores its children once
+            if child.id not in self._execs:
+                self._insert(child)
         self._touch()
         return why
 

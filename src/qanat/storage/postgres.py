@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
@@ -44,6 +44,8 @@ DEFAULT_SCHEMA = "qanat"
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 #: Without LISTEN: how often ``changed()`` says "maybe" (seconds).
 POLL_ONLY = 0.05
+#: A statement that changes rows: INSERT / UPDATE / DELETE, or a WITH holding one.
+WRITES = re.compile(r"\s*(INSERT|UPDATE|DELETE)\b|\s*WITH\b.*\b(INSERT|UPDATE|DELETE)\b", re.S)
 #: key of the advisory lock that serialises migrations of one schema
 MIGRATE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('qanat.migrate.' || $1))"
 
@@ -67,9 +69,12 @@ class PgConnection:
     def __init__(self, raw: psycopg.Connection[Any], clock: ServerClock | None = None) -> None:
         self.raw = raw
         self._sql: dict[str, str] = {}
+        #: the statements that change rows (their row count moves ``total_changes``)
+        self._writes: set[str] = set()
         #: rows changed so far (the writer rings its bell when this moved)
         self.total_changes = 0
-        self._flow_locked = False
+        #: gate keys whose advisory lock this transaction holds
+        self._flow_locked: set[str] = set()
         self.clock = clock if clock is not None else ServerClock()
         #: the server's clock as read in the current transaction (None: not read yet)
         self._now: float | None = None
@@ -78,17 +83,18 @@ class PgConnection:
         text = self._sql.get(sql)
         if text is None:
             text = self._sql[sql] = self.dialect.translate(sql)
+            if WRITES.match(text):
+                self._writes.add(sql)
         return text
 
     def execute(self, sql: str, parameters: Any = None, /) -> Any:
         if sql == "BEGIN" or sql.startswith("ROLLBACK"):
-            self._flow_locked = False  # advisory locks end with their (sub)transaction
+            self._flow_locked.clear()  # advisory locks end with their (sub)transaction
             self._now = None
         cur = self.raw.execute(self._text(sql), parameters or None)
-        if cur.rowcount > 0 and cur.pgresult is not None and cur.pgresult.command_status:
-            status = cur.pgresult.command_status
-            if not status.startswith(b"SELECT"):
-                self.total_changes += cur.rowcount
+        # (a data-modifying WITH reports the rows of its final SELECT: count those too)
+        if cur.rowcount > 0 and sql in self._writes:
+            self.total_changes += cur.rowcount
         return cur
 
     def executemany(self, sql: str, parameters: Any, /) -> Any:
@@ -97,18 +103,23 @@ class PgConnection:
         self.total_changes += 1
         return cur
 
-    def lock_flow(self) -> None:
-        """Take the flow-control lock once per transaction (``Dialect.lock_flow``)."""
-        if not self._flow_locked:
-            self.raw.execute(POSTGRES.FLOW_LOCK)
-            self._flow_locked = True
+    def lock_flow(self, keys: Iterable[str]) -> None:
+        """Take these gates' locks, each once per transaction (``Dialect.lock_flow``)."""
+        new = sorted(set(keys) - self._flow_locked)
+        if new:
+            self.raw.execute(POSTGRES.FLOW_LOCK, (new,))
+            self._flow_locked.update(new)
 
-    def try_lock_flow(self) -> bool:
-        """The flow-control lock if it is free now (``Dialect.try_lock_flow``)."""
-        if not self._flow_locked:
-            row = self.raw.execute(POSTGRES.TRY_FLOW_LOCK).fetchone()
-            self._flow_locked = row is not None and bool(row[0])
-        return self._flow_locked
+    def try_lock_flow(self, keys: Iterable[str]) -> bool:
+        """These gates' locks if they are all free now (``Dialect.try_lock_flow``); the
+        ones it got are kept to the end of the transaction either way."""
+        new = sorted(set(keys) - self._flow_locked)
+        if not new:
+            return True
+        rows = self.raw.execute(POSTGRES.TRY_FLOW_LOCK, (new,)).fetchall()
+        got = {k for k, ok in rows if ok}
+        self._flow_locked.update(got)
+        return len(got) == len(new)
 
     def server_now(self) -> float:
         """The server's clock (``Dialect.now``): read once per transaction, so every time
@@ -117,6 +128,16 @@ class PgConnection:
             return self._now
         self._now = self.clock.read(self.raw)
         return self._now
+
+    def known_now(self) -> float | None:
+        """The server's clock if this transaction read it already, else None."""
+        return self._now if self._now is not None and self.in_transaction else None
+
+    def adopt_now(self, server: float) -> None:
+        """The server's clock as read by a statement of this transaction (the claim's
+        first): ``server_now`` returns it for the rest of the transaction."""
+        if self.in_transaction:
+            self._now = server
 
     @property
     def broken(self) -> bool:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 
 from qanat.errors import StorageError
 from qanat.storage.doorbell import Doorbell
-from qanat.storage.sqlcore.backend import BULK, READ_BULK, SqlStorage
+from qanat.storage.sqlcore.backend import BULK, QUIET, READ_BULK, SqlStorage
 from qanat.storage.sqlcore.dialect import SQLITE, Dialect
 from qanat.storage.sqlcore.schema import numbered_scripts
 from qanat.storage.sqlcore.writer import ConnThread
@@ -234,6 +234,12 @@ class SqliteStorage(SqlStorage):
             raise
         return conn
 
+    def _busy_timeout(self, conn: sqlite3.Connection, zero: bool) -> None:
+        """Zero for a commit on the event-loop thread (it must not wait for another
+        process's write lock), the configured one for the writer thread."""
+        ms = 0 if zero else int(self.busy_timeout * 1000)
+        conn.execute(f"PRAGMA busy_timeout = {ms}")
+
     def _open_sync(self) -> list[sqlite3.Connection]:
         _inspect(self.path, self.busy_timeout)
         conns: list[sqlite3.Connection] = []
@@ -262,7 +268,14 @@ class SqliteStorage(SqlStorage):
         writer, reader, watch = await asyncio.to_thread(self._open_sync)
         label = f"SQLite storage {self.path}"
         self._writer = ConnThread(
-            writer, "qanat-sqlite-writer", label, True, (sqlite3.Error,), BULK
+            writer,
+            "qanat-sqlite-writer",
+            label,
+            True,
+            (sqlite3.Error,),
+            BULK,
+            inline=self._busy_timeout,
+            quiet=QUIET,
         )
         self._reader = ConnThread(
             reader, "qanat-sqlite-reader", label, False, (sqlite3.Error,), READ_BULK

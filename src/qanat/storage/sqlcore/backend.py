@@ -67,6 +67,14 @@ ONE_STATEMENT: dict[Callable[..., Any], OneStatement] = {
 }
 
 
+#: Operations whose commit need not wake this process's own listeners (``ConnThread.quiet``):
+#: a checkpoint without children changes no execution's state or claimability; whoever
+#: in this process waits on it is woken by the engine directly.
+QUIET: dict[Callable[..., Any], Callable[..., bool]] = {
+    steps.op_checkpoint: steps.one_statement_checkpoint,
+}
+
+
 class SqlStorage(Storage):
     """The contract's methods, each one operation on the writer or reader thread."""
 

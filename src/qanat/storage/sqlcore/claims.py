@@ -16,15 +16,17 @@ import functools
 import json
 
 from qanat.storage.base import ExecutionRecord
-from qanat.storage.sqlcore.dialect import Conn, Dialect
+from qanat.storage.sqlcore.dialect import POSTGRES, Conn, Dialect
 from qanat.storage.sqlcore.executions import expire_deadline
 from qanat.storage.sqlcore.flow import ClaimGates, open_due_gates, renew_steps
 from qanat.storage.sqlcore.records import (
     CLAIMABLE,
+    EXEC_COLS,
     EXEC_RETURNING,
     IDS,
     OWNED,
     OWNER_STATES,
+    ROW_COLS,
     execution,
     stop_reason,
 )
@@ -50,6 +52,17 @@ CLAIM_LEVEL_OPEN = (
     "ORDER BY available_at, id LIMIT ?"
 )
 NEXT_WAKE = "SELECT min(wake_at) FROM gates INDEXED BY gates_wake WHERE wake_at IS NOT NULL"
+#: What a claim reads first, in one statement (one round trip on PostgreSQL): the paused
+#: jobs (a JSON array), the next gate wake-up and the top priority level with claimable
+#: work; PostgreSQL adds its clock, so the transaction's one clock read
+#: (``Dialect.now``) rides along.
+CLAIM_START = (
+    f"SELECT (SELECT json_group_array(job) FROM paused_jobs), ({NEXT_WAKE}), ({TOP_PRIORITY})"
+)
+POSTGRES.overrides[CLAIM_START] = (
+    "SELECT (SELECT CAST(json_agg(job) AS text) FROM paused_jobs), "
+    f"({NEXT_WAKE}), ({TOP_PRIORITY}), extract(epoch from clock_timestamp())::double precision"
+)
 #: Might a claim find something: a claimable execution of an unpaused job, or a gate
 #: due to open. One statement (one round trip on PostgreSQL, where every worker asks
 #: this after each change it hears of).
@@ -60,16 +73,15 @@ HAS_READY = (
     "INDEXED BY gates_wake WHERE wake_at IS NOT NULL AND wake_at <= ?1)"
 )
 #: An execution still owned when claimed was never let go: its worker died or froze.
-# The inputs are read by a SELECT after the UPDATE: RETURNING buffers its rows in a
-# temporary table (SQLite), which for a 50 MB input costs 150 MB more at the claim's peak.
+# The inputs are read from their table by a SELECT after the UPDATE (they are not in the
+# executions row; RETURNING would also buffer them in a temporary table on SQLite).
 CLAIM_TAKE = (
     "UPDATE executions SET status = 'running', owner = ?, available_at = ?, "
     "claims = claims + 1, "
     "recoveries = recoveries + CASE WHEN owner IS NOT NULL THEN 1 ELSE 0 END, "
     f"started_at = COALESCE(started_at, ?) WHERE id IN {IDS}"
 )
-CLAIM_INPUTS = f"SELECT id, input FROM executions WHERE id IN {IDS}"
-PAUSED_JOBS = "SELECT job FROM paused_jobs"
+CLAIM_INPUTS = f"SELECT id, input FROM inputs WHERE id IN {IDS}"
 RENEW = (
     f"UPDATE executions SET available_at = ? WHERE id IN {IDS} AND owner = ? AND {OWNED} "
     "AND pause_requested = 0 RETURNING id"
@@ -78,8 +90,15 @@ RENEW = (
 
 @functools.cache
 def _take(d: Dialect) -> str:
-    returning = EXEC_RETURNING.replace("input,", "NULL,", 1)
-    return f"{CLAIM_TAKE}{d.claim_take_check} RETURNING {returning}"
+    """The claim's update; with writable CTEs (PostgreSQL) it returns the inputs too (one
+    round trip less), else they are read by ``CLAIM_INPUTS`` after it."""
+    if d.writable_cte:
+        cols = EXEC_COLS.replace("output,", "NULL AS output,", 1)
+        return (
+            f"WITH t AS ({CLAIM_TAKE}{d.claim_take_check} RETURNING {ROW_COLS}) "
+            f"SELECT {cols} FROM t JOIN inputs USING (id)"
+        )
+    return f"{CLAIM_TAKE}{d.claim_take_check} RETURNING {EXEC_RETURNING}"
 
 
 def op_claim(
@@ -87,22 +106,29 @@ def op_claim(
 ) -> tuple[list[ExecutionRecord], float | None]:
     """The claim, and the earliest time a gate with parked work opens (or None)."""
     taken: list[ExecutionRecord] = []
-    jobs = _unpaused(conn, jobs)
+    d = conn.dialect
+    # a flow-free workload pays one indexed probe of an empty index here, and no more
+    start = conn.execute(CLAIM_START).fetchone()
+    paused, wake, top = set(json.loads(start[0] or "[]")), start[1], start[2]
+    if len(start) > 3:
+        d.adopt_now(conn, start[3])  # the server's clock, read by the same statement
+    jobs = [j for j in jobs if j not in paused] if paused else jobs
     if limit <= 0 or not jobs:
         return taken, None
-    d = conn.dialect
     if at is None:
         at = d.now(conn)
     take = _take(d)
+    with_inputs = d.writable_cte
     jobs_json = json.dumps(jobs)
     seen: set[str] = set()
     gates: ClaimGates | None = None
     parked = 0
-    # a flow-free workload pays one indexed probe of an empty index here, and no more
-    wake = conn.execute(NEXT_WAKE).fetchone()[0]
     if wake is not None and wake <= at:
-        open_due_gates(conn, at)
-    level = conn.execute(TOP_PRIORITY).fetchone()
+        open_due_gates(conn, at)  # unparked work may sit higher: read the top again
+        top = conn.execute(TOP_PRIORITY).fetchone()
+    else:
+        top = None if top is None else (top,)
+    level = top
     while level is not None and len(taken) < limit:
         priority = level[0]
         while len(taken) < limit:
@@ -126,11 +152,12 @@ def op_claim(
                     continue
                 elif flow is not None:
                     if gates is None:
-                        if not d.try_lock_flow(conn):
-                            continue  # another claim decides flow control now: pass over
                         gates = ClaimGates(conn, at)
+                    admitted = gates.admit(ident, flow, status, started_at)
+                    if admitted is None:
+                        continue  # another transaction decides on its gates now: pass over
                     seen.add(ident)
-                    if gates.admit(ident, flow, status, started_at):
+                    if admitted:
                         ids.append(ident)
                     else:
                         expired += 1  # parked: look further along this level
@@ -141,11 +168,12 @@ def op_claim(
                 seen.update(ids)
                 ids_json = json.dumps(ids)
                 got = {r[0]: r for r in conn.execute(take, (owner, at + lease, at, ids_json))}
-                inputs = dict(conn.execute(CLAIM_INPUTS, (ids_json,)).fetchall())
+                inputs = {} if with_inputs else dict(conn.execute(CLAIM_INPUTS, (ids_json,)))
                 for i in ids:
                     if i in got:  # (on PostgreSQL the take re-checks each row)
                         rec = execution(got[i])
-                        rec.input = inputs[i]
+                        if not with_inputs:
+                            rec.input = inputs[i]
                         taken.append(rec)
             if not expired or len(rows) < want or parked >= MAX_PARK:
                 break
@@ -155,12 +183,6 @@ def op_claim(
     if gates is not None or wake is not None:  # gates may have been set or opened
         wake = conn.execute(NEXT_WAKE).fetchone()[0]
     return taken, wake
-
-
-def _unpaused(conn: Conn, jobs: list[str]) -> list[str]:
-    """``jobs`` without the paused ones (one read of a table of a few rows, usually none)."""
-    paused = {r[0] for r in conn.execute(PAUSED_JOBS)}
-    return [j for j in jobs if j not in paused] if paused else jobs
 
 
 def op_has_ready(conn: Conn, jobs: list[str], at: float) -> bool:

@@ -8,7 +8,7 @@ import json
 from qanat.storage.base import ExecutionRecord
 from qanat.storage.sqlcore.dialect import Conn
 from qanat.storage.sqlcore.parking import freed
-from qanat.storage.sqlcore.records import EXEC_COLS, EXEC_RETURNING, IDS, LIVE, execution
+from qanat.storage.sqlcore.records import EXEC_COLS, IDS, LIVE, SELECT_ONE, execution
 
 CANCEL_FIND = (
     "WITH RECURSIVE doomed(id) AS ("
@@ -16,10 +16,12 @@ CANCEL_FIND = (
     " UNION SELECT e.id FROM executions e JOIN doomed d ON e.parent_id = d.id"
     f" WHERE e.{LIVE}"
     # the outer status check is the re-check of a row a concurrent writer changed
-    f") SELECT {EXEC_COLS} FROM executions WHERE id IN (SELECT id FROM doomed) AND {LIVE}"
+    # (a live execution has no output: only its input is joined, so the lock can hold)
+    f") SELECT {EXEC_COLS.replace('output,', 'NULL AS output,', 1)} "
+    f"FROM executions JOIN inputs USING (id) WHERE id IN (SELECT id FROM doomed) AND {LIVE}"
 )
 CANCEL_SET = (
-    "UPDATE executions SET status = 'cancelled', output = NULL, error = NULL, reason = ?, "
+    "UPDATE executions SET status = 'cancelled', error = NULL, reason = ?, "
     "available_at = NULL, completed_at = ?, pause_requested = 0, gate = NULL "
     f"WHERE id IN {IDS}"
 )
@@ -46,11 +48,13 @@ RESUME = (
     "pause_requested = 0 WHERE id = ? RETURNING status"
 )
 RESTART = (
-    "UPDATE executions SET status = 'pending', attempt = 1, owner = NULL, output = NULL, "
+    "UPDATE executions SET status = 'pending', attempt = 1, owner = NULL, "
     "error = NULL, reason = NULL, progress = NULL, started_at = NULL, completed_at = NULL, "
     "available_at = ?1, run_at = ?1, claims = 0, recoveries = 0, step_in_flight = NULL "
-    f"WHERE id = ?2 AND status IN ('failed', 'cancelled') RETURNING {EXEC_RETURNING}"
+    "WHERE id = ?2 AND status IN ('failed', 'cancelled') RETURNING id"
 )
+#: A live or restarted execution has no output (only a completing finish writes one).
+CLEAR_OUTPUT = f"DELETE FROM outputs WHERE id IN {IDS}"
 WAKE = (
     "UPDATE executions SET available_at = ? WHERE id = ? AND status = 'waiting' AND owner IS NULL"
 )
@@ -64,6 +68,7 @@ def cancel_tree(conn: Conn, ids: list[str], reason: str | None) -> list[Executio
     if out:
         doomed = json.dumps([e.id for e in out])
         conn.execute(CANCEL_SET, (reason, at, doomed))
+        conn.execute(CLEAR_OUTPUT, (doomed,))
         conn.execute(CANCEL_WAKE, (at, doomed))
         freed([e.slot for e in out if e.gate is None], conn)
     return out
@@ -87,10 +92,11 @@ def op_restart(conn: Conn, eid: str, at: float) -> ExecutionRecord | None:
     rows = conn.execute(RESTART, (at, eid)).fetchall()
     if not rows:
         return None
+    conn.execute(CLEAR_OUTPUT, (json.dumps([eid]),))
     conn.execute("DELETE FROM steps WHERE execution_id = ?", (eid,))
     conn.execute("DELETE FROM logs WHERE execution_id = ?", (eid,))
     conn.execute("DELETE FROM waiters WHERE execution_id = ?", (eid,))
-    return execution(rows[0])
+    return execution(conn.execute(SELECT_ONE, (eid,)).fetchone())
 
 
 PAUSE_JOB = "INSERT INTO paused_jobs (job, paused_at) VALUES (?, ?) ON CONFLICT (job) DO NOTHING"

@@ -12,9 +12,10 @@ writer let the core leave out:
 * ``skip_locked(sql)``: the claim's candidate rows are locked, and rows another claimer
   holds are passed over;
 * ``claim_take``: the claim's update re-checks that the rows are still claimable;
-* ``lock_flow(conn)``: flow-control state (gate counts, marks, step slots) is read and
-  written under one serialization point per transaction (``try_lock_flow`` for the
-  claim, which passes over gated work while another transaction holds it);
+* ``lock_flow(conn, keys)``: the flow-control state of a gate (its row, marks, running
+  count, parked executions) or step slot is read and written under that key's lock,
+  held to the end of the transaction (``try_lock_flow`` for the claim, which passes
+  over gated work whose gates another transaction holds);
 * ``now(conn)``: the storage's clock for times an operation writes (lease ends, due
   times): this host's on SQLite, the server's on PostgreSQL (read once per transaction).
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import functools
 import re
 import time
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 
@@ -62,18 +64,28 @@ class Dialect:
         """The claim's choice of candidates."""
         return sql
 
-    def lock_flow(self, conn: Conn) -> None:
-        """Serialise flow-control decisions from here to the end of the transaction."""
+    def lock_flow(self, conn: Conn, keys: Iterable[str]) -> None:
+        """Serialise the flow-control decisions on these gates (or step slots) from here
+        to the end of the transaction (taken in sorted order)."""
 
-    def try_lock_flow(self, conn: Conn) -> bool:
-        """``lock_flow`` without waiting: False if another transaction holds it. A claim
-        asks this way because it already holds row locks on its candidates: waiting for
-        the flow lock there could deadlock with its holder parking those rows."""
+    def try_lock_flow(self, conn: Conn, keys: Iterable[str]) -> bool:
+        """``lock_flow`` without waiting: False if another transaction holds one of them.
+        A claim asks this way because it already holds row locks on its candidates:
+        waiting for a gate there could deadlock with its holder parking those rows."""
         return True
 
     def now(self, conn: Conn) -> float:
         """The storage's now for what this transaction writes (one host: its clock)."""
         return time.time()
+
+    def known_now(self, conn: Conn) -> float | None:
+        """``now`` if it costs nothing (read already in this transaction), else None:
+        a statement may then read the clock itself (and ``adopt_now`` the value)."""
+        return time.time()
+
+    def adopt_now(self, conn: Conn, server_now: float) -> None:
+        """A statement of this transaction read the storage's clock as well: ``now``
+        returns that from here on (no read of its own)."""
 
 
 class PostgresDialect(Dialect):
@@ -86,9 +98,16 @@ class PostgresDialect(Dialect):
     #: earlier statements can have changed them: a bulk park of a full gate may have
     #: parked rows this claim took first, which stay taken (as on SQLite)
     claim_take_check = " AND status IN ('pending', 'running', 'waiting')"
-    #: the transaction-level advisory lock that serialises flow-control state
-    FLOW_LOCK = "SELECT pg_advisory_xact_lock(7136290371)"
-    TRY_FLOW_LOCK = "SELECT pg_try_advisory_xact_lock(7136290371)"
+    #: transaction-level advisory locks, one per gate key (a 64-bit hash of it: keys
+    #: that collide only share a lock), taken in sorted order by one statement
+    FLOW_LOCK = (
+        "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 7136290371))) "
+        "FROM (SELECT unnest(CAST($1 AS text[])) AS k ORDER BY 1) AS keys"
+    )
+    TRY_FLOW_LOCK = (
+        "SELECT k, pg_try_advisory_xact_lock(hashtextextended(k, 7136290371)) "
+        "FROM (SELECT unnest(CAST($1 AS text[])) AS k ORDER BY 1) AS keys"
+    )
 
     #: statements whose SQLite text has no mechanical translation
     overrides: dict[str, str] = {}
@@ -128,18 +147,27 @@ class PostgresDialect(Dialect):
     def skip_locked(self, sql: str) -> str:
         return sql + " FOR UPDATE SKIP LOCKED"
 
-    def lock_flow(self, conn: Conn) -> None:
+    def lock_flow(self, conn: Conn, keys: Iterable[str]) -> None:
         lock_flow = getattr(conn, "lock_flow", None)
         if lock_flow is not None:
-            lock_flow()
+            lock_flow(keys)
 
-    def try_lock_flow(self, conn: Conn) -> bool:
+    def try_lock_flow(self, conn: Conn, keys: Iterable[str]) -> bool:
         try_lock = getattr(conn, "try_lock_flow", None)
-        return True if try_lock is None else bool(try_lock())
+        return True if try_lock is None else bool(try_lock(keys))
 
     def now(self, conn: Conn) -> float:
         server_now = getattr(conn, "server_now", None)
         return time.time() if server_now is None else float(server_now())
+
+    def known_now(self, conn: Conn) -> float | None:
+        known = getattr(conn, "known_now", None)
+        return None if known is None else known()
+
+    def adopt_now(self, conn: Conn, server_now: float) -> None:
+        adopt = getattr(conn, "adopt_now", None)
+        if adopt is not None:
+            adopt(float(server_now))
 
 
 SQLITE = Dialect()

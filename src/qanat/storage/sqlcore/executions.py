@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from qanat.errors import StorageError
 from qanat.storage.base import (
@@ -29,25 +30,61 @@ from qanat.storage.sqlcore.events import add_failures, deliver_job_events
 from qanat.storage.sqlcore.flow import SqlFlowState, gate_allows_running
 from qanat.storage.sqlcore.parking import freed
 from qanat.storage.sqlcore.records import (
-    EXEC_COLS,
-    EXEC_FIELDS,
     OWNED,
+    ROW_COLS,
+    ROW_PARAMS,
     SELECT_BY_KEY,
+    SELECT_ONE,
     WAKE_PARENT,
     execution,
     execution_params,
 )
 
+_ROW_VALUES = ", ".join(f"?{n}" for n in range(1, ROW_PARAMS + 1))
+#: An execution is born as two rows: executions (``ROW_COLS``) and inputs, both from
+#: ``execution_params``. Where writable CTEs exist (PostgreSQL) one statement
+#: writes both (``INSERT_BOTH``: one round trip); on SQLite two (``store_rows``).
 INSERT_EXEC = (
-    f"INSERT INTO executions ({EXEC_COLS}) VALUES ({', '.join('?' * len(EXEC_FIELDS))}) "
+    f"INSERT INTO executions ({ROW_COLS}) VALUES ({_ROW_VALUES}) "
     "ON CONFLICT (job, key) WHERE key IS NOT NULL DO NOTHING"
 )
+#: An execution stored by a write that may be retried (a checkpoint's children, after an
+#: outage that hid whether the commit happened): a row of the same id is kept as it is.
+INSERT_EXEC_ONCE = (
+    f"INSERT INTO executions ({ROW_COLS}) VALUES ({_ROW_VALUES}) ON CONFLICT DO NOTHING"
+)
+INSERT_INPUT = "INSERT INTO inputs (id, input) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING"
+_BOTH = (
+    "WITH e AS ({insert} RETURNING id) INSERT INTO inputs (id, input) "
+    f"SELECT id, CAST(?{ROW_PARAMS + 1} AS text) FROM e"
+)
+INSERT_BOTH = _BOTH.format(insert=INSERT_EXEC)
+INSERT_BOTH_ONCE = _BOTH.format(insert=INSERT_EXEC_ONCE)
+SET_OUTPUT = (
+    "INSERT INTO outputs (id, output) VALUES (?2, ?1) "
+    "ON CONFLICT (id) DO UPDATE SET output = excluded.output"
+)
 FINAL = (
-    "UPDATE executions SET status = ?, output = ?, error = ?, reason = ?, owner = NULL, "
+    "UPDATE executions SET status = ?, error = ?, reason = ?, owner = NULL, "
     "available_at = NULL, completed_at = ?, pause_requested = 0 WHERE id = ?"
 )
 FINAL_ID = FINAL + " RETURNING parent_id, slot"
 FINAL_OWNED = FINAL + f" AND owner = ? AND {OWNED} RETURNING parent_id, slot"
+#: FINAL_OWNED and the output's row in one statement where writable CTEs exist
+#: (PostgreSQL: one round trip); ``?7`` the output, NULL for none. A NULL ``?4`` (the
+#: transaction has not read the clock yet) is the server's clock, read here and
+#: returned, so the finish costs no round trip of its own for it.
+FINAL_OWNED_OUT = (
+    "WITH f AS ("
+    + FINAL_OWNED.replace(
+        "completed_at = ?,",
+        "completed_at = COALESCE(CAST(?4 AS REAL), extract(epoch from clock_timestamp())),",
+    ).replace("RETURNING parent_id, slot", "RETURNING parent_id, slot, completed_at")
+    + "), o AS (INSERT INTO outputs (id, output) "
+    "SELECT CAST(?5 AS text), CAST(?7 AS text) FROM f WHERE CAST(?7 AS text) IS NOT NULL "
+    "ON CONFLICT (id) DO UPDATE SET output = excluded.output) "
+    "SELECT parent_id, slot, completed_at FROM f"
+)
 RETRY_OWNED = (
     "UPDATE executions SET status = 'pending', owner = NULL, error = ?2, "
     "attempt = COALESCE(?3, attempt + 1), available_at = ?1, run_at = ?1, "
@@ -55,10 +92,10 @@ RETRY_OWNED = (
     f"WHERE id = ?4 AND owner = ?5 AND {OWNED} RETURNING slot"
 )
 BULK_FINAL = (
-    "UPDATE executions SET status = j.status, output = j.output, error = j.error, "
+    "UPDATE executions SET status = j.status, error = j.error, "
     "reason = j.reason, owner = NULL, available_at = NULL, completed_at = ?1, "
     "pause_requested = 0 FROM (SELECT value ->> 0 AS id, value ->> 1 AS owner, "
-    "value ->> 2 AS status, value ->> 3 AS output, value ->> 4 AS error, "
+    "value ->> 2 AS status, value ->> 4 AS error, "
     "value ->> 5 AS reason FROM json_each(?2)) AS j "
     "WHERE executions.id = j.id AND executions.owner = j.owner "
     "AND executions.status IN ('running', 'waiting') RETURNING id, parent_id, slot"
@@ -67,6 +104,23 @@ POSTGRES.overrides[BULK_FINAL] = BULK_FINAL.replace(
     "RETURNING id, parent_id, slot",
     "RETURNING executions.id, executions.parent_id, executions.slot",
 )
+#: BULK_FINAL and the outputs' rows in one statement where writable CTEs exist (the
+#: outputs travel in the JSON text then: only when they are small, see bulk_finish).
+BULK_FINAL_OUT = (
+    "WITH j AS (SELECT value ->> 0 AS id, value ->> 1 AS owner, value ->> 2 AS status, "
+    "value ->> 3 AS output, value ->> 4 AS error, value ->> 5 AS reason FROM json_each(?2)), "
+    "f AS (UPDATE executions SET status = j.status, error = j.error, reason = j.reason, "
+    "owner = NULL, available_at = NULL, completed_at = ?1, pause_requested = 0 FROM j "
+    "WHERE executions.id = j.id AND executions.owner = j.owner "
+    "AND executions.status IN ('running', 'waiting') "
+    "RETURNING executions.id, executions.parent_id, executions.slot), "
+    "o AS (INSERT INTO outputs (id, output) SELECT f.id, j.output FROM f JOIN j ON j.id = f.id "
+    "WHERE j.output IS NOT NULL ON CONFLICT (id) DO UPDATE SET output = excluded.output) "
+    "SELECT id, parent_id, slot FROM f"
+)
+#: Outputs up to this size ride in BULK_FINAL_OUT's JSON text (a bigger one would be
+#: copied again, escaped, into it: it goes as a parameter of its own).
+SMALL_OUTPUT = 1 << 16
 SUSPEND = (
     "UPDATE executions SET "
     "status = CASE WHEN pause_requested <> 0 THEN 'paused' ELSE ?1 END, "
@@ -105,20 +159,59 @@ REGISTER = (
 )
 
 
-def insert(conn: Conn, rec: ExecutionRecord) -> ExecutionRecord:
+def store_rows(conn: Conn, records: Sequence[ExecutionRecord], once: bool = False) -> int:
+    """Insert executions (both their rows), without flow control: how many were stored.
+    A taken ``(job, key)`` stores nothing; so does a taken id when ``once`` (else an id
+    collision raises)."""
+    params = [execution_params(r) for r in records]
+    if conn.dialect.writable_cte:
+        both = INSERT_BOTH_ONCE if once else INSERT_BOTH
+        if len(params) == 1:
+            n = int(conn.execute(both, params[0]).rowcount)
+        else:
+            conn.executemany(both, params)
+            n = len(params)
+    else:
+        row = INSERT_EXEC_ONCE if once else INSERT_EXEC
+        if len(params) == 1:
+            if conn.execute(row, params[0][:ROW_PARAMS]).rowcount != 1:
+                return 0
+            conn.execute(INSERT_INPUT, (params[0][0], params[0][ROW_PARAMS]))
+            n = 1
+        else:
+            conn.executemany(row, [p[:ROW_PARAMS] for p in params])
+            # a row kept as it was (``once``) keeps its input too: DO NOTHING on the id
+            conn.executemany(INSERT_INPUT, [(p[0], p[ROW_PARAMS]) for p in params])
+            n = len(params)
+    born = [(r.output, r.id) for r in records if r.output is not None]
+    if born and n:
+        conn.executemany(SET_OUTPUT, born)
+    return n
+
+
+def insert(conn: Conn, rec: ExecutionRecord, once: bool = False) -> ExecutionRecord:
     """Store one new execution (flow-control rules applied); the existing one instead
-    if its ``(job, key)`` is taken, or the open batch it joined."""
+    if its ``(job, key)`` is taken, or the open batch it joined. With ``once`` (a write
+    that may run again), an execution already stored under ``rec.id`` is returned as
+    stored: the insert is idempotent."""
+    if once:
+        row = conn.execute(SELECT_ONE, (rec.id,)).fetchone()
+        if row is not None:
+            return execution(row)
     if rec.flow is not None:
         if rec.key is not None:
             row = conn.execute(SELECT_BY_KEY, (rec.job, rec.key)).fetchone()
             if row is not None:
                 return execution(row)
-        instead = admit(SqlFlowState(conn, rec.created_at), rec, FlowSpec.load(rec.flow))
+        spec = FlowSpec.load(rec.flow)
+        instead = admit(SqlFlowState(conn, rec.created_at, spec), rec, spec)
         if instead is not None:
             return instead
-    if conn.execute(INSERT_EXEC, execution_params(rec)).rowcount == 1:
+    if store_rows(conn, [rec], once) == 1:
         return rec.copy()
     row = conn.execute(SELECT_BY_KEY, (rec.job, rec.key)).fetchone()
+    if row is None and once:
+        row = conn.execute(SELECT_ONE, (rec.id,)).fetchone()
     if row is None:  # an id collision would have raised; be loud about anything else
         raise StorageError(f"execution {rec.id} could not be stored")
     return execution(row)
@@ -130,13 +223,14 @@ def plain(records: list[ExecutionRecord]) -> bool:
 
 
 def one_plain_record(records: list[ExecutionRecord]) -> bool:
-    """One record without key or flow control: ``op_enqueue`` is then one INSERT."""
+    """One record without key or flow control: ``op_enqueue`` is then one statement
+    where the dialect writes both rows with one (``INSERT_BOTH``)."""
     return len(records) == 1 and plain(records)
 
 
 def op_enqueue(conn: Conn, records: list[ExecutionRecord]) -> list[ExecutionRecord]:
     if len(records) > 1 and plain(records):  # one executemany (PostgreSQL: pipelined)
-        conn.executemany(INSERT_EXEC, [execution_params(r) for r in records])
+        store_rows(conn, records)
         return [r.copy() for r in records]
     return [insert(conn, r) for r in records]
 
@@ -149,7 +243,7 @@ def bulk_enqueue(
     records = [r for (batch,) in calls for r in batch]
     if not plain(records):
         return None
-    conn.executemany(INSERT_EXEC, [execution_params(r) for r in records])
+    store_rows(conn, records)
     return [[r.copy() for r in batch] for (batch,) in calls]
 
 
@@ -163,7 +257,9 @@ def final(
     at: float,
 ) -> None:
     """End an execution whoever owns it (a deadline passed before it was claimed)."""
-    rows = conn.execute(FINAL_ID, (status, output, error, reason, at, eid)).fetchall()
+    rows = conn.execute(FINAL_ID, (status, error, reason, at, eid)).fetchall()
+    if rows and output is not None:
+        conn.execute(SET_OUTPUT, (output, eid))
     if rows and rows[0][0] is not None:
         conn.execute(WAKE_PARENT, (at, rows[0][0]))
     if rows and rows[0][1] is not None:
@@ -175,7 +271,10 @@ def expire_deadline(conn: Conn, eid: str, at: float) -> None:
 
 
 def op_finish(conn: Conn, eid: str, owner: str, fin: Finish) -> bool:
-    at = conn.dialect.now(conn)
+    d = conn.dialect
+    if fin.status != PENDING and d.writable_cte:
+        return _finish_one(conn, eid, owner, fin)
+    at = d.now(conn)
     if fin.status == PENDING:
         due = fin.available_at if fin.available_at is not None else at
         slots = conn.execute(RETRY_OWNED, (due, fin.error, fin.attempt or None, eid, owner))
@@ -184,9 +283,30 @@ def op_finish(conn: Conn, eid: str, owner: str, fin: Finish) -> bool:
         if got and fin.logs:
             insert_logs(conn, fin.logs)
         return len(got) == 1
+    rows = conn.execute(FINAL_OWNED, (fin.status, fin.error, fin.reason, at, eid, owner)).fetchall()
+    if rows and fin.output is not None:
+        conn.execute(SET_OUTPUT, (fin.output, eid))
+    return _finished(conn, rows, at, fin)
+
+
+def _finish_one(conn: Conn, eid: str, owner: str, fin: Finish) -> bool:
+    """A final finish in one statement (writable CTEs): the update, the output and, if
+    the transaction has not read it yet, the server's clock."""
+    d = conn.dialect
+    known = d.known_now(conn)
     rows = conn.execute(
-        FINAL_OWNED, (fin.status, fin.output, fin.error, fin.reason, at, eid, owner)
+        FINAL_OWNED_OUT, (fin.status, fin.error, fin.reason, known, eid, owner, fin.output)
     ).fetchall()
+    if not rows:
+        return False
+    at = float(rows[0][2])
+    if known is None:
+        d.adopt_now(conn, at)
+    return _finished(conn, rows, at, fin)
+
+
+def _finished(conn: Conn, rows: list[Any], at: float, fin: Finish) -> bool:
+    """What follows a final finish's update (``rows``: its parent and slot, if it held)."""
     if not rows:
         return False
     if rows[0][0] is not None:
@@ -206,7 +326,7 @@ def op_finish_triggers(conn: Conn, eid: str, owner: str, fin: Finish) -> bool:
         return False
     if fin.status == COMPLETED:
         for child in fin.children:
-            insert(conn, child)
+            insert(conn, child, once=True)
         add_failures(conn, fin.failures)
         if fin.event is not None:
             deliver_job_events(conn, [fin.event])
@@ -220,9 +340,18 @@ def bulk_finish(conn: Conn, calls: list[tuple[str, str, Finish]]) -> list[bool] 
     ):
         return None  # a retry, log lines or the same execution twice: one by one
     at = conn.dialect.now(conn)
-    rows = json.dumps([[e, o, f.status, f.output, f.error, f.reason] for e, o, f in calls])
-    got = conn.execute(BULK_FINAL, (at, rows)).fetchall()
-    done = {r[0]: r[1] for r in got}
+    if conn.dialect.writable_cte and all(len(c[2].output or "") <= SMALL_OUTPUT for c in calls):
+        rows = json.dumps([[e, o, f.status, f.output, f.error, f.reason] for e, o, f in calls])
+        got = conn.execute(BULK_FINAL_OUT, (at, rows)).fetchall()
+        done = {r[0]: r[1] for r in got}
+    else:
+        rows = json.dumps([[e, o, f.status, None, f.error, f.reason] for e, o, f in calls])
+        got = conn.execute(BULK_FINAL, (at, rows)).fetchall()
+        done = {r[0]: r[1] for r in got}
+        # outputs as parameters of their own (not inside the JSON text: no escaped copy)
+        outputs = [(f.output, e) for e, _, f in calls if e in done and f.output is not None]
+        if outputs:
+            conn.executemany(SET_OUTPUT, outputs)
     freed([r[2] for r in got], conn)
     for parent in {p for p in done.values() if p is not None}:
         conn.execute(WAKE_PARENT, (at, parent))

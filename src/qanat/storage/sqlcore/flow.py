@@ -4,9 +4,10 @@ The rules are in :mod:`qanat.storage.flow`; this module gives them the SQL state
 (:class:`SqlFlowState`) and parks what they hold back (``parking.py``). Everything here
 runs on the writer thread inside the transaction of the operation that calls it
 (enqueue, claim, finish…). On SQLite that transaction is the only writer
-(``BEGIN IMMEDIATE``); on PostgreSQL every use of flow state first takes the dialect's
-flow lock (``Dialect.lock_flow``), so counts read here cannot be stale by the time the
-decision commits. A periodic ``refill`` repairs anything a missed wake-up could leave
+(``BEGIN IMMEDIATE``); on PostgreSQL every use of a gate's state first takes that
+gate's lock (``Dialect.lock_flow``: one advisory lock per gate key), so counts read
+here cannot be stale by the time the decision commits, while work behind other gates
+goes on. A periodic ``refill`` repairs anything a missed wake-up could leave
 parked. Schema: ``sql/sqlite_005_flow.sql``, ``sql/postgres_001_initial.sql``.
 """
 
@@ -65,35 +66,47 @@ DROP_ONE = (
     "completed_at = ?3, gate = NULL WHERE id = ?1 AND status = 'pending'"
 )
 APPEND_ITEM = (
-    "UPDATE executions SET input = json_insert(input, '$.' || ?2 || '[#]', json(?3)), "
-    "run_at = COALESCE(?4, run_at), available_at = COALESCE(?4, available_at) "
-    "WHERE id = ?1"
+    "UPDATE inputs SET input = json_insert(input, '$.' || ?2 || '[#]', json(?3)) WHERE id = ?1"
+)
+BATCH_DUE = (
+    "UPDATE executions SET run_at = COALESCE(?2, run_at), "
+    "available_at = COALESCE(?2, available_at) WHERE id = ?1"
 )
 
 
 class SqlFlowState:
     """The :class:`~qanat.storage.flow.FlowState` of one SQL transaction."""
 
-    def __init__(self, conn: Conn, at: float) -> None:
-        conn.dialect.lock_flow(conn)  # the serialization point of every shared budget
+    def __init__(self, conn: Conn, at: float, spec: FlowSpec | None = None) -> None:
         self.conn = conn
         self.at = at
+        if spec is not None:  # the rules' gates at once, in sorted order
+            conn.dialect.lock_flow(conn, spec.gates())
+
+    def _lock(self, gate: str) -> None:
+        """The serialization point of the gate's shared budget (a no-op once held)."""
+        self.conn.dialect.lock_flow(self.conn, (gate,))
 
     def gate(self, gate: str) -> Gate:
+        self._lock(gate)
         row = self.conn.execute(GATE, (gate,)).fetchone()
         return Gate(*row) if row is not None else Gate()
 
     def save_gate(self, gate: str, state: Gate) -> None:
+        self._lock(gate)
         self.conn.execute(SAVE_GATE, (gate, state.ref, state.n, state.first_at, state.last_at))
 
     def marks(self, gate: str, after: float, limit: int) -> list[float]:
+        self._lock(gate)
         return [r[0] for r in self.conn.execute(MARKS, (gate, after, limit))]
 
     def add_mark(self, gate: str, at: float, forget_before: float) -> None:
+        self._lock(gate)
         self.conn.execute(FORGET_MARKS, (gate, forget_before))
         self.conn.execute(ADD_MARK, (gate, at))
 
     def running(self, gate: str) -> int:
+        self._lock(gate)
         n: int = self.conn.execute(RUNNING, (gate,)).fetchone()[0]
         return n
 
@@ -113,7 +126,9 @@ class SqlFlowState:
         assert spec is not None and spec.flow is not None
         batch = FlowSpec.load(spec.flow).batch
         assert batch is not None
-        self.conn.execute(APPEND_ITEM, (execution_id, batch[3], item, due))
+        self.conn.execute(APPEND_ITEM, (execution_id, batch[3], item))
+        if due is not None:
+            self.conn.execute(BATCH_DUE, (execution_id, due))
         return execution(self.conn.execute(SELECT_ONE, (execution_id,)).fetchone())
 
 
@@ -133,13 +148,16 @@ class ClaimGates:
         self.full: set[str] = set()
         self.parked = 0
 
-    def admit(self, ident: str, flow: str, status: str, started_at: float | None) -> bool:
-        """True if the execution may be taken now (then it is counted); else it is parked."""
+    def admit(self, ident: str, flow: str, status: str, started_at: float | None) -> bool | None:
+        """True if the execution may be taken now (then it is counted); False: it was
+        parked; None: another transaction holds one of its gates (pass over it)."""
         spec = self._specs.get(flow)
         if spec is None:
             spec = self._specs[flow] = FlowSpec.load(flow)
         if not spec.gated:
             return True
+        if not self.fs.conn.dialect.try_lock_flow(self.fs.conn, spec.gates()):
+            return None
         probe = ExecutionRecord(ident, "", "", status=status, started_at=started_at)
         block = blocked(self.fs, probe, spec, self.at, self.taking)
         if block is not None:
@@ -180,6 +198,7 @@ def open_due_gates(conn: Conn, at: float) -> None:
 
 def _refill(conn: Conn, gate: str, at: float) -> int:
     """Unpark as many executions behind ``gate`` as it lets start now."""
+    conn.dialect.lock_flow(conn, (gate,))
     head = conn.execute(PARKED_HEAD, (gate,)).fetchone()
     if head is None or head[0] is None:
         return 0
@@ -225,7 +244,7 @@ STEP_RENEW = "UPDATE step_slots SET until = ? WHERE owner = ?"
 def op_acquire_step(
     conn: Conn, name: str, holder: str, owner: str, limit: int, lease: float, at: float | None
 ) -> bool:
-    conn.dialect.lock_flow(conn)
+    conn.dialect.lock_flow(conn, (f"step:{name}",))
     at = conn.dialect.now(conn) if at is None else at
     until = at + lease
     conn.execute(STEP_FORGET, (name, at))
@@ -246,8 +265,6 @@ def renew_steps(conn: Conn, owner: str, until: float) -> None:
 
 
 POSTGRES.overrides[APPEND_ITEM] = (
-    "UPDATE executions SET input = CAST(jsonb_insert(CAST(input AS jsonb), "
-    "ARRAY[?2, '-1'], CAST(?3 AS jsonb), true) AS text), "
-    "run_at = COALESCE(?4, run_at), available_at = COALESCE(?4, available_at) "
-    "WHERE id = ?1"
+    "UPDATE inputs SET input = CAST(jsonb_insert(CAST(input AS jsonb), "
+    "ARRAY[?2, '-1'], CAST(?3 AS jsonb), true) AS text) WHERE id = ?1"
 )

@@ -42,6 +42,6 @@ def freed(slots: Iterable[str | None], conn: Conn) -> None:
         if s is not None:
             counts[s] = counts.get(s, 0) + 1
     if counts:
-        conn.dialect.lock_flow(conn)
+        conn.dialect.lock_flow(conn, counts)
     for gate, n in counts.items():
         conn.execute(UNPARK, (gate, n))

@@ -19,6 +19,7 @@ from qanat.storage.base import (
 from qanat.storage.sqlcore.dialect import Conn
 from qanat.storage.sqlcore.records import (
     EXEC_COLS,
+    EXEC_FROM,
     FINISHED,
     IDS,
     SELECT_MANY,
@@ -33,8 +34,9 @@ PURGE_KEEP = f"{PURGE} ORDER BY completed_at DESC, rowid LIMIT -1 OFFSET ?"
 PURGE_BEFORE = f"{PURGE} AND (completed_at < ?2 OR (completed_at IS NULL AND ?2 > 0.0))"
 FIND_CACHED = (
     f"SELECT {EXEC_COLS} FROM executions INDEXED BY executions_finished "
+    "JOIN inputs USING (id) LEFT JOIN outputs USING (id) "
     f"WHERE {FINISHED} AND status = 'completed' AND job = ? AND completed_at >= ? AND input = ? "
-    "ORDER BY completed_at DESC, rowid LIMIT 1"
+    "ORDER BY completed_at DESC, executions.rowid LIMIT 1"
 )
 RUNTIME = (
     "FROM executions WHERE status = 'completed' AND started_at IS NOT NULL "
@@ -119,7 +121,8 @@ def _where(flt: ExecutionFilter) -> tuple[list[str], list[Any]]:
 def op_count(conn: Conn, flt: ExecutionFilter) -> int:
     conds, params = _where(flt)
     where = (" WHERE " + " AND ".join(conds)) if conds else ""
-    n: int = conn.execute(f"SELECT count(*) FROM executions{where}", params).fetchone()[0]
+    table = "executions JOIN inputs USING (id)" if flt.search is not None else "executions"
+    n: int = conn.execute(f"SELECT count(*) FROM {table}{where}", params).fetchone()[0]
     return n
 
 
@@ -136,7 +139,7 @@ def op_list(conn: Conn, flt: ExecutionFilter, limit: int, cursor: str | None) ->
         conds.append("(created_at, id) < (?, ?)")
         params.extend(decode_cursor(cursor))
     where = (" WHERE " + " AND ".join(conds)) if conds else ""
-    sql = f"SELECT {EXEC_COLS} FROM executions{where} ORDER BY created_at DESC, id DESC LIMIT ?"
+    sql = f"SELECT {EXEC_COLS} FROM {EXEC_FROM}{where} ORDER BY created_at DESC, id DESC LIMIT ?"
     params.append(max(limit, 0) + 1)
     rows = conn.execute(sql, params).fetchall()
     page = [execution(r) for r in rows[: max(limit, 0)]]
@@ -192,7 +195,13 @@ def op_purge(conn: Conn, status: str, before: float | None, keep: int | None) ->
     if before is not None:
         gone.update(r[0] for r in conn.execute(PURGE_BEFORE, (status, before)).fetchall())
     doomed = json.dumps(sorted(gone))
-    tables = (("steps", "execution_id"), ("logs", "execution_id"), ("waiters", "execution_id"))
+    tables = (
+        ("steps", "execution_id"),
+        ("logs", "execution_id"),
+        ("waiters", "execution_id"),
+        ("inputs", "id"),
+        ("outputs", "id"),
+    )
     for table, col in (*tables, ("executions", "id")):
         conn.execute(f"DELETE FROM {table} WHERE {col} IN {IDS}", (doomed,))
     return len(gone)

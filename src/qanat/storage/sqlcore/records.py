@@ -9,11 +9,28 @@ from typing import Any
 from qanat.storage.base import CANCELLED, RUNNING, WAITING, ExecutionRecord, LogRecord, StepRecord
 
 EXEC_FIELDS = [f.name for f in fields(ExecutionRecord)]
+#: Kept in tables of their own, ``inputs`` and ``outputs`` (``sqlite_008``,
+#: ``postgres_002``): an input row written at enqueue, an output row by a completing
+#: finish, so no status update rewrites or re-reads them (SQLite rewrites a whole row,
+#: overflow pages included, on any UPDATE), and writing the output leaves the input be.
+PAYLOAD_FIELDS = ("input", "output")
+#: The columns of the executions table itself, in record order.
+ROW_FIELDS = [n for n in EXEC_FIELDS if n not in PAYLOAD_FIELDS]
 EXEC_COLS = ", ".join('"group"' if n == "group" else n for n in EXEC_FIELDS)
+ROW_COLS = ", ".join('"group"' if n == "group" else n for n in ROW_FIELDS)
+#: What a full record is read from (``USING``: the names stay unqualified).
+EXEC_FROM = "executions JOIN inputs USING (id) LEFT JOIN outputs USING (id)"
 REALS = ("created_at", "run_at", "available_at", "deadline", "started_at", "completed_at")
-#: RETURNING skips the REAL affinity of whole-number floats: cast them back.
+#: A record's columns returned by an UPDATE of executions: the payloads are not there
+#: (NULL; read them from ``inputs``/``outputs`` where needed). RETURNING skips the REAL affinity
+#: of whole-number floats: cast them back.
 EXEC_RETURNING = ", ".join(
-    f"CAST({n} AS REAL)" if n in REALS else ('"group"' if n == "group" else n) for n in EXEC_FIELDS
+    "NULL"
+    if n in PAYLOAD_FIELDS
+    else f"CAST({n} AS REAL)"
+    if n in REALS
+    else ('"group"' if n == "group" else n)
+    for n in EXEC_FIELDS
 )
 STEP_COLS = (
     "execution_id, key, kind, name, status, result, error, attempts, job_attempt, "
@@ -29,13 +46,14 @@ FINISHED = "status IN ('completed', 'failed', 'cancelled', 'skipped')"
 #: A list of ids (or other strings) passed as one JSON array parameter.
 IDS = "(SELECT value FROM json_each(?))"
 
-SELECT_ONE = f"SELECT {EXEC_COLS} FROM executions WHERE id = ?"
-SELECT_MANY = f"SELECT {EXEC_COLS} FROM executions WHERE id IN {IDS}"
-#: SELECT_MANY without the payloads (get_many(payloads=False)).
-SELECT_MANY_BARE = SELECT_MANY.replace("input,", "'' AS input,", 1).replace(
+SELECT_ONE = f"SELECT {EXEC_COLS} FROM {EXEC_FROM} WHERE id = ?"
+SELECT_MANY = f"SELECT {EXEC_COLS} FROM {EXEC_FROM} WHERE id IN {IDS}"
+#: SELECT_MANY without the payloads (get_many(payloads=False)): the executions table only.
+_BARE_COLS = EXEC_COLS.replace("input,", "'' AS input,", 1).replace(
     "output, error,", "NULL AS output, NULL AS error,", 1
 )
-SELECT_BY_KEY = f"SELECT {EXEC_COLS} FROM executions WHERE job = ? AND key = ?"
+SELECT_MANY_BARE = f"SELECT {_BARE_COLS} FROM executions WHERE id IN {IDS}"
+SELECT_BY_KEY = f"SELECT {EXEC_COLS} FROM {EXEC_FROM} WHERE job = ? AND key = ?"
 #: The owner, status, pause request and recovery count: what a worker write checks first.
 OWNER_STATE = "SELECT owner, status, pause_requested, recoveries FROM executions WHERE id = ?"
 OWNER_STATES = (
@@ -57,14 +75,20 @@ def execution(row: Any) -> ExecutionRecord:
 
 
 def execution_params(r: ExecutionRecord) -> tuple[Any, ...]:
-    """A record as the parameters of ``INSERT … (EXEC_COLS)`` (booleans as 0/1)."""
+    """A record as the parameters of ``INSERT INTO executions (ROW_COLS)`` (booleans as
+    0/1), then its input: see ``executions.INSERT_EXEC`` (an output at birth is rare,
+    and written apart)."""
     return (
-        r.id, r.job, r.input, r.status, r.priority, r.key, r.group, r.parent_id, r.attempt,
+        r.id, r.job, r.status, r.priority, r.key, r.group, r.parent_id, r.attempt,
         r.max_attempts, r.created_at, r.run_at, r.available_at, r.deadline, r.started_at,
-        r.completed_at, r.owner, r.output, r.error, r.reason, r.progress,
+        r.completed_at, r.owner, r.error, r.reason, r.progress,
         int(r.pause_requested), r.claims, r.flow, r.slot, r.gate, r.recoveries,
-        r.step_in_flight,
+        r.step_in_flight, r.trace, r.input,
     )  # fmt: skip
+
+
+#: How many of ``execution_params`` go to the executions row (the last: the input).
+ROW_PARAMS = len(ROW_FIELDS)
 
 
 def stop_reason(row: Any, owner: str) -> str | None:

@@ -7,7 +7,7 @@ import json
 
 from qanat.storage.base import Checkpoint, LogRecord, StepRecord
 from qanat.storage.sqlcore.dialect import Conn
-from qanat.storage.sqlcore.executions import INSERT_EXEC, insert, plain
+from qanat.storage.sqlcore.executions import insert, plain, store_rows
 from qanat.storage.sqlcore.records import (
     LOG_COLS,
     OWNED,
@@ -15,7 +15,6 @@ from qanat.storage.sqlcore.records import (
     OWNER_STATES,
     RECOVERED,
     STEP_COLS,
-    execution_params,
     stop_reason,
 )
 
@@ -67,8 +66,8 @@ def op_checkpoint(conn: Conn, eid: str, owner: str, cp: Checkpoint) -> str | Non
         (eid, s.key, s.kind, s.name, s.status, s.result, s.error, s.attempts, s.job_attempt,
          s.started_at, s.finished_at),
     )  # fmt: skip
-    for child in cp.children:
-        insert(conn, child)
+    for child in cp.children:  # idempotent: this checkpoint may be a retry (an outage)
+        insert(conn, child, once=True)
     return why
 
 
@@ -110,9 +109,9 @@ def bulk_checkpoint(
     ]  # fmt: skip
     if rows:
         conn.executemany(UPSERT_STEP, rows)
-    children = [execution_params(c) for _, _, cp in kept for c in cp.children]
+    children = [c for _, _, cp in kept for c in cp.children]
     if children:
-        conn.executemany(INSERT_EXEC, children)
+        store_rows(conn, children, once=True)
     return whys
 
 

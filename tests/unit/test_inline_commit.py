@@ -1,0 +1,174 @@
+"""Inline commits of the SQLite writer (``sqlcore/writer.py``): a write submitted while
+the writer and the event loop are idle commits on the caller's thread; anything else
+goes to the writer thread. Real SQLite files, a second real connection for the lock."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from qanat.storage.sqlite import SqliteStorage
+
+Seen = list[tuple[str, int]]
+
+
+def _insert(conn: Any, seen: Seen, what: str) -> str:
+    conn.execute("INSERT INTO t VALUES (?)", (what,))
+    seen.append((what, threading.get_ident()))
+    return what
+
+
+def _boom(conn: Any) -> None:
+    conn.execute("INSERT INTO t VALUES ('never')")
+    raise ValueError("boom")
+
+
+async def _open(tmp_path: Path) -> SqliteStorage:
+    s = SqliteStorage(tmp_path / "q.db")
+    await s.open()
+    assert s._writer is not None
+    await s._writer.submit(lambda c: c.execute("CREATE TABLE t (v TEXT)"), ())
+    return s
+
+
+def _rows(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [r[0] for r in conn.execute("SELECT v FROM t ORDER BY rowid")]
+    finally:
+        conn.close()
+
+
+async def test_a_lone_write_on_an_idle_loop_commits_on_the_callers_thread(tmp_path: Path) -> None:
+    s = await _open(tmp_path)
+    seen: Seen = []
+    try:
+        assert s._writer is not None
+        fut = s._writer.submit(_insert, (seen, "a"))
+        assert fut.done()  # committed before submit returned: no hop
+        assert await fut == "a"
+        # durable and visible to another connection at once (acknowledged after COMMIT)
+        assert _rows(tmp_path / "q.db") == ["a"]
+        with_error = s._writer.submit(_boom, ())
+        assert with_error.done() and isinstance(with_error.exception(), ValueError)
+    finally:
+        await s.close()
+    assert seen == [("a", threading.get_ident())]
+    assert _rows(tmp_path / "q.db") == ["a"]  # the failed operation left nothing
+
+
+async def test_concurrent_writes_still_share_the_writer_threads_group_commit(
+    tmp_path: Path,
+) -> None:
+    s = await _open(tmp_path)
+    seen: Seen = []
+
+    async def one(i: int) -> str:
+        assert s._writer is not None
+        return await s._writer.submit(_insert, (seen, str(i)))
+
+    try:
+        got = await asyncio.gather(*(one(i) for i in range(20)))
+    finally:
+        await s.close()
+    assert got == [str(i) for i in range(20)]
+    loop_thread = threading.get_ident()
+    on_thread = [w for w, ident in seen if ident != loop_thread]
+    # the first caller finds the loop with 19 more ready to run: all go to the thread
+    assert len(on_thread) == 20
+
+
+async def test_another_processes_write_lock_sends_it_to_the_thread_without_blocking_the_loop(
+    tmp_path: Path,
+) -> None:
+    s = await _open(tmp_path)
+    seen: Seen = []
+    other = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # holds the write lock, as another process would
+    try:
+        assert s._writer is not None
+        start = time.perf_counter()
+        fut = s._writer.submit(_insert, (seen, "late"))
+        assert time.perf_counter() - start < 0.1  # the loop did not wait for the lock
+        assert not fut.done()
+        await asyncio.sleep(0.2)  # the loop keeps running meanwhile; the write waits
+        assert not fut.done()
+        other.execute("COMMIT")
+        assert await asyncio.wait_for(fut, 10) == "late"
+        # and once the thread has finished, the next lone write is inline again
+        nxt = s._writer.submit(_insert, (seen, "next"))
+        assert nxt.done()
+    finally:
+        other.close()
+        await s.close()
+    loop_thread = threading.get_ident()
+    assert [(w, ident == loop_thread) for w, ident in seen] == [("late", False), ("next", True)]
+
+
+async def test_a_write_never_overtakes_one_queued_before_it(tmp_path: Path) -> None:
+    s = await _open(tmp_path)
+    seen: Seen = []
+    entered, gate = threading.Event(), threading.Event()
+
+    def slow(conn: Any) -> None:
+        entered.set()
+        gate.wait(10)
+        _insert(conn, seen, "first")
+
+    try:
+        assert s._writer is not None
+        asyncio.get_running_loop().call_soon(lambda: None)  # the loop is not idle: queue it
+        first = s._writer.submit(slow, ())  # not awaited
+        assert await asyncio.to_thread(entered.wait, 10)  # in the writer thread's hands
+        second = s._writer.submit(_insert, (seen, "second"))
+        assert not second.done()  # it queued behind the first instead of committing now
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 10)
+    finally:
+        await s.close()
+    assert [w for w, _ in seen] == ["first", "second"]
+    assert _rows(tmp_path / "q.db") == ["first", "second"]
+
+
+class _Bell:
+    def __init__(self) -> None:
+        self.rings: list[bool] = []
+
+    def ring(self, local: bool = True) -> None:
+        self.rings.append(local)
+
+
+async def test_a_commit_of_quiet_operations_only_does_not_wake_this_process(
+    tmp_path: Path,
+) -> None:
+    from qanat.storage.sqlcore.writer import ConnThread
+    from qanat.storage.sqlite import SqliteConnection
+
+    conn = sqlite3.connect(
+        tmp_path / "t.db", isolation_level=None, check_same_thread=False, factory=SqliteConnection
+    )
+    conn.execute("CREATE TABLE t (v TEXT)")
+    seen: Seen = []
+
+    def quiet_insert(conn: Any, seen: Seen, what: str) -> str:
+        return _insert(conn, seen, what)
+
+    t = ConnThread(
+        conn, "w", "test", True, (sqlite3.Error,), quiet={quiet_insert: lambda seen, w: w != "loud"}
+    )
+    t.bell = bell = _Bell()
+    try:
+        await t.submit(quiet_insert, (seen, "step"))  # quiet: other processes only
+        await t.submit(quiet_insert, (seen, "loud"))  # the predicate says no
+        await t.submit(_insert, (seen, "enqueue"))  # not a quiet operation
+        await asyncio.gather(  # a batch is quiet only if all of it is
+            t.submit(quiet_insert, (seen, "a")), t.submit(_insert, (seen, "b"))
+        )
+    finally:
+        await t.stop()
+    assert bell.rings == [False, True, True, True]
+    assert len(seen) == 5
