@@ -35,11 +35,27 @@ from qanat.storage import SqliteStorage
 JOBS = ["ingest", "resize", "notify", "report", "sync"]
 STATUS_MIX = ["completed"] * 80 + ["failed"] * 8 + ["cancelled"] * 3 + ["pending"] * 5
 STATUS_MIX += ["running"] * 2 + ["waiting"] * 1 + ["paused"] * 1
+#: The executions columns written here (input and output live in tables of their own).
 COLS = (
-    'id, job, input, status, priority, key, "group", parent_id, attempt, max_attempts, '
-    "created_at, run_at, available_at, deadline, started_at, completed_at, owner, output, "
+    'id, job, status, priority, key, "group", parent_id, attempt, max_attempts, '
+    "created_at, run_at, available_at, deadline, started_at, completed_at, owner, "
     "error, reason, progress, pause_requested, claims"
 )
+N_COLS = 21
+
+
+def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Rows in the order (id, job, input, status, ..., owner, output, error, ...)."""
+    marks = ", ".join("?" * N_COLS)
+    conn.executemany(
+        f"INSERT INTO executions ({COLS}) VALUES ({marks})",
+        [r[:2] + r[3:17] + r[18:] for r in rows],
+    )
+    conn.executemany("INSERT INTO inputs (id, input) VALUES (?, ?)", [(r[0], r[2]) for r in rows])
+    conn.executemany(
+        "INSERT INTO outputs (id, output) VALUES (?, ?)",
+        [(r[0], r[17]) for r in rows if r[17] is not None],
+    )
 
 
 @job
@@ -101,41 +117,41 @@ def populate(path: Path, rows: int, steps: int) -> tuple[str, str]:
             )
         )
         if len(batch) == 20_000:
-            conn.executemany(
-                f"INSERT INTO executions ({COLS}) VALUES ({', '.join('?' * 23)})", batch
-            )
+            _insert(conn, batch)
             batch.clear()
     if batch:
-        conn.executemany(f"INSERT INTO executions ({COLS}) VALUES ({', '.join('?' * 23)})", batch)
+        _insert(conn, batch)
     big_id = "ffffffffffffffffbig00001"
     t0 = now - 60
-    conn.execute(
-        f"INSERT INTO executions ({COLS}) VALUES ({', '.join('?' * 23)})",
-        (
-            big_id,
-            "big",
-            json.dumps({"n": steps}),
-            "completed",
-            0,
-            None,
-            None,
-            None,
-            1,
-            3,
-            t0,
-            t0,
-            None,
-            None,
-            t0,
-            t0 + steps * 0.01 + 0.1,
-            None,
-            str(steps),
-            None,
-            None,
-            None,
-            0,
-            1,
-        ),
+    _insert(
+        conn,
+        [
+            (
+                big_id,
+                "big",
+                json.dumps({"n": steps}),
+                "completed",
+                0,
+                None,
+                None,
+                None,
+                1,
+                3,
+                t0,
+                t0,
+                None,
+                None,
+                t0,
+                t0 + steps * 0.01 + 0.1,
+                None,
+                str(steps),
+                None,
+                None,
+                None,
+                0,
+                1,
+            )
+        ],
     )
     conn.executemany(
         "INSERT INTO steps (execution_id, key, kind, name, status, result, error, attempts, "
