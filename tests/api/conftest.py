@@ -20,7 +20,7 @@ __all__ = ["postgres_server", "postgres_url"]
 
 @pytest_asyncio.fixture
 async def make_api(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[MakeApi]:
-    """``await make_api(kind="sqlite", token=None, run_first=None, **queue_options)``.
+    """``await make_api(kind="sqlite", token=None, run_first=None, worker=False, **options)``.
 
     ``run_first(queue)``, when given, runs with a worker on the same storage before the
     API's client queue opens: the executions it leaves behind are finished ones.
@@ -31,14 +31,15 @@ async def make_api(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncItera
         kind: str = "sqlite",
         token: str | None = None,
         run_first: Callable[[Queue], Awaitable[Any]] | None = None,
+        worker: bool = False,
         **options: Any,
     ) -> Api:
         storage = storage_factory(kind, tmp_path, request)
         if run_first is not None:
-            async with Queue(jobs=JOBS, pipes=PIPES, storage=storage(), **options) as worker:
-                await run_first(worker)
+            async with Queue(jobs=JOBS, pipes=PIPES, storage=storage(), **options) as first:
+                await run_first(first)
         queue = Queue(jobs=JOBS, pipes=PIPES, storage=storage(), **options)
-        await queue.start(worker=False)
+        await queue.start(worker=worker)
         client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=api_app(queue, token=token)),
             base_url="http://127.0.0.1:4000",
