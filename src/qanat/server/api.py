@@ -96,7 +96,7 @@ def describe(exc: pydantic.ValidationError, where: str) -> str:
         if where.startswith("query") and path and isinstance(path[-1], int):
             path = path[:-1]
         loc = ".".join(str(p) for p in path)
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")  # our own validators' sentences
         value = err.get("input")
         if (
             err["type"] != "missing"
