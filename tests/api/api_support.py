@@ -52,6 +52,11 @@ async def place(order: Order) -> int:
     return order.qty
 
 
+@job
+async def ship(order: Order, note: str = "") -> int:
+    return order.order_id
+
+
 @job(retry=1)
 async def boom(why: str = "no") -> None:
     raise NonRetryable(f"boom: {why}")
@@ -75,7 +80,7 @@ async def approve(order_id: int) -> Any:
     return await approvals.wait_for({"order_id": order_id}, timeout="1m")
 
 
-JOBS: list[Job[Any]] = [add, place, boom, chatty, on_upload, approve]
+JOBS: list[Job[Any]] = [add, place, ship, boom, chatty, on_upload, approve]
 PIPES: list[Pipe[Any]] = [uploads, approvals]
 
 _schemas = itertools.count()

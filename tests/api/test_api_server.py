@@ -133,7 +133,11 @@ async def test_the_openapi_document_names_every_route_from_the_models(api: Api) 
     doc = json.loads(r.text)
     assert doc["openapi"].startswith("3.1")
     named = {(m, p) for p, item in doc["paths"].items() for m in item}
-    assert named == SPEC_ROUTES
+    concrete = {(m, p) for m, p in named if "{" not in p and p.startswith(("/jobs", "/pipes"))}
+    assert named - concrete == SPEC_ROUTES
+    assert concrete == {("post", f"/jobs/{j.name}/start") for j in api.queue.jobs} | {
+        ("post", f"/pipes/{p.name}/send") for p in api.queue.pipes
+    }
     schemas = doc["components"]["schemas"]
     for ref in _refs(doc):  # every reference resolves
         assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in schemas, ref
@@ -157,3 +161,28 @@ async def test_the_openapi_document_names_every_route_from_the_models(api: Api) 
     detail = doc["paths"]["/executions/{id}"]["get"]["responses"]["200"]
     detail_name = detail["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
     assert {"steps", "logs", "progress", "error"} <= set(schemas[detail_name]["properties"])
+
+
+async def test_each_job_and_pipe_has_its_own_input_schema_in_the_document(api: Api) -> None:
+    doc = (await api.client.get("/openapi.json")).json()
+
+    def body_field(path: str, field: str) -> dict[str, Any]:
+        schema = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        generic, typed = schema["schema"]["allOf"]
+        assert generic["$ref"].endswith(("/StartRequest", "/SendRequest"))
+        out: dict[str, Any] = typed["properties"][field]
+        return out
+
+    add = body_field("/jobs/add/start", "input")
+    assert add["properties"]["a"]["type"] == "integer" and add["required"] == ["a"]
+    assert add == api.queue.jobs.add.input_schema()
+    place = body_field("/jobs/place/start", "input")
+    assert place["properties"]["qty"]["exclusiveMinimum"] == 0
+    ship = body_field("/jobs/ship/start", "input")  # a nested model: its $def moves
+    assert ship["properties"]["order"] == {"$ref": "#/components/schemas/job.ship.Order"}
+    assert doc["components"]["schemas"]["job.ship.Order"]["required"] == ["order_id", "qty"]
+    upload = body_field("/pipes/uploads/send", "data")
+    assert set(upload["properties"]) == {"path", "user_id"}
+    assert body_field("/pipes/approvals/send", "data") == {}  # no input type: any JSON
+    ids = [op["operationId"] for item in doc["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids))

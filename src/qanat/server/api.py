@@ -46,7 +46,7 @@ from qanat.server.api_models import (
     StartRequest,
     StatsOut,
 )
-from qanat.server.api_openapi import Operation, openapi_document
+from qanat.server.api_openapi import Operation, Typed, openapi_document
 from qanat.server.api_views import event_out, execution_detail, execution_out
 from qanat.server.auth import bearer, token_matches
 
@@ -307,8 +307,17 @@ class _Api:
         root = request.scope.get("root_path", "")
         doc = self.docs.get(root)
         if doc is None:
+            q = self.queue
+            typed = (
+                Typed("/jobs/{job}/start", "job", "input",
+                      {j.name: j.input_schema for j in q.jobs}),
+                Typed("/pipes/{pipe}/send", "pipe", "data",
+                      {p.name: p.data_schema for p in q.pipes}),
+            )  # fmt: skip
             doc = self.docs[root] = orjson.dumps(
-                openapi_document(OPERATIONS, title="qanat", version=_version(), server_url=root)
+                openapi_document(
+                    OPERATIONS, title="qanat", version=_version(), server_url=root, typed=typed
+                )
             )
         return Response(doc, media_type="application/json")
 

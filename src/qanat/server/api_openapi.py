@@ -6,16 +6,19 @@ route added to the table, or a field added to a model, shows up in the document.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from qanat.server.api_models import ErrorBody
 
-__all__ = ["ERRORS", "Operation", "openapi_document"]
+__all__ = ["ERRORS", "Operation", "Typed", "openapi_document"]
 
 REF = "#/components/schemas/{model}"
 
@@ -87,10 +90,56 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+#: Schemas of one job's input or one pipe's data: ``schema(ref_template)``.
+SchemaOf = Callable[[str], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Typed:
+    """Concrete paths for each registered job (or pipe) beside a templated route, whose
+    body field ``field`` has that job's (or pipe's) own schema: ``/jobs/add/start`` with
+    ``input`` as ``add``'s arguments. Generated clients and readers see every input."""
+
+    path: str
+    """The templated route (``/jobs/{job}/start``)."""
+    param: str
+    field: str
+    schemas: Mapping[str, SchemaOf]
+
+
+def _typed_paths(
+    paths: dict[str, dict[str, Any]], components: dict[str, Any], typed: Typed
+) -> None:
+    [(method, generic)] = paths[typed.path].items()
+    for name, schema_of in sorted(typed.schemas.items()):
+        prefix = f"{typed.param}.{re.sub(r'[^A-Za-z0-9._-]', '_', name)}."
+        schema = schema_of(f"#/components/schemas/{prefix}{{model}}")
+        for def_name, sub in schema.pop("$defs", {}).items():
+            components[prefix + def_name] = sub
+        item = copy.deepcopy(generic)
+        item["operationId"] = f"{generic['operationId']}_{prefix.strip('.').replace('.', '_')}"
+        item["summary"] = f"{generic['summary']} ({typed.param} {name!r})"
+        item["parameters"] = [p for p in item.get("parameters", []) if p["name"] != typed.param]
+        if not item["parameters"]:
+            del item["parameters"]
+        body = item["requestBody"]["content"]["application/json"]
+        body["schema"] = {
+            "allOf": [body["schema"], {"type": "object", "properties": {typed.field: schema}}]
+        }
+        concrete = typed.path.replace("{" + typed.param + "}", quote(name, safe=""))
+        paths[concrete] = {method: item}
+
+
 def openapi_document(
-    ops: Sequence[Operation], *, title: str, version: str, server_url: str
+    ops: Sequence[Operation],
+    *,
+    title: str,
+    version: str,
+    server_url: str,
+    typed: Sequence[Typed] = (),
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of ``ops``, served at ``server_url`` (its mount point)."""
+    """The OpenAPI 3.1 document of ``ops``, served at ``server_url`` (its mount point),
+    with the concrete paths of ``typed``."""
     refs, top = models_json_schema(_models(ops), ref_template=REF)
     error_ref = refs[(ErrorBody, "serialization")]
     paths: dict[str, dict[str, Any]] = {}
@@ -127,6 +176,9 @@ def openapi_document(
                 "content": _json(error_ref),
             }
         paths.setdefault(op.path, {})[op.method.lower()] = item
+    components = dict(top.get("$defs", {}))
+    for t in typed:
+        _typed_paths(paths, components, t)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -138,7 +190,7 @@ def openapi_document(
         "servers": [{"url": server_url or "/"}],
         "paths": paths,
         "components": {
-            "schemas": top.get("$defs", {}),
+            "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         # A server started with a token requires it on every route; without one, none.
