@@ -57,6 +57,15 @@ async def ship(order: Order, note: str = "") -> int:
     return order.order_id
 
 
+def _broken_priority(value: Any) -> int:
+    return 1 // 0  # the app's own bug, met while enqueueing
+
+
+@job(priority=_broken_priority)
+async def sloppy() -> None:
+    return None
+
+
 @job(retry=1)
 async def boom(why: str = "no") -> None:
     raise NonRetryable(f"boom: {why}")
@@ -80,7 +89,7 @@ async def approve(order_id: int) -> Any:
     return await approvals.wait_for({"order_id": order_id}, timeout="1m")
 
 
-JOBS: list[Job[Any]] = [add, place, ship, boom, chatty, on_upload, approve]
+JOBS: list[Job[Any]] = [add, place, ship, sloppy, boom, chatty, on_upload, approve]
 PIPES: list[Pipe[Any]] = [uploads, approvals]
 
 _schemas = itertools.count()

@@ -128,6 +128,14 @@ async def test_start_refuses_payloads_over_max_payload(make_api: MakeApi) -> Non
     await api.refused("POST", "/jobs/boom/start", 413, "request body", content=huge, headers=JSON)
 
 
+async def test_a_bug_in_the_app_is_a_500_that_stores_nothing(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = await api.refused("POST", "/jobs/sloppy/start", 500, "internal error")
+    assert "ZeroDivisionError" not in body["error"]  # details go to the log, not the client
+    assert "ZeroDivisionError" in caplog.text and "/jobs/sloppy/start" in caplog.text
+
+
 # --- list -------------------------------------------------------------------------------
 
 

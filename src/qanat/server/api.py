@@ -51,7 +51,9 @@ from qanat.server.api_views import event_out, execution_detail, execution_out
 from qanat.server.auth import bearer, token_matches
 
 if TYPE_CHECKING:
+    from qanat.execution import Execution
     from qanat.queue import Queue
+    from qanat.storage.base import ExecutionRecord
 
 log = logging.getLogger("qanat.server")
 
@@ -216,26 +218,24 @@ class _Api:
         q = parse_query(ExecutionsQuery, request, lists=("job", "status"))
         for name in q.job or ():
             self.queue.jobs[name]  # an unknown job is a 404, not an empty list
-        filters = {k: v for k, v in (("job", q.job), ("status", q.status), ("group", q.group))}
+        filters = {k: v for k, v in (("job", q.job), ("status", q.status), ("group", q.group)) if v}
         try:
-            page, nxt = await self.queue.executions.page(
-                limit=q.limit, cursor=q.cursor, **{k: v for k, v in filters.items() if v}
-            )
+            page, nxt = await self.queue.executions.page(limit=q.limit, cursor=q.cursor, **filters)
         except ValueError as exc:
             raise ApiError(400, f"query parameter 'cursor': {exc}") from None
         items = [execution_out(e.info) for e in page if e.info is not None]
         return _json(ExecutionPage(items=items, next=nxt))
 
-    async def _execution(self, execution_id: str) -> Any:
+    async def _execution(self, execution_id: str) -> tuple[Execution, ExecutionRecord]:
         h = await self.queue.executions.get(execution_id)
         if h is None or h.info is None:
             raise ApiError(404, f"no execution with id {execution_id!r}")
-        return h
+        return h, h.info
 
     async def get_execution(self, request: Request) -> Response:
-        h = await self._execution(request.path_params["id"])
+        h, rec = await self._execution(request.path_params["id"])
         steps, logs = await h.steps(), await h.logs()
-        return _json(execution_detail(h.info, steps, logs))
+        return _json(execution_detail(rec, steps, logs))
 
     def control(self, action: str) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
@@ -245,14 +245,14 @@ class _Api:
                 reason = parse_body(CancelRequest, data).reason or CANCEL_REASON
             else:
                 parse_body(NoBody, data)
-            h = await self._execution(request.path_params["id"])
+            h, _ = await self._execution(request.path_params["id"])
             done = await h.control(action, reason)
-            if done.status is None:
+            if done.status is None:  # removed meanwhile (retention)
                 raise ApiError(404, f"no execution with id {h.id!r}")
             if done.refused is not None:
                 raise ApiError(409, f"cannot {action}: {done.refused}")
-            after = await self._execution(h.id)
-            return _json(execution_out(after.info))
+            _, after = await self._execution(h.id)
+            return _json(execution_out(after))
 
         return handler
 
