@@ -91,7 +91,7 @@ def execution_detail(
 
 
 def event_out(e: EventInfo) -> EventOut:
-    """A sent event; its data as stored (plain JSON), not revived to the pipe's type."""
+    """A sent event; its data (revived to the pipe's type by the client) written back as JSON."""
     return EventOut(
         id=e.id,
         pipe=e.pipe,
