@@ -431,11 +431,20 @@ def api_app(queue: Queue, token: str | None = None) -> Starlette:
     ``Authorization: Bearer <token>`` on every route, for mounting it alone.
     """
     api = _Api(queue)
+    handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {
+        "start": api.start,
+        "list_executions": api.list_executions,
+        "get_execution": api.get_execution,
+        **{action: api.control(action) for action in _CONTROL},
+        "send": api.send,
+        "list_events": api.list_events,
+        "stats": api.stats,
+        "health": api.health,
+    }
     routes = [
-        Route(op.path, _endpoint(getattr(api, op.name, None) or api.control(op.name),
-                                 op.method == "POST"), methods=[op.method])
+        Route(op.path, _endpoint(handlers[op.name], op.method == "POST"), methods=[op.method])
         for op in OPERATIONS
-    ]  # fmt: skip
+    ]
     routes.append(Route("/openapi.json", _endpoint(api.openapi, False), methods=["GET"]))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     if token is not None:
