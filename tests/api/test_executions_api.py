@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from api_support import JSON, Api, MakeApi
 
+from api_support import JSON, Api, MakeApi
 from qanat import Queue
 
 #: The keys of an execution in SPEC §13, exactly (steps and logs only on one execution).
@@ -311,3 +311,10 @@ async def test_actions_refuse_unknown_ids_and_bad_bodies(api: Api, action: str) 
     await api.refused(
         "POST", f"/executions/{eid}/{action}", 400, "not JSON", content=b"{", headers=JSON
     )
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    await api.refused(
+        "POST", f"/executions/{eid}/{action}", 415, "application/json", content=b"a=1", headers=form
+    )
+    if action == "pause":  # an empty body is no body, whatever it is declared as
+        r = await api.client.post(f"/executions/{eid}/pause", content=b"", headers=form)
+        assert r.status_code == 200 and r.json()["status"] == "paused"

@@ -114,14 +114,11 @@ def describe(exc: pydantic.ValidationError, where: str) -> str:
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    """The request's body as JSON (None when it is empty), read at most ``limit`` bytes."""
-    ctype = request.headers.get("content-type")
-    if ctype:
-        media = ctype.split(";", 1)[0].strip().lower()
-        if media != "application/json" and not media.endswith("+json"):
-            raise ApiError(
-                415, f"the body must be JSON sent as Content-Type: application/json, not {media}"
-            )
+    """The request's body as JSON (None when it is empty), read at most ``limit`` bytes.
+
+    A non-empty body must be declared JSON (or declare nothing): HTML forms cannot send
+    ``application/json``, so a page elsewhere cannot post a body here through a browser
+    without the preflight this server never answers."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"the request body is {int(declared):,} bytes, over {_limit(limit)}")
@@ -134,6 +131,13 @@ async def read_json(request: Request, limit: int) -> Any:
     raw = b"".join(chunks)
     if not raw.strip():
         return None
+    ctype = request.headers.get("content-type")
+    if ctype:
+        media = ctype.split(";", 1)[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            raise ApiError(
+                415, f"the body must be JSON sent as Content-Type: application/json, not {media}"
+            )
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
