@@ -4,7 +4,7 @@ with the right status, a sentence naming what was wrong, and nothing stored chan
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -66,6 +66,22 @@ async def test_start_applies_each_option(api: Api) -> None:
     assert drec is not None and drec.run_at == pytest.approx(drec.created_at + 300)
 
 
+async def test_start_goes_through_the_client_its_hooks_fire(api: Api) -> None:
+    seen: list[tuple[str, str]] = []
+    api.queue.on("trigger", lambda e: seen.append((e.job, e.execution_id)))
+    r = await api.client.post("/jobs/add/start", json={"input": {"a": 1}})
+    assert r.status_code == 201, r.text
+    assert seen == [("add", r.json()["id"])]
+    at = datetime(2030, 1, 2, 5, 0, tzinfo=timezone(timedelta(hours=2)))
+    r = await api.client.post(
+        "/jobs/add/start", json={"input": {"a": 1}, "run_at": at.isoformat(),
+                                 "deadline": "2030-01-03T00:00:00Z"}
+    )  # fmt: skip
+    rec = (await api.queue.executions.get(r.json()["id"])).info  # type: ignore[union-attr]
+    assert rec is not None and rec.run_at == at.timestamp()
+    assert rec.deadline == datetime(2030, 1, 3, tzinfo=UTC).timestamp()
+
+
 async def test_start_with_a_model_input_and_no_body(api: Api) -> None:
     r = await api.client.post("/jobs/place/start", json={"input": {"order_id": 3, "qty": 2}})
     assert r.status_code == 201 and r.json()["input"] == {"order_id": 3, "qty": 2}
@@ -88,6 +104,13 @@ A: dict[str, Any] = {"input": {"a": 1}}
         ("/jobs/add/start", {"json": A | {"priority": True}}, 400, ("'priority'",)),
         ("/jobs/add/start", {"json": A | {"delay": "soon"}}, 400, ("'delay'", "soon")),
         ("/jobs/add/start", {"json": A | {"key": 5}}, 400, ("'key'",)),
+        ("/jobs/add/start", {"json": A | {"deadline": "soon"}}, 400, ("'deadline'", "soon")),
+        (
+            "/jobs/add/start",
+            {"json": A | {"deadline": "2030-01-01T00:00:00"}},
+            400,
+            ("'deadline'", "timezone"),
+        ),
         (
             "/jobs/add/start",
             {"json": {"input": {"a": 1}, "run_at": "2030-01-01T00:00:00"}},

@@ -86,8 +86,13 @@ class StartRequest(BaseModel):
     run_at: AwareDatetime | None = Field(
         None, description="Start no earlier than this time (ISO 8601 with a zone)."
     )
-    deadline: AwareDatetime | Duration | None = Field(
-        None, description="Fail with Timeout if not finished by then (a time or a duration)."
+    # Tried in this order: a number is seconds (not a Unix time), then an ISO time, then
+    # a duration string ("2h").
+    deadline: float | AwareDatetime | str | None = Field(
+        None,
+        union_mode="left_to_right",
+        description="Fail with Timeout if not finished by then: a time with its zone, or a "
+        'duration from now (seconds, or a string such as "2h").',
     )
     group: str | None = Field(None, description="A run id shared by related executions.")
 
@@ -99,6 +104,13 @@ class StartRequest(BaseModel):
     @field_validator("deadline")
     @classmethod
     def _deadline(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                naive = datetime.fromisoformat(v)
+            except ValueError:
+                naive = None
+            if naive is not None:  # an aware one was taken as a datetime already
+                raise ValueError(f"time {v!r} has no timezone: add one, e.g. {v}Z")
         return v if isinstance(v, datetime) else _duration(v, "deadline")
 
     def options(self) -> dict[str, Any]:
