@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from api_support import JOBS, PIPES, Api, MakeApi, snapshot_of, storage_factory
 
+from api_support import JOBS, PIPES, Api, MakeApi, snapshot_of, storage_factory
 from qanat import Queue
 from qanat.server.api import api_app
 from services import postgres_server, postgres_url

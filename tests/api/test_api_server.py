@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from api_support import Api, MakeApi
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from api_support import Api, MakeApi
 from qanat.server import api_models as models
 from qanat.server.api import OPERATIONS, api_app
 from qanat.server.api_openapi import REF
@@ -95,6 +95,14 @@ async def test_a_state_change_from_another_origin_is_refused(api: Api) -> None:
     await api.refused("POST", f"/executions/{r.json()['id']}/cancel", 403, "cross-origin",
                       headers=evil)  # fmt: skip
     assert (await api.client.get("/executions", headers=evil)).status_code == 200  # reads: CORS
+
+
+@pytest.mark.parametrize(("method", "path"), _requests()[:-1])
+async def test_routes_without_a_query_refuse_one(api: Api, method: str, path: str) -> None:
+    if path in ("/executions", "/events"):
+        await api.refused(method, f"{path}?token=t", 400, "query parameter 'token'")
+    else:
+        await api.refused(method, f"{path}?token=t", 400, "takes no query parameters", "'token'")
 
 
 async def test_unknown_routes_and_methods_answer_json(api: Api) -> None:

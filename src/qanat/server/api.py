@@ -370,7 +370,7 @@ OPERATIONS: tuple[Operation, ...] = (
 
 
 def _endpoint(
-    fn: Callable[[Request], Awaitable[Response]], state_changing: bool
+    fn: Callable[[Request], Awaitable[Response]], state_changing: bool, takes_query: bool
 ) -> Callable[[Request], Awaitable[Response]]:
     """``fn`` with the API's refusals turned into ``{"error": ...}`` answers."""
 
@@ -378,6 +378,11 @@ def _endpoint(
         if state_changing and not _same_origin(request):
             return error_response(403, "cross-origin request refused: a state change must "
                                   "come from this server's own pages or from a script")  # fmt: skip
+        if not takes_query and request.query_params:
+            name = next(iter(request.query_params))
+            return error_response(
+                400, f"{request.url.path} takes no query parameters (got {name!r})"
+            )
         try:
             return await fn(request)
         except ApiError as exc:
@@ -446,10 +451,14 @@ def api_app(queue: Queue, token: str | None = None) -> Starlette:
         "health": api.health,
     }
     routes = [
-        Route(op.path, _endpoint(handlers[op.name], op.method == "POST"), methods=[op.method])
+        Route(
+            op.path,
+            _endpoint(handlers[op.name], op.method == "POST", op.query is not None),
+            methods=[op.method],
+        )
         for op in OPERATIONS
     ]
-    routes.append(Route("/openapi.json", _endpoint(api.openapi, False), methods=["GET"]))
+    routes.append(Route("/openapi.json", _endpoint(api.openapi, False, False), methods=["GET"]))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     if token is not None:
         app.add_middleware(BearerAuth, token=token)
