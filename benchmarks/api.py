@@ -124,8 +124,12 @@ async def over_http(db: Path, n: int, in_flight: int, *, client: str) -> float:
     port = _free_port()
     app = Starlette(routes=[Mount("/api", app=api_app(q))])
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
+        # Keep-alive longer than uvicorn's 5 s: on a loaded machine a connection can sit
+        # idle that long between batches, and a close racing the next request is a
+        # ReadError in httpx, not a measurement.
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+                       timeout_keep_alive=60)
+    )  # fmt: skip
     serving = asyncio.create_task(server.serve())
     try:
         while not server.started:  # uvicorn sets it once the socket listens
@@ -137,8 +141,11 @@ async def over_http(db: Path, n: int, in_flight: int, *, client: str) -> float:
         proc = ctx.Process(target=_client, args=(port, n, in_flight, client, send))
         proc.start()
         loop = asyncio.get_running_loop()
-        rate: float = await loop.run_in_executor(None, recv.recv)
-        await loop.run_in_executor(None, proc.join)
+        send.close()  # ours: a client that dies ends recv() with EOFError, not a hang
+        try:
+            rate: float = await loop.run_in_executor(None, recv.recv)
+        finally:
+            await loop.run_in_executor(None, proc.join)
         stats = await q.stats()
         assert stats["by_job"]["noop"]["pending"] == n, stats
         return rate
