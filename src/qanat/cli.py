@@ -26,7 +26,7 @@ from qanat.cli_app import queue_of as _queue
 from qanat.cli_app import run as _run
 from qanat.cli_control import filter_options, filters_of
 from qanat.engine.supervisor import Supervisor, watch_supervisor
-from qanat.errors import PayloadTooLarge, StorageError, UnknownPipe
+from qanat.errors import ConfigurationError, PayloadTooLarge, StorageError, UnknownPipe
 from qanat.execution import Execution
 from qanat.pipe import Pipe
 from qanat.queue import Queue
@@ -427,6 +427,36 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     """Counts by status and job, retries, mean and p95 run time."""
     s = _run(_queue(ctx), lambda q: q.stats())
     click.echo(fmt.dumps(s) if as_json else fmt.stats_text(s))
+
+
+@main.command()
+@click.argument("app", required=False, metavar="[APP]")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=4000, show_default=True)
+@click.option(
+    "--token",
+    envvar="QANAT_TOKEN",
+    show_envvar=True,
+    help="Bearer token every request must carry (required off loopback).",
+)
+@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), help="TLS cert.")
+@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS key.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+)
+@click.pass_context
+def serve(ctx: click.Context, app: str | None, **options: Any) -> None:
+    """Run the orchestration node: workers and clients reach storage through it."""
+    from qanat.server.serve import serve as run_node
+
+    queue = load_app(app or ctx.find_root().params.get("app"))
+    try:
+        run_node(queue, echo=lambda line: click.echo(line, err=True), **options)
+    except ConfigurationError as exc:
+        raise CliError(str(exc)) from None
 
 
 for _command in cli_control.COMMANDS:

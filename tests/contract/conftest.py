@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from qanat.storage import MemoryStorage, PostgresStorage, SqliteStorage, Storage
+from qanat.storage.http import HttpStorage
 from services import postgres_server, postgres_url
 
 __all__ = ["postgres_server", "postgres_url"]  # the session's PostgreSQL server (tests/services.py)
@@ -28,10 +29,27 @@ def _postgres(request: pytest.FixtureRequest) -> Storage:
     return PostgresStorage(url, schema=f"contract_{next(_schemas)}")
 
 
+class NodeClient(HttpStorage):
+    """An ``HttpStorage`` talking to an in-process node (ASGI transport) over SQLite;
+    closing it stops the node too."""
+
+    def __init__(self, path: Path) -> None:
+        from qanat.queue import Queue
+        from qanat.server.app import build_app
+
+        self.app = build_app(Queue(storage=SqliteStorage(str(path))), token="contract-token")
+        super().__init__("http://node", token="contract-token", asgi=self.app)
+
+    async def close(self) -> None:
+        await super().close()
+        await self.app.state.node.stop()
+
+
 BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Storage]] = {
     "memory": lambda tmp, request: MemoryStorage(),
     "sqlite": lambda tmp, request: SqliteStorage(str(tmp / "contract.db")),
     "postgres": lambda tmp, request: _postgres(request),
+    "http": lambda tmp, request: NodeClient(tmp / "contract.db"),
 }
 
 
@@ -51,6 +69,8 @@ def twin_of(store: Storage) -> Storage:
         return SqliteStorage(store.path)
     if isinstance(store, PostgresStorage):
         return PostgresStorage(store.url, schema=store.schema)
+    if isinstance(store, NodeClient):  # another worker of the same node
+        return HttpStorage(store.url, token=store.token, asgi=store.app)
     return store  # memory: one process, one object
 
 
