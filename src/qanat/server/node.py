@@ -261,12 +261,25 @@ class Node:
             return {"status": 400, "error": str(exc), "type": "ValueError"}
         valid, claims = reports.lease_claims(lease, args.get("owner"))
         if not valid:
+            self._refused(op, args, "a lease of another owner")
             return {"status": 409, "result": reports.lost(op)}
         try:
             result = await reports.apply(self.storage, op, args, claims, retry)
         except BAD_REQUEST as exc:
             return {"status": 400, "error": str(exc), "type": type(exc).__name__}
-        return {"status": 409 if refused(op, result) else 200, "result": result}
+        if refused(op, result):
+            self._refused(op, args, "it no longer holds the execution")
+            return {"status": 409, "result": result}
+        return {"status": 200, "result": result}
+
+    def _refused(self, op: str, args: dict[str, Any], why: str) -> None:
+        log.info(
+            "qanat node: 409 for %s of execution %s by worker %s: %s",
+            op,
+            args.get("execution_id"),
+            args.get("owner"),
+            why,
+        )
 
     async def watch(self, request: Request) -> Response:
         boot = request.query_params.get("boot", "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,11 @@ def serve(
     token = resolve_token(token)
     check_bind(host, token)
     check_tls(ssl_certfile, ssl_keyfile)
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     node = Node(queue)
     app = build_app(queue, token=token, extra_mounts=extra_mounts(queue, token), node=node)
     config = uvicorn.Config(
