@@ -8,6 +8,7 @@ themselves never change.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest_asyncio
 
 from qanat.storage import MemoryStorage, PostgresStorage, SqliteStorage, Storage
 from qanat.storage.http import HttpStorage
+from node_server import NodeServer
 from services import postgres_server, postgres_url
 
 __all__ = ["postgres_server", "postgres_url"]  # the session's PostgreSQL server (tests/services.py)
@@ -45,11 +47,47 @@ class NodeClient(HttpStorage):
         await self.app.state.node.stop()
 
 
+NODE_APP = "import os, qanat\nqueue = qanat.Queue(storage=os.environ['QANAT_TEST_STORAGE'])\n"
+
+
+class ServedNode(HttpStorage):
+    """An ``HttpStorage`` talking to a real ``qanat serve`` subprocess over SQLite, on
+    127.0.0.1 with a token; closing it stops the node."""
+
+    def __init__(self, tmp: Path) -> None:
+        (tmp / "nodeapp.py").write_text(NODE_APP)
+        self.server = NodeServer(tmp, tmp / "contract.db", app="nodeapp:queue")
+        self.server.start()
+        super().__init__(self.server.url, token=self.server.token)
+
+    async def close(self) -> None:
+        await super().close()
+        self.server.stop()
+
+
+#: The modules whose tests also run against a real ``qanat serve`` (a subprocess per
+#: test, about 1.5 s each); QANAT_CONTRACT_SERVE=all runs the whole suite there.
+SERVED_MODULES = {"test_fencing_contract", "test_clock_contract"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("QANAT_CONTRACT_SERVE") == "all":
+        return
+    keep, drop = [], []
+    for item in items:
+        served = "[serve" in item.nodeid
+        (drop if served and item.module.__name__ not in SERVED_MODULES else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Storage]] = {
     "memory": lambda tmp, request: MemoryStorage(),
     "sqlite": lambda tmp, request: SqliteStorage(str(tmp / "contract.db")),
     "postgres": lambda tmp, request: _postgres(request),
     "http": lambda tmp, request: NodeClient(tmp / "contract.db"),
+    "serve": lambda tmp, request: ServedNode(tmp),
 }
 
 
@@ -71,6 +109,8 @@ def twin_of(store: Storage) -> Storage:
         return PostgresStorage(store.url, schema=store.schema)
     if isinstance(store, NodeClient):  # another worker of the same node
         return HttpStorage(store.url, token=store.token, asgi=store.app)
+    if isinstance(store, ServedNode):
+        return HttpStorage(store.url, token=store.token)
     return store  # memory: one process, one object
 
 
