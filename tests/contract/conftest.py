@@ -40,7 +40,7 @@ class NodeClient(HttpStorage):
         from qanat.server.app import build_app
 
         self.app = build_app(Queue(storage=SqliteStorage(str(path))), token="contract-token")
-        super().__init__("http://node", token="contract-token", asgi=self.app)
+        super().__init__("http://node", token="contract-token", transport=self.app)
 
     async def close(self) -> None:
         await super().close()
@@ -108,7 +108,7 @@ def twin_of(store: Storage) -> Storage:
     if isinstance(store, PostgresStorage):
         return PostgresStorage(store.url, schema=store.schema)
     if isinstance(store, NodeClient):  # another worker of the same node
-        return HttpStorage(store.url, token=store.token, asgi=store.app)
+        return HttpStorage(store.url, token=store.token, transport=store.app)
     if isinstance(store, ServedNode):
         return HttpStorage(store.url, token=store.token)
     return store  # memory: one process, one object

@@ -46,8 +46,8 @@ log = logging.getLogger("qanat.node")
 
 #: Errors of a bad request (answered 400 with their type, raised again by the client).
 BAD_REQUEST = (ValueError, KeyError, TypeError, StorageError, PayloadTooLarge)
-#: Room on top of ``max_payload`` for the envelope and JSON escaping of one request.
-ENVELOPE = 1 << 20
+#: Room on top of ``max_payload`` for the envelope of one request.
+ENVELOPE = 64 << 10
 
 
 class BadRequest(Exception):

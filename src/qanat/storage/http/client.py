@@ -19,7 +19,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from qanat.errors import StorageError
+from qanat.errors import PayloadTooLarge, StorageError
 from qanat.storage.base import (
     Checkpoint,
     EventPage,
@@ -52,13 +52,19 @@ class HttpStorage(Storage):
     ``token`` (else ``$QANAT_TOKEN``) is sent as ``Authorization: Bearer``. ``open``
     checks that the node answers, accepts the token and speaks this protocol version,
     and says which of these failed. Network blips are retried for ``retry_for``
-    seconds (see ``qanat.storage.http.transport``).
+    seconds (see ``qanat.storage.http.transport``). ``transport`` is for tests: an
+    in-process node (its ASGI app) or an httpx transport.
     """
 
     polls = False
 
     def __init__(
-        self, url: str, token: str | None = None, *, retry_for: float = 30.0, asgi: Any = None
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        retry_for: float = 30.0,
+        transport: Any = None,
     ) -> None:
         scheme = url.split("://", 1)[0].lower()
         if scheme not in ("http", "https") or not urllib.parse.urlsplit(url).hostname:
@@ -71,7 +77,7 @@ class HttpStorage(Storage):
             )
         self.url = url.rstrip("/")
         self.token = resolve_token(token)
-        self._t = Transport(self.url, self.token, retry_for=retry_for, asgi=asgi)
+        self._t = Transport(self.url, self.token, retry_for=retry_for, transport=transport)
         #: lease ids of this client's claims, by execution (sent with its reports)
         self._leases: dict[str, str] = {}
         self._pending: list[tuple[str, dict[str, Any], asyncio.Future[Any]]] = []
@@ -198,18 +204,25 @@ class HttpStorage(Storage):
         return await fut
 
     async def _send_reports(self) -> None:
+        cap = BATCH
         while self._pending:
-            batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
+            batch, self._pending = self._pending[:cap], self._pending[cap:]
             items = [{"op": name, "args": args} for name, args, _ in batch]
             try:
                 _, data = await self._t.request("POST", "/report", {"items": items})
+            except PayloadTooLarge as exc:
+                if len(batch) > 1:  # too much at once: again in halves, in the same order
+                    cap = len(batch) // 2
+                    self._pending[:0] = batch
+                    continue
+                _fail(batch, exc)
+                continue
             except BaseException as exc:
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
+                _fail(batch, exc)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
+            cap = BATCH
             for (name, _, fut), item in zip(batch, data["results"], strict=True):
                 if fut.done():
                     continue
@@ -455,6 +468,12 @@ class HttpStorage(Storage):
     async def purge_events(self, before: float | None, keep: int | None) -> int:
         result: int = await self._call("purge_events", before=before, keep=keep)
         return result
+
+
+def _fail(batch: list[tuple[str, dict[str, Any], asyncio.Future[Any]]], exc: BaseException) -> None:
+    for _, _, fut in batch:
+        if not fut.done():
+            fut.set_exception(exc)
 
 
 __all__ = ["HttpStorage"]

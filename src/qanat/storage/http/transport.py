@@ -49,13 +49,14 @@ class Transport:
         *,
         retry_for: float = 30.0,
         timeout: float = 30.0,
-        asgi: Any = None,
+        transport: Any = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.retry_for = retry_for
         self.timeout = timeout
-        self._asgi = asgi  # tests: an in-process node (httpx.ASGITransport)
+        # tests: an in-process node (an ASGI app) or an httpx transport of their own
+        self._transport = transport
         self.client: httpx.AsyncClient | None = None
         #: node clock minus this host's clock, from the answer with the shortest trip
         self.offset = 0.0
@@ -68,8 +69,10 @@ class Transport:
             headers["authorization"] = f"Bearer {self.token}"
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=32, keepalive_expiry=60)
         kw: dict[str, Any] = {}
-        if self._asgi is not None:
-            kw["transport"] = httpx.ASGITransport(app=self._asgi)
+        if isinstance(self._transport, httpx.AsyncBaseTransport):
+            kw["transport"] = self._transport
+        elif self._transport is not None:
+            kw["transport"] = httpx.ASGITransport(app=self._transport)
         self.client = httpx.AsyncClient(
             base_url=self.url + PREFIX,
             headers=headers,
