@@ -245,7 +245,20 @@ class Node:
         if not isinstance(items, list):
             raise BadRequest("a report carries {'items': [...]}")
         retry = request.headers.get("x-qanat-retry") == "1"
-        results = [await self._item(item, retry) for item in items]
+        # one execution's reports in their order; different executions' at once, so
+        # that storage can commit their writes together (SQLite groups concurrent ones)
+        lanes: dict[Any, list[int]] = {}
+        for n, item in enumerate(items):
+            args = item.get("args") if isinstance(item, dict) else None
+            key = args.get("execution_id") if isinstance(args, dict) else None
+            lanes.setdefault(key if key is not None else ("owner", n), []).append(n)
+        results: list[Any] = [None] * len(items)
+
+        async def lane(indexes: list[int]) -> None:
+            for n in indexes:
+                results[n] = await self._item(items[n], retry)
+
+        await asyncio.gather(*(lane(ix) for ix in lanes.values()))
         return self.answer({"results": results})
 
     async def _item(self, item: Any, retry: bool) -> dict[str, Any]:
@@ -294,7 +307,15 @@ class Node:
                     await asyncio.wait_for(ev.wait(), self.watch_hold)
                 except TimeoutError:
                     pass
-        return self.answer({"boot": self.boot, "seq": self.seq})
+        answer: dict[str, Any] = {"boot": self.boot, "seq": self.seq}
+        jobs = request.query_params.get("jobs")
+        if jobs is not None:
+            # computed after reading seq: a change meanwhile makes the next poll return
+            # the worker's next question ("anything to claim?") answered with the change
+            names = [j for j in jobs.split(",") if j]
+            answer["jobs"] = names
+            answer["ready"] = await self.storage.has_ready(names, self.storage.clock())
+        return self.answer(answer)
 
     def routes(self) -> list[Route]:
         def wrap(handler: Any) -> Any:

@@ -87,6 +87,12 @@ class HttpStorage(Storage):
         self._healthy = False
         self._dirty = True
         self.boot: str | None = None
+        #: the jobs this worker asks ``has_ready`` about, sent with each long poll so
+        #: that the node answers it with the change (no round trip per change), and
+        #: that answer: (the long poll's seq it was computed at, ready)
+        self._ready_jobs: tuple[str, ...] | None = None
+        self._ready: tuple[int, bool] | None = None
+        self._seq = -1
 
     def __repr__(self) -> str:
         return f"HttpStorage({self.url!r})"
@@ -154,7 +160,10 @@ class HttpStorage(Storage):
         seq = -1
         failures = 0
         while True:
-            query = urllib.parse.urlencode({"boot": boot or "", "seq": seq})
+            params: dict[str, Any] = {"boot": boot or "", "seq": seq}
+            if self._ready_jobs is not None:
+                params["jobs"] = ",".join(self._ready_jobs)
+            query = urllib.parse.urlencode(params)
             try:
                 _, data = await self._t.request(
                     "GET", f"/watch?{query}", timeout=WATCH_HOLD + 15, retry_for=0
@@ -171,8 +180,15 @@ class HttpStorage(Storage):
                 continue
             failures = 0
             self._healthy = True
+            ready = data.get("ready")
+            jobs = data.get("jobs")
+            if ready is not None and jobs is not None and tuple(jobs) == self._ready_jobs:
+                self._ready = (data["seq"], bool(ready))
+            else:
+                self._ready = None
             if (data["boot"], data["seq"]) != (boot, seq):
                 boot, seq = data["boot"], data["seq"]
+                self._seq = seq
                 self._ring()
 
     # --- time -----------------------------------------------------------------------
@@ -253,6 +269,13 @@ class HttpStorage(Storage):
         return result
 
     async def has_ready(self, jobs: Sequence[str], at: float) -> bool:
+        key = tuple(jobs)
+        cached = self._ready
+        if self._healthy and key == self._ready_jobs and cached is not None:
+            if cached[0] == self._seq and abs(at - self.clock()) < 0.5:
+                # the node's answer for the latest change: nothing committed since
+                return cached[1]
+        self._ready_jobs = key
         result: bool = await self._call("has_ready", jobs=jobs, at=at)
         return result
 
