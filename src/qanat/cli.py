@@ -448,7 +448,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     show_default=True,
 )
 @click.pass_context
-def serve(ctx: click.Context, app: str | None, **options: Any) -> None:
+def serve(ctx: click.Context, /, app: str | None, **options: Any) -> None:
     """Run the orchestration node: workers and clients reach storage through it."""
     from qanat.server.serve import serve as run_node
 

@@ -25,9 +25,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from node_server import NodeServer
 from qanat import Queue
 from qanat.storage.base import FINISHED_STATUSES, ExecutionRecord, StepRecord
-from node_server import NodeServer
 from services import postgres_server, postgres_url
 
 T = TypeVar("T")

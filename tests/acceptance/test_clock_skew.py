@@ -1,5 +1,6 @@
-"""Time comes from the storage: on PostgreSQL (and through an orchestration node) a worker whose clock runs 10 s ahead
-(libfaketime) neither takes a live worker's executions nor wakes durable sleeps early."""
+"""Time comes from the storage: on PostgreSQL (and through an orchestration node) a
+worker whose clock runs 10 s ahead (libfaketime) neither takes a live worker's
+executions nor wakes durable sleeps early."""
 
 from __future__ import annotations
 

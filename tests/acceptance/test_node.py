@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-
 from conftest import Worker
+from test_pg_multihost import HOSTS_APP, Host, hosts, namespace_pids
+
 from node_server import TOKEN, NodeServer
 from qanat import codec
-from test_pg_multihost import HOSTS_APP, Host, hosts, namespace_pids
 
 if TYPE_CHECKING:
     from conftest import Project
@@ -34,7 +34,7 @@ __all__ = ["hosts"]  # the namespaces fixture, shared with test_pg_multihost
 
 NODE_APP = (
     HOSTS_APP.replace("queue = qanat.Queue(", "_unused = dict(")
-    + r'''
+    + r"""
 
 async def wait_go(i):
     append("whose.log", f"{i} {socket.gethostname()} {os.getpid()}")
@@ -55,7 +55,7 @@ queue = qanat.Queue(
     storage=os.environ["QANAT_TEST_STORAGE"],
     lease=os.environ.get("QANAT_TEST_LEASE", "2s"),
 )
-'''
+"""
 )
 LEASE = 2.0
 N = 4

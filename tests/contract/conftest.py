@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from node_server import NodeServer
 from qanat.storage import MemoryStorage, PostgresStorage, SqliteStorage, Storage
 from qanat.storage.http import HttpStorage
-from node_server import NodeServer
 from services import postgres_server, postgres_url
 
 __all__ = ["postgres_server", "postgres_url"]  # the session's PostgreSQL server (tests/services.py)

@@ -21,8 +21,7 @@ from qanat.errors import PayloadTooLarge, StorageError
 from qanat.server.app import build_app
 from qanat.storage import Checkpoint, ExecutionRecord, Finish, SqliteStorage, StepRecord
 from qanat.storage.base import now
-from qanat.storage.http import HttpStorage
-from qanat.storage.http import wire
+from qanat.storage.http import HttpStorage, wire
 from qanat.storage.http.protocol import PREFIX
 
 TOKEN = "protocol-token"
@@ -228,7 +227,7 @@ async def test_open_says_what_is_wrong(app: Any, tmp_path: Path) -> None:
 
     with pytest.raises(StorageError, match="protocol version 99"):
         await HttpStorage("http://node", TOKEN, transport=old_node).open()
-    with pytest.raises(StorageError, match="cannot reach the qanat node at http://127.0.0.1:9"):
+    with pytest.raises(StorageError, match=r"cannot reach the qanat node at http://127\.0\.0\.1:9"):
         await HttpStorage("http://127.0.0.1:9", TOKEN).open()
     with pytest.raises(StorageError, match="no query or credentials"):
         HttpStorage("http://node:4000/?token=abc")

@@ -116,6 +116,6 @@ async def enqueue_once(
     out: list[ExecutionRecord] = []
     by_key = {(r.job, r.key): r for r in stored.values() if r.key is not None}
     for r in records:
-        found = stored.get(r.id) or by_key.get((r.job, r.key))
+        found = stored.get(r.id) or (by_key.get((r.job, r.key)) if r.key is not None else None)
         out.append(found if found is not None else r)
     return out

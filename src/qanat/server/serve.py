@@ -42,9 +42,13 @@ def extra_mounts(queue: Queue, token: str | None) -> Sequence[tuple[str, ASGIApp
 def check_tls(certfile: str | None, keyfile: str | None) -> None:
     """Both or neither of --ssl-certfile and --ssl-keyfile."""
     if bool(certfile) != bool(keyfile):
-        given, other = ("--ssl-certfile", "--ssl-keyfile") if certfile else (
-            "--ssl-keyfile",
-            "--ssl-certfile",
+        given, other = (
+            ("--ssl-certfile", "--ssl-keyfile")
+            if certfile
+            else (
+                "--ssl-keyfile",
+                "--ssl-certfile",
+            )
         )
         raise ConfigurationError(f"qanat serve: {given} needs {other} too (TLS takes both)")
 

@@ -46,7 +46,9 @@ REPORTS = frozenset(
 METHODS = frozenset(
     name
     for name, fn in vars(base.Storage).items()
-    if inspect.iscoroutinefunction(fn) and not name.startswith("_") and name not in ("open", "close")
+    if inspect.iscoroutinefunction(fn)
+    and not name.startswith("_")
+    and name not in ("open", "close")
 )
 
 
@@ -60,7 +62,9 @@ class Signature:
         self.name = name
         self.params = [p.name for p in params]
         self.required = frozenset(p.name for p in params if p.default is inspect.Parameter.empty)
-        self.args: dict[str, Callable[[Any], Any]] = {p.name: decoder(hints[p.name]) for p in params}
+        self.args: dict[str, Callable[[Any], Any]] = {
+            p.name: decoder(hints[p.name]) for p in params
+        }
         self.result = decoder(hints["return"])
 
 
