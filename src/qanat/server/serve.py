@@ -90,7 +90,8 @@ def serve(
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=int(GRACE),
-        http="h11",
+        http="auto",  # httptools when installed (the server extra), else h11
+        loop="auto",  # uvloop when installed
     )
     scheme = "https" if ssl_certfile else "http"
     auth = "with a bearer token" if token else f"without a token (loopback only; {TOKEN_ENV})"
