@@ -88,14 +88,19 @@ class NodeServer:
             self.proc.kill()
             self.proc.wait(10)
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+    def stop(self) -> int | None:
+        """SIGTERM (a graceful stop); the exit status, None if it had to be killed."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(15)
+                return self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+                return None
+        return self.proc.returncode
 
 
 def port_open(host: str, port: int) -> bool:

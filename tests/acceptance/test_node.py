@@ -271,6 +271,7 @@ def test_wrong_token_is_refused_everywhere_with_a_clear_error(project: Project) 
     )
     assert w.returncode != 0 and "refused the token (401" in w.stderr, w.stderr
     assert project.qanat("ls").returncode == 0  # the right token passes
+    assert project.node.stop() == 0  # SIGTERM: a graceful stop
 
 
 def test_non_loopback_bind_without_token_is_refused(tmp_path: Path) -> None:
