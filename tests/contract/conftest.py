@@ -75,7 +75,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     keep, drop = [], []
     for item in items:
-        served = "[serve" in item.nodeid
+        callspec = getattr(item, "callspec", None)
+        served = callspec is not None and callspec.params.get("storage") == "serve"
         (drop if served and item.module.__name__ not in SERVED_MODULES else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
