@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from node_server import NodeServer
 from qanat import Queue
 from qanat.storage.base import FINISHED_STATUSES, ExecutionRecord, StepRecord
 from services import postgres_server, postgres_url
@@ -203,6 +204,8 @@ class Project:
         (root / "app.py").write_text(APP)
         self.workers: list[Worker] = []
         self._module: ModuleType | None = None
+        #: the orchestration node the project talks to (project["node"]), else None
+        self.node: NodeServer | None = None
 
     # --- environment and commands ---------------------------------------------------
 
@@ -367,14 +370,26 @@ _schemas = itertools.count()
 def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
     """A project on SQLite; ``@pytest.mark.parametrize("project", ["sqlite", "postgres"],
     indirect=True)`` runs a test on both (PostgreSQL: a fresh schema of the session's
-    server, tests/services.py)."""
+    server, tests/services.py; "node": a ``qanat serve`` subprocess over SQLite that the
+    workers and clients reach by HTTP with a token, ``project.node``)."""
     backend = getattr(request, "param", "sqlite")
     url = None
+    node = None
     if backend == "postgres":
         server: str = request.getfixturevalue("postgres_url")
         url = f"{server}?schema=acceptance_{os.getpid()}_{next(_schemas)}"
+    if backend == "node":
+        (tmp_path / "app.py").write_text(APP)
+        node = NodeServer(tmp_path, tmp_path / "node.db")
+        node.start()
+        url = node.url
+        os.environ["QANAT_TOKEN"] = node.token or ""
     p = Project(tmp_path, url)
+    p.node = node
     try:
         yield p
     finally:
         p.stop_all()
+        if node is not None:
+            node.stop()
+            os.environ.pop("QANAT_TOKEN", None)

@@ -3,7 +3,8 @@
 ``from_url`` turns a storage URL into a backend: ``memory://``, ``sqlite:///relative.db``,
 ``sqlite:////absolute/path.db`` (``?synchronous=normal``, ``?busy_timeout=5``), a bare
 path ending in ``.db``, or ``postgresql://user:pw@host:5432/db?schema=qanat`` (also
-``postgres://``; needs the ``qanat[postgres]`` extra, psycopg 3).
+``postgres://``; needs the ``qanat[postgres]`` extra, psycopg 3), or ``http://node:4000``
+/ ``https://`` (an orchestration node, ``qanat serve``; the ``qanat[http]`` extra).
 """
 
 from __future__ import annotations
@@ -35,13 +36,12 @@ if TYPE_CHECKING:
 
 ACCEPTED = (
     "memory://, sqlite:///relative/path.db, sqlite:////absolute/path.db, "
-    "postgresql://user:password@host:5432/database?schema=qanat, or a path ending in .db"
+    "postgresql://user:password@host:5432/database?schema=qanat, "
+    "http(s)://node:4000 (a qanat serve node), or a path ending in .db"
 )
 PLANNED = {
     "redis": "Redis",
     "rediss": "Redis",
-    "http": "HTTP orchestration node",
-    "https": "HTTP orchestration node",
 }
 
 
@@ -113,8 +113,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def from_url(url: str) -> Storage:
-    """The storage backend a URL names; ``StorageError`` for a URL qanat cannot use."""
+def from_url(url: str, *, token: str | None = None) -> Storage:
+    """The storage backend a URL names; ``StorageError`` for a URL qanat cannot use.
+
+    ``token`` is the bearer token of an orchestration node (``http://``/``https://``;
+    else ``$QANAT_TOKEN``); other backends ignore it."""
     if "://" not in url:
         if url.endswith(".db"):
             return SqliteStorage(url)
@@ -126,6 +129,10 @@ def from_url(url: str) -> Storage:
         return _sqlite(url)
     if scheme in ("postgresql", "postgres"):
         return _postgres(url)
+    if scheme in ("http", "https"):
+        from qanat.storage.http import HttpStorage  # httpx: only for node clients
+
+        return HttpStorage(url, token)
     base = scheme.split("+", 1)[0]
     if base in PLANNED:
         raise StorageError(
