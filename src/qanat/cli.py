@@ -41,6 +41,13 @@ from qanat.views import EventInfo
 
 # --- the command group ---------------------------------------------------------------
 
+_log_level = click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
@@ -86,12 +93,7 @@ def main(app: str | None) -> None:
     type=click.FloatRange(min=0),
     help="Durable sleeps up to this long stay in memory (seconds, default 5).",
 )
-@click.option(
-    "--log-level",
-    default="warning",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-)
+@_log_level
 @click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
@@ -522,6 +524,37 @@ def serve(ctx: click.Context, /, app: str | None, **options: Any) -> None:
     queue = load_app(app or ctx.find_root().params.get("app"))
     try:
         run_node(queue, echo=lambda line: click.echo(line, err=True), **options)
+    except ConfigurationError as exc:
+        raise CliError(str(exc)) from None
+
+
+@main.command()
+@click.argument("app", required=False, metavar="[APP]")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=4000, show_default=True)
+@click.option(
+    "--token",
+    envvar="QANAT_TOKEN",
+    show_envvar=True,
+    help="Require this token (sign-in form, ?token= or Authorization: Bearer); "
+    "needed to bind anything but loopback.",
+)
+@_log_level
+@click.pass_context
+def dashboard(
+    ctx: click.Context, app: str | None, host: str, port: int, token: str | None, log_level: str
+) -> None:
+    """Serve the web dashboard of APP's queue (SPEC §11) until Ctrl-C; runs no worker."""
+    from qanat.dashboard.serve import serve
+
+    try:
+        serve(
+            load_app(app or ctx.find_root().params.get("app")),
+            host=host,
+            port=port,
+            token=token,
+            log_level=log_level.lower(),
+        )
     except ConfigurationError as exc:
         raise CliError(str(exc)) from None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -31,6 +32,8 @@ from qanat.views import LogLine, Progress, StepInfo, parse_progress
 
 if TYPE_CHECKING:
     from qanat.queue import Queue
+
+log = logging.getLogger("qanat")
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -167,6 +170,8 @@ class Execution:
         else:
             status = await _act(self._queue, action, self.id)
             self._queue.notify_local()
+            if status is not None:
+                await _fire_control(self._queue, action, rec, status)
         if status is not None:  # as storage reported it, before any worker acts on it
             return Control(True, None, status)
         after = await storage.get(self.id)  # it changed under us: say how it is now
@@ -227,7 +232,26 @@ async def apply(
         return await queue.cancel_ids([r.id for r in todo], reason)
     after = await asyncio.gather(*(_act(queue, action, r.id) for r in todo))
     queue.notify_local()  # resumed and retried ones are due now
+    for r, st in zip(todo, after, strict=True):
+        if st is not None:
+            await _fire_control(queue, action, r, st)
     return sum(st is not None for st in after)
+
+
+async def _fire_control(queue: Queue, action: str, rec: ExecutionRecord, status: str) -> None:
+    """The global ``pause``/``resume`` hooks, once storage took the request (payload
+    ``detail``: the status right after it: ``paused``, or a running one asked to pause)."""
+    if action not in ("pause", "resume") or not queue.has_hooks(action):
+        return
+    j = queue.registry.get(rec.job)
+    if j is None:
+        return
+    try:
+        value = j.decode_input(rec.input)
+    except Exception:  # an input that no longer validates must not fail the action
+        log.exception("qanat: %s hook: input of execution %s did not decode", action, rec.id)
+        return
+    await queue.fire(j, action, rec.id, value, status)
 
 
 async def _act(queue: Queue, action: str, execution_id: str) -> str | None:

@@ -27,6 +27,8 @@ EVENTS = (
     "error",
     "retry",
     "cancel",
+    "pause",
+    "resume",
     "settled",
     "progress",
     "trigger",
@@ -61,7 +63,8 @@ class Hooks:
 
     def on(self, event: str, handler: Callable[[Event], Any]) -> None:
         """Call ``handler(event)`` on ``start``, ``success``, ``failure``, ``error``, ``retry``,
-        ``cancel``, ``settled``, ``progress`` or ``trigger`` of any execution."""
+        ``cancel``, ``pause``, ``resume``, ``settled``, ``progress`` or ``trigger`` of any
+        execution."""
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r}; events are: {', '.join(EVENTS)}")
         self._handlers.setdefault(event, []).append(handler)

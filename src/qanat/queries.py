@@ -100,7 +100,8 @@ class Executions:
 
         Filters: ``job``, ``status``, ``group``, ``started_before``, ``started_after``,
         ``completed_before``, ``completed_after``, ``attempts``, ``attempts_lt``,
-        ``attempts_gt``.
+        ``attempts_gt``, ``parent_id`` and ``search`` (an execution id, or text found in
+        the input's JSON).
         """
         await self._queue.ensure_open()
         flt = make_filter(**filters)
@@ -195,6 +196,7 @@ def make_filter(**f: Any) -> ExecutionFilter:
         "attempts_lt",
         "attempts_gt",
         "parent_id",
+        "search",
     }
     unknown = set(f) - allowed
     if unknown:
@@ -218,4 +220,13 @@ def make_filter(**f: Any) -> ExecutionFilter:
         attempts=f.get("attempts"),
         attempts_lt=f.get("attempts_lt"),
         attempts_gt=f.get("attempts_gt"),
+        search=_search(f.get("search")),
     )
+
+
+def _search(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"search must be a string (an id or text of the input), got {value!r}")
+    return value

@@ -19,6 +19,7 @@ from qanat.execution import Execution, outcome_of
 from qanat.flow import CancelOn, attr_view
 from qanat.hooks import Event, Hooks
 from qanat.job import Job
+from qanat.monitor import Monitor
 from qanat.pipe import Pipe
 from qanat.queries import Events, Executions
 from qanat.registry import Jobs, Pipes, load_jobs, register
@@ -111,6 +112,7 @@ class Queue:
         self.pipes = Pipes(self.pipe_registry)
         self.executions = Executions(self)
         self.events = Events(self)
+        self.monitor = Monitor(self)
         self.ticker = Ticker(self._changed, self.storage.listen)
         self.watcher = Watcher(self)
         self.worker: Worker | None = None
@@ -432,7 +434,8 @@ class Queue:
 
     def on(self, event: str, handler: Callable[[Event], Any]) -> None:
         """Call ``handler(event)`` on ``start``, ``success``, ``failure``, ``error``, ``retry``,
-        ``cancel``, ``settled``, ``progress`` or ``trigger`` of any execution."""
+        ``cancel``, ``pause``, ``resume``, ``settled``, ``progress`` or ``trigger`` of any
+        execution."""
         self.hooks.on(event, handler)
 
     def has_hooks(self, event: str) -> bool:

@@ -46,6 +46,7 @@ from qanat.storage.records import (
     TriggerFailure,
     Waiter,
     WaitState,
+    WorkerRecord,
     decode_cursor,
     encode_cursor,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "TriggerFailure",
     "WaitState",
     "Waiter",
+    "WorkerRecord",
     "decode_cursor",
     "encode_cursor",
     "now",
@@ -359,6 +361,21 @@ class Storage(abc.ABC):
     async def steps(self, execution_id: str) -> list[StepRecord]:
         """The recorded steps of an execution, in the order they started."""
 
+    async def count(self, flt: ExecutionFilter) -> int:
+        """How many executions match ``flt`` (a bulk action's confirmation). This default
+        pages through ``query``; SQL backends count in one statement."""
+        n, cursor = 0, None
+        while True:
+            page = await self.query(flt, 1000, cursor)
+            n += len(page.items)
+            if page.cursor is None:
+                return n
+            cursor = page.cursor
+
+    async def status_counts(self) -> dict[str, dict[str, int]]:
+        """Executions by job and status (``stats().by_job`` without the run times)."""
+        return (await self.stats()).by_job
+
     @abc.abstractmethod
     async def stats(self) -> Stats:
         """Counts by status and job, retries, run times."""
@@ -392,6 +409,12 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def workers(self, host: str) -> list[tuple[str, int]]:
         """The (worker_id, pid) pairs registered on ``host``."""
+
+    async def worker_list(self) -> list[WorkerRecord]:
+        """Every registered worker (all hosts), oldest first, each with the ids of the live
+        executions (running or waiting) it owns and their latest lease end (for the
+        dashboard). Optional: a backend that cannot list them raises NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} does not list workers")
 
     @abc.abstractmethod
     async def expire_owner(self, owner: str, at: float | None = None) -> int:
@@ -470,6 +493,12 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def waiter(self, execution_id: str, key: str) -> Waiter | None:
         """The stored waiter of an execution at a step key, or None."""
+
+    async def open_waiters(self, pipe: str | None, limit: int) -> list[Waiter]:
+        """Up to ``limit`` waiters with no delivery yet (of ``pipe``, or of every pipe),
+        oldest first (``since``): who waits on what match, for the dashboard. Optional: a
+        backend that cannot list them raises NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} does not list waiters")
 
     @abc.abstractmethod
     async def awaited(self, prefix: str) -> set[str]:

@@ -55,3 +55,14 @@ def project(data: Any, shape: str) -> str | None:
                 return None
         values.append(node)
     return _canon(values)
+
+
+def match_of(shape: str, value: str) -> dict[str, Any]:
+    """The dict match a stored (shape, value) pair came from (``shape_and_value`` undone)."""
+    out: dict[str, Any] = {}
+    for path, v in zip(json.loads(shape), json.loads(value), strict=True):
+        node = out
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = v
+    return out

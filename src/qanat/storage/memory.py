@@ -27,6 +27,7 @@ from qanat.storage.base import (
     Stats,
     StepRecord,
     Storage,
+    WorkerRecord,
     decode_cursor,
     encode_cursor,
     now,
@@ -51,7 +52,7 @@ class MemoryStorage(MemoryPipes, Storage):
         self._keys: dict[tuple[str, str], str] = {}
         self._steps: dict[str, dict[str, StepRecord]] = {}
         self._logs: dict[str, list[LogRecord]] = {}
-        self._workers: dict[str, tuple[str, int]] = {}
+        self._workers: dict[str, tuple[str, int, float]] = {}
         self._init_pipes()
         self._version = 0
         self._seen = -1
@@ -458,13 +459,23 @@ class MemoryStorage(MemoryPipes, Storage):
     # --- housekeeping -------------------------------------------------------------
 
     async def register_worker(self, worker_id: str, host: str, pid: int, at: float) -> None:
-        self._workers[worker_id] = (host, pid)
+        self._workers[worker_id] = (host, pid, at)
 
     async def unregister_worker(self, worker_id: str) -> None:
         self._workers.pop(worker_id, None)
 
     async def workers(self, host: str) -> list[tuple[str, int]]:
-        return [(w, pid) for w, (h, pid) in self._workers.items() if h == host]
+        return [(w, pid) for w, (h, pid, _) in self._workers.items() if h == host]
+
+    async def worker_list(self) -> list[WorkerRecord]:
+        found = {w: WorkerRecord(w, h, pid, at) for w, (h, pid, at) in self._workers.items()}
+        for e in self._execs.values():
+            rec = found.get(e.owner or "")
+            if rec is not None and e.status in (RUNNING, WAITING):
+                rec.held.append(e.id)
+                if e.available_at is not None:
+                    rec.lease_until = max(rec.lease_until or 0.0, e.available_at)
+        return list(found.values())
 
     async def expire_owner(self, owner: str, at: float | None = None) -> int:
         at = now() if at is None else at
@@ -514,5 +525,6 @@ def matches(e: ExecutionRecord, f: ExecutionFilter) -> bool:
         f.attempts is None or e.attempt == f.attempts,
         f.attempts_lt is None or e.attempt < f.attempts_lt,
         f.attempts_gt is None or e.attempt > f.attempts_gt,
+        f.search is None or e.id == f.search or f.search in e.input,
     )
     return all(checks)

@@ -216,6 +216,15 @@ class MemoryPipes:
         w = self._waiters.get((execution_id, key))
         return replace(w) if w is not None else None
 
+    async def open_waiters(self, pipe: str | None, limit: int) -> list[Waiter]:
+        found = [
+            w
+            for w in self._waiters.values()
+            if w.event_id is None and (pipe is None or w.pipe == pipe)
+        ]
+        found.sort(key=lambda w: (w.since, w.execution_id))
+        return [replace(w) for w in found[: max(limit, 0)]]
+
     async def awaited(self, prefix: str) -> set[str]:
         pipes = set(self._wait_preds) | set(self._wait_shapes)
         return {p for p in pipes if p.startswith(prefix) and self._has_waiters(p)}

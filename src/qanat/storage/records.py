@@ -133,6 +133,21 @@ class ExecutionFilter:
     attempts: int | None = None
     attempts_lt: int | None = None
     attempts_gt: int | None = None
+    #: Free text: an execution matches if this is its id or occurs in its input's JSON text.
+    search: str | None = None
+
+
+@dataclass(slots=True)
+class WorkerRecord:
+    """A registered worker process, as ``Storage.worker_list`` returns it: the live
+    executions it owns and the latest lease end among them (its last heartbeat moved it)."""
+
+    id: str
+    host: str
+    pid: int
+    registered_at: float
+    held: list[str] = field(default_factory=list)
+    lease_until: float | None = None
 
 
 @dataclass(slots=True)

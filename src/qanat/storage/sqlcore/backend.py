@@ -30,6 +30,7 @@ from qanat.storage.base import (
     TriggerFailure,
     Waiter,
     WaitState,
+    WorkerRecord,
     decode_cursor,
     now,
 )
@@ -229,6 +230,15 @@ class SqlStorage(Storage):
     async def workers(self, host: str) -> builtins.list[tuple[str, int]]:
         return await self._r(queries.op_workers, host)
 
+    async def count(self, flt: ExecutionFilter) -> int:
+        return await self._r(queries.op_count, flt)
+
+    async def status_counts(self) -> dict[str, dict[str, int]]:
+        return await self._r(queries.op_status_counts)
+
+    async def worker_list(self) -> builtins.list[WorkerRecord]:
+        return await self._r(queries.op_worker_list)
+
     async def expire_owner(self, owner: str, at: float | None = None) -> int:
         return await self._w(executions.op_expire, owner, at)
 
@@ -275,6 +285,9 @@ class SqlStorage(Storage):
 
     async def waiter(self, execution_id: str, key: str) -> Waiter | None:
         return await self._r(events.op_waiter, execution_id, key)
+
+    async def open_waiters(self, pipe: str | None, limit: int) -> builtins.list[Waiter]:
+        return await self._r(events.op_open_waiters, pipe, limit)
 
     async def awaited(self, prefix: str) -> set[str]:
         return await self._r(events.op_awaited, prefix)

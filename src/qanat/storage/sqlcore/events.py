@@ -138,6 +138,17 @@ def op_waiter(conn: Conn, eid: str, key: str) -> Waiter | None:
     return waiter_record(row) if row is not None else None
 
 
+OPEN_WAITERS = (
+    f"SELECT {WAITER_COLS} FROM waiters WHERE event_id IS NULL "
+    "AND (CAST(?1 AS TEXT) IS NULL OR pipe = ?1) ORDER BY since, execution_id LIMIT ?2"
+)
+
+
+def op_open_waiters(conn: Conn, pipe: str | None, limit: int) -> list[Waiter]:
+    rows = conn.execute(OPEN_WAITERS, (pipe, max(limit, 0))).fetchall()
+    return [waiter_record(r) for r in rows]
+
+
 WAITED_PIPES = (
     "SELECT DISTINCT pipe FROM waiters INDEXED BY waiters_open "
     "WHERE pipe IN (SELECT value FROM json_each(?)) AND event_id IS NULL"

@@ -12,6 +12,7 @@ from qanat.storage.base import (
     ExecutionRecord,
     Page,
     Stats,
+    WorkerRecord,
     decode_cursor,
     encode_cursor,
 )
@@ -45,6 +46,16 @@ COUNTS = "SELECT job, status, count(*), sum(attempt - 1) FROM executions GROUP B
 RUNTIMES = f"SELECT count(*), total(completed_at - started_at) {RUNTIME}"
 RUNTIME_AT = f"SELECT completed_at - started_at AS rt {RUNTIME} ORDER BY rt LIMIT 1 OFFSET ?"
 WORKERS = "SELECT id, pid FROM workers WHERE host = ? ORDER BY rowid"
+ALL_WORKERS = "SELECT id, host, pid, registered_at FROM workers ORDER BY registered_at, id"
+#: Owned live executions: the claim index holds exactly these rows (available_at set).
+HELD = (
+    "SELECT owner, id, available_at FROM executions WHERE owner IS NOT NULL "
+    "AND available_at IS NOT NULL AND status IN ('running', 'waiting') ORDER BY id"
+)
+
+#: Seconds by which a created_at may exceed the started_at or completed_at of the same
+#: execution (each is read from an estimate of the storage's clock).
+CREATED_MARGIN = 3600.0
 
 _RANGES = (
     ("started_before", "started_at < ?"),
@@ -80,7 +91,7 @@ def op_get_many(conn: Conn, ids: list[str], payloads: bool) -> list[ExecutionRec
     return [execution(rows[i]) for i in ids if i in rows]
 
 
-def op_list(conn: Conn, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
+def _where(flt: ExecutionFilter) -> tuple[list[str], list[Any]]:
     conds: list[str] = []
     params: list[Any] = []
     for name, col in (("ids", "id"), ("job", "job"), ("status", "status")):
@@ -93,6 +104,37 @@ def op_list(conn: Conn, flt: ExecutionFilter, limit: int, cursor: str | None) ->
         if value is not None:
             conds.append(cond)
             params.append(value)
+    # An execution starts and completes after it was created, so an upper bound on
+    # either is one on created_at too (with an hour's margin for clock estimates): the
+    # listing then walks the created index from there, not from the newest row.
+    bounds = [b for b in (flt.started_before, flt.completed_before) if b is not None]
+    if bounds:
+        conds.append("created_at < ?")
+        params.append(min(bounds) + CREATED_MARGIN)
+    if flt.search is not None:
+        conds.append("(id = ? OR input LIKE ? ESCAPE '!')")
+        escaped = flt.search.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+        params.extend((flt.search, f"%{escaped}%"))
+    return conds, params
+
+
+def op_count(conn: Conn, flt: ExecutionFilter) -> int:
+    conds, params = _where(flt)
+    where = (" WHERE " + " AND ".join(conds)) if conds else ""
+    table = "executions JOIN inputs USING (id)" if flt.search is not None else "executions"
+    n: int = conn.execute(f"SELECT count(*) FROM {table}{where}", params).fetchone()[0]
+    return n
+
+
+def op_status_counts(conn: Conn) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for job, status, count, _ in conn.execute(COUNTS).fetchall():
+        out.setdefault(job, {})[status] = count
+    return out
+
+
+def op_list(conn: Conn, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
+    conds, params = _where(flt)
     if cursor is not None:
         conds.append("(created_at, id) < (?, ?)")
         params.extend(decode_cursor(cursor))
@@ -117,6 +159,16 @@ def op_find_cached(conn: Conn, job: str, input: str, since: float) -> ExecutionR
 
 def op_workers(conn: Conn, host: str) -> list[tuple[str, int]]:
     return [(r[0], r[1]) for r in conn.execute(WORKERS, (host,)).fetchall()]
+
+
+def op_worker_list(conn: Conn) -> list[WorkerRecord]:
+    found = {r[0]: WorkerRecord(*r) for r in conn.execute(ALL_WORKERS).fetchall()}
+    for owner, eid, until in conn.execute(HELD).fetchall():
+        rec = found.get(owner)
+        if rec is not None:
+            rec.held.append(eid)
+            rec.lease_until = max(rec.lease_until or 0.0, until)
+    return list(found.values())
 
 
 def op_stats(conn: Conn) -> Stats:
