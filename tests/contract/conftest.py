@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from qanat.storage import MemoryStorage, PostgresStorage, SqliteStorage, Storage
-from services import postgres_server, postgres_url
+from qanat.storage import MemoryStorage, PostgresStorage, RedisStorage, SqliteStorage, Storage
+from services import postgres_server, postgres_url, redis_server, redis_url
 
-__all__ = ["postgres_server", "postgres_url"]  # the session's PostgreSQL server (tests/services.py)
+# the session's PostgreSQL and Redis servers (tests/services.py)
+__all__ = ["postgres_server", "postgres_url", "redis_server", "redis_url"]
 
 _schemas = itertools.count()
 
@@ -28,10 +29,17 @@ def _postgres(request: pytest.FixtureRequest) -> Storage:
     return PostgresStorage(url, schema=f"contract_{next(_schemas)}")
 
 
+def _redis(request: pytest.FixtureRequest) -> Storage:
+    """A fresh prefix of the session's server for each test."""
+    url: str = request.getfixturevalue("redis_url")
+    return RedisStorage(url, prefix=f"contract_{next(_schemas)}")
+
+
 BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Storage]] = {
     "memory": lambda tmp, request: MemoryStorage(),
     "sqlite": lambda tmp, request: SqliteStorage(str(tmp / "contract.db")),
     "postgres": lambda tmp, request: _postgres(request),
+    "redis": lambda tmp, request: _redis(request),
 }
 
 
@@ -51,6 +59,8 @@ def twin_of(store: Storage) -> Storage:
         return SqliteStorage(store.path)
     if isinstance(store, PostgresStorage):
         return PostgresStorage(store.url, schema=store.schema)
+    if isinstance(store, RedisStorage):
+        return RedisStorage(store.url, prefix=store.prefix)
     return store  # memory: one process, one object
 
 

@@ -1,0 +1,2 @@
+-- waiter: ARGV execution id, key -> its fields (empty: none)
+return redis.call('HGETALL', wkey(ARGV[1], ARGV[2]))
