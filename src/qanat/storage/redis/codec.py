@@ -52,6 +52,8 @@ class RecordCodec:
         self.required = tuple(
             f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
         )
+        #: absent from a hash means None for these (whatever their default)
+        self.nullable = tuple(f.name for f in fields(cls) if "None" in str(f.type))
 
     def pairs(self, obj: Any) -> list[str]:
         """Field/value pairs of the fields that are not None."""
@@ -72,6 +74,8 @@ class RecordCodec:
             dec = decoders.get(name)
             if dec is not None:
                 values[name] = dec(raw)
+        for name in self.nullable:
+            values.setdefault(name, None)
         for name in self.required:
             values.setdefault(name, "")
         return self.cls(**values)

@@ -20,6 +20,7 @@ if limit > 0 and #jobs > 0 then
   table.sort(levels, function(a, b) return tonumber(a) > tonumber(b) end)
   local skipped = 0
   local done = {}
+  local full = {}
   local top = fmt(at)
   for _, prio in ipairs(levels) do
     while #taken < limit and skipped < MAX_SKIP do
@@ -40,11 +41,18 @@ if limit > 0 and #jobs > 0 then
         local id = cands[i][1]
         done[id] = true
         local r = load(id)
-        if r.deadline ~= nil and tonumber(r.deadline) <= at then
+        if r == nil or r.available_at == nil or tonumber(r.available_at) > at or not CLAIMABLE[r.status] then
+          -- parked or changed by this claim meanwhile (a full gate's backlog)
+        elseif r.deadline ~= nil and tonumber(r.deadline) <= at then
           final(r, 'failed', nil, DEADLINE_ERROR, at, nil)
           skipped = skipped + 1
         elseif r.flow ~= nil and not admit_claim(r, at) then
           skipped = skipped + 1
+          local gate = r.gate
+          if r.reason == 'concurrency' and not full[gate] then
+            full[gate] = true
+            park_gate(gate, r.flow, at, 5000)
+          end
         else
           if r.owner ~= nil then set(r, 'recoveries', tonumber(r.recoveries or '0') + 1) end
           set(r, 'status', 'running'); set(r, 'owner', owner); set(r, 'available_at', at + lease)

@@ -132,11 +132,11 @@ local function open_due_gates(at)
 end
 
 -- may ``r`` be claimed at ``at``? Counted if so, else parked.
-local function admit_claim(r, at, taking)
+local function admit_claim(r, at)
   local spec = spec_of(r.flow)
   if not spec.gated then return true end
-  local b = blocked(r, spec, at, taking)
-  if b ~= nil then park(r, b[1], b[2], b[3]); return false end
+  local b = blocked(r, spec, at, {})
+  if b ~= nil then park(r, b[1], b[2], b[3]); return false, b end
   if r.started_at == nil then
     for _, w in ipairs(spec.rolling) do add_mark(w[1], at, at - tonumber(w[3])) end
     for _, w in ipairs(spec.rolling) do
@@ -154,4 +154,18 @@ local function allows_running(r)
   if r.slot == nil or r.flow == nil then return true end
   local spec = spec_of(r.flow)
   return spec.window == nil or running(r.slot) < tonumber(spec.window[2])
+end
+
+-- a window gate found full: park its other due executions with the same rules at once
+-- (the slot count cannot drop inside this script), at most ``bound`` of them
+local function park_gate(gate, flow, at, bound)
+  local n = 0
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':sq:' .. gate, '-inf', fmt(at), 'LIMIT', 0, bound)) do
+    local r = load(id)
+    if r.flow == flow and r.status ~= 'running' then
+      park(r, gate, nil, 'concurrency')
+      n = n + 1
+    end
+  end
+  return n
 end

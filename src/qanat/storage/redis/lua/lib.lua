@@ -105,6 +105,13 @@ local function reindex(id, o, n)
   local ws, is_ = o and in_slot(o), n and in_slot(n)
   if ws and not (is_ and oe.slot == ne.slot) then redis.call('ZREM', P .. ':slot:' .. oe.slot, id) end
   if is_ then redis.call('ZADD', P .. ':slot:' .. ne.slot, ne.available_at or 0, id) end
+  -- due executions that would take a window slot (for parking a full gate's backlog)
+  local wq, iq = o and in_ready(o) and oe.slot ~= nil and oe.status ~= 'running',
+    n and in_ready(n) and ne.slot ~= nil and ne.status ~= 'running'
+  if wq and not (iq and oe.slot == ne.slot) then redis.call('ZREM', P .. ':sq:' .. oe.slot, id) end
+  if iq and not (wq and oe.slot == ne.slot and oe.available_at == ne.available_at) then
+    redis.call('ZADD', P .. ':sq:' .. ne.slot, ne.available_at, id)
+  end
   -- owner
   if oe.owner ~= ne.owner then
     if oe.owner then redis.call('SREM', P .. ':own:' .. oe.owner, id) end
