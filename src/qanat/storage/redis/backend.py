@@ -33,11 +33,11 @@ from qanat.storage.base import (
     decode_cursor,
     encode_cursor,
 )
+from qanat.storage.records import STATUSES
 from qanat.storage.redis import codec
 from qanat.storage.redis.bell import Bell
 from qanat.storage.redis.pipes import RedisPipes
 from qanat.storage.redis.scripts import Scripts
-from qanat.storage.records import STATUSES
 from qanat.storage.urls import redact
 
 log = logging.getLogger("qanat")
@@ -171,7 +171,7 @@ class RedisStorage(RedisPipes, Storage):
         if s is None or s.loop is not asyncio.get_running_loop():
             return True
         try:
-            version = await s.client.get(f"{self.key}:ver")
+            version = str(await s.client.get(f"{self.key}:ver"))
         except (rexc.ConnectionError, rexc.TimeoutError):
             return True
         seen, self._seen_version = self._seen_version, version

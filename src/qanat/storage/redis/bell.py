@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
@@ -61,14 +62,14 @@ class Bell:
             client = self._connect()
             try:
                 if last == "$":  # start from the newest entry, whatever it is
-                    newest = await client.xrevrange(self.stream, count=1)
-                    last = newest[0][0] if newest else "0-0"
+                    newest: Any = await client.xrevrange(self.stream, count=1)
+                    last = str(newest[0][0]) if newest else "0-0"
                 self._call()  # (re)connected: an entry may have been missed
                 backoff = BACKOFF_FIRST
                 while True:
-                    got = await client.xread({self.stream: last}, block=BLOCK_MS, count=1)
+                    got: Any = await client.xread({self.stream: last}, block=BLOCK_MS, count=1)
                     if got:
-                        last = got[0][1][-1][0]
+                        last = str(got[0][1][-1][0])
                         self._call()
             except asyncio.CancelledError:
                 raise

@@ -75,7 +75,9 @@ class Scripts:
             except TRANSIENT as exc:
                 if time.monotonic() + backoff > deadline:
                     raise StorageError(f"Redis unreachable for {RETRY_FOR:.0f}s: {exc}") from exc
-                log.warning("qanat: Redis call %s failed (%s); retrying in %.2fs", name, exc, backoff)
+                log.warning(
+                    "qanat: Redis call %s failed (%s); retrying in %.2fs", name, exc, backoff
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
             except rexc.ResponseError as exc:
