@@ -27,11 +27,11 @@ import pytest
 
 from qanat import Queue
 from qanat.storage.base import FINISHED_STATUSES, ExecutionRecord, StepRecord
-from services import postgres_server, postgres_url
+from services import postgres_server, postgres_url, redis_server, redis_url
 
 T = TypeVar("T")
-#: the session's PostgreSQL server, for project["postgres"]
-__all__ = ["postgres_server", "postgres_url"]
+#: the session's PostgreSQL and Redis servers, for project["postgres"] and ["redis"]
+__all__ = ["postgres_server", "postgres_url", "redis_server", "redis_url"]
 
 #: The app every acceptance test runs. Files go to $QANAT_TEST_DIR.
 APP = r'''
@@ -365,14 +365,17 @@ _schemas = itertools.count()
 
 @pytest.fixture
 def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
-    """A project on SQLite; ``@pytest.mark.parametrize("project", ["sqlite", "postgres"],
-    indirect=True)`` runs a test on both (PostgreSQL: a fresh schema of the session's
-    server, tests/services.py)."""
+    """A project on SQLite; ``@pytest.mark.parametrize("project", ["sqlite", "postgres",
+    "redis"], indirect=True)`` runs a test on each (PostgreSQL: a fresh schema of the
+    session's server; Redis: a fresh prefix of the session's server; tests/services.py)."""
     backend = getattr(request, "param", "sqlite")
     url = None
     if backend == "postgres":
         server: str = request.getfixturevalue("postgres_url")
         url = f"{server}?schema=acceptance_{os.getpid()}_{next(_schemas)}"
+    elif backend == "redis":
+        server = request.getfixturevalue("redis_url")
+        url = f"{server}?prefix=acceptance_{os.getpid()}_{next(_schemas)}"
     p = Project(tmp_path, url)
     try:
         yield p

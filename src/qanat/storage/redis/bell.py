@@ -24,7 +24,7 @@ import redis.exceptions as rexc
 log = logging.getLogger("qanat")
 
 #: How long one XREAD blocks (milliseconds) before it is made again.
-BLOCK_MS = 5000
+BLOCK_MS = 2000
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 
