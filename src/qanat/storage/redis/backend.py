@@ -62,6 +62,7 @@ class RedisStorage(RedisPipes, Storage):
         self._scripts: Scripts | None = None
         self._offset = 0.0
         self._seen_version: str | None = None
+        self._seen_heard = -1
         self._bell: Bell | None = None
 
     # --- connection ----------------------------------------------------------------
@@ -167,6 +168,11 @@ class RedisStorage(RedisPipes, Storage):
         return float(server)
 
     async def changed(self) -> bool:
+        bell = self._bell
+        if bell is not None and bell.listening:
+            # the wake-up stream is read on its own connection: no round trip here
+            seen, self._seen_heard = self._seen_heard, bell.heard
+            return seen != bell.heard
         s = self._scripts
         if s is None or s.loop is not asyncio.get_running_loop():
             return True

@@ -39,6 +39,8 @@ class Bell:
         self._task: asyncio.Task[None] | None = None
         #: entries heard so far (and reconnections, which may have missed some)
         self.heard = 0
+        #: whether the listening connection is up (else storage must ask the server)
+        self.listening = False
 
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
         self._callbacks = (*self._callbacks, callback)
@@ -52,8 +54,9 @@ class Bell:
 
     def _call(self) -> None:
         self.heard += 1
+        loop = asyncio.get_running_loop()
         for callback in self._callbacks:
-            callback()
+            loop.call_soon(callback)  # never inside this task: a callback may cancel it
 
     async def _main(self) -> None:
         last = "$"
@@ -64,6 +67,7 @@ class Bell:
                 if last == "$":  # start from the newest entry, whatever it is
                     newest: Any = await client.xrevrange(self.stream, count=1)
                     last = str(newest[0][0]) if newest else "0-0"
+                self.listening = True
                 self._call()  # (re)connected: an entry may have been missed
                 backoff = BACKOFF_FIRST
                 while True:
@@ -80,8 +84,9 @@ class Bell:
                     backoff,
                 )
             finally:
+                self.listening = False
                 with contextlib.suppress(Exception):
-                    await client.aclose()
+                    await asyncio.wait_for(client.aclose(), 1.0)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
@@ -90,4 +95,4 @@ class Bell:
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
-                await task
+                await asyncio.wait([task], timeout=2.0)
