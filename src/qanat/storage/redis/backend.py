@@ -180,8 +180,8 @@ class RedisStorage(RedisPipes, Storage):
             version = str(await s.client.get(f"{self.key}:ver"))
         except (rexc.ConnectionError, rexc.TimeoutError):
             return True
-        seen, self._seen_version = self._seen_version, version
-        return seen != version
+        before, self._seen_version = self._seen_version, version
+        return before != version
 
     def listen(self, callback: Callable[[], None]) -> Callable[[], None] | None:
         if self._bell is None:

@@ -40,7 +40,7 @@ OPERATIONS = (
     "now", "open",
 )  # fmt: skip
 #: How long a call keeps trying while the server is unreachable (seconds).
-RETRY_FOR = 60.0
+RETRY_FOR = 10.0
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 TRANSIENT = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError)
