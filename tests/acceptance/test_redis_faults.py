@@ -30,7 +30,7 @@ from services import RedisServer
 if TYPE_CHECKING:
     from conftest import Project
 
-APP = r'''
+APP = r"""
 import asyncio
 import os
 
@@ -78,7 +78,7 @@ async def zombie() -> list:
 
 queue = qanat.Queue(jobs=[three_steps, zombie], storage=os.environ["QANAT_TEST_STORAGE"],
                     lease="2s")
-'''
+"""
 
 N = 30
 OUTAGE = 4.0  # longer than a lease: leases lapse while the server is down
