@@ -44,6 +44,8 @@ log = logging.getLogger("qanat")
 
 #: The key layout this code writes (``{prefix}:meta`` field ``layout``).
 LAYOUT = 1
+#: Connections per storage object (besides the wake-up listener's own).
+MAX_CONNECTIONS = 16
 #: Finished executions deleted by one purge script (the caller loops).
 PURGE_BATCH = 500
 
@@ -68,9 +70,17 @@ class RedisStorage(RedisPipes, Storage):
     # --- connection ----------------------------------------------------------------
 
     def _new_client(self) -> aioredis.Redis:
-        return aioredis.Redis.from_url(
-            self.url, decode_responses=True, socket_connect_timeout=5.0, health_check_interval=30
+        # a bounded pool that waits for a free connection (many concurrent executions of
+        # one process share it) instead of failing with "Too many connections"
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url,
+            decode_responses=True,
+            socket_connect_timeout=5.0,
+            health_check_interval=30,
+            max_connections=MAX_CONNECTIONS,
+            timeout=None,
         )
+        return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
 
     async def _run(self, name: str, args: list[Any]) -> Any:
         s = self._scripts

@@ -1,3 +1,4 @@
+-- needs: flow
 -- acquire_step: ARGV name, holder, owner, limit, lease, at (opt)
 -- slots P:ss:<name> (holder scored by lease end), their owners P:sso:<name>, and per
 -- owner the slots it renews P:sown:<owner> (name\0holder)

@@ -1,3 +1,4 @@
+-- needs: flow ops
 -- cancel: ARGV reason (opt), ids... -> the records as they were before
 local before = {}
 local ids = {}

@@ -1,3 +1,4 @@
+-- needs: flow ops
 -- claim: ARGV owner, lease, at (opt), limit, n jobs, jobs...
 -- Per job and priority a sorted set by available_at holds what is claimable: due
 -- executions and leased ones (scored by lease end), so expired leases are found in

@@ -1,3 +1,4 @@
+-- needs: flow ops pages
 -- events: ARGV pipe (opt), since (opt), limit, cursor at (opt), cursor id (opt)
 local pipe, since, limit = opt(ARGV[1]), num(opt(ARGV[2])), tonumber(ARGV[3])
 local cat, cid = num(opt(ARGV[4])), opt(ARGV[5])

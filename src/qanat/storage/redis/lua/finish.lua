@@ -1,3 +1,4 @@
+-- needs: flow ops
 -- finish: ARGV id, owner, status, output, error, attempt, available_at, reason (opt
 -- each), then the completion event: id (opt), pipe, data (opt), sent_at, source (opt),
 -- shape/value pairs; then children, failures, logs (each a count and its items).

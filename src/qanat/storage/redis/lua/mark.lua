@@ -1,3 +1,4 @@
+-- needs: flow
 -- mark: ARGV id, owner, status (running or waiting); the owner and lease are kept
 local r = load(ARGV[1])
 if not owns(r, ARGV[2]) then return 0 end

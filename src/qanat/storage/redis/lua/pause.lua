@@ -1,3 +1,4 @@
+-- needs: flow
 -- pause: ARGV id -> the status after, or nil
 local r = load(ARGV[1])
 if r == nil then return nil end

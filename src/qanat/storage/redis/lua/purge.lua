@@ -1,3 +1,4 @@
+-- needs: flow ops
 -- purge: ARGV status, before (opt), keep (opt), batch -> how many deleted (at most
 -- batch: the caller calls again until fewer come back)
 local k = P .. ':done:' .. ARGV[1]

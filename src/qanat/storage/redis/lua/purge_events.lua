@@ -1,3 +1,4 @@
+-- needs: flow ops
 -- purge_events: ARGV before (opt), keep (opt), batch -> events deleted (at most batch;
 -- the caller calls again until fewer come back)
 local before, keep, batch = num(opt(ARGV[1])), num(opt(ARGV[2])), tonumber(ARGV[3])

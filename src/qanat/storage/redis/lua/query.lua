@@ -1,3 +1,4 @@
+-- needs: pages
 -- query: ARGV limit, cursor at (opt), cursor id (opt), filter JSON
 -- Walks the most selective index (job+status, job, status, or all; a parent's
 -- children; given ids) newest first and filters the rest here.

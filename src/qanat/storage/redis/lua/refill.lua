@@ -1,3 +1,4 @@
+-- needs: flow
 -- refill: ARGV at (opt): unpark what every gate with parked work lets start
 local at = at_arg(ARGV[1])
 local n = 0

@@ -1,3 +1,4 @@
+-- needs: flow
 -- release: ARGV owner, ids...: given back, due now; not a recovery
 local at = now()
 for i = 2, #ARGV do

@@ -1,3 +1,4 @@
+-- needs: flow
 -- release_step: ARGV name, holder
 local name, holder = ARGV[1], ARGV[2]
 redis.call('ZREM', P .. ':ss:' .. name, holder)

@@ -1,3 +1,4 @@
+-- needs: flow ops
 -- restart: ARGV id, at -> the record, or nil unless failed or cancelled
 local r = load(ARGV[1])
 if r == nil or (r.status ~= 'failed' and r.status ~= 'cancelled') then return nil end

@@ -1,3 +1,4 @@
+-- needs: flow ops
 -- send: ARGV id, pipe, data, sent_at, source (opt), shape/value pairs, records (count,
 -- then each with its batch item), failures (count, then source, JSON, at).
 -- Returns {'stored', event} or {'need', shapes...} (waiters exist on shapes the caller

@@ -1,3 +1,4 @@
+-- needs: flow
 -- suspend: ARGV id, owner, status, available_at (opt)
 local r = load(ARGV[1])
 if r == nil or r.owner ~= ARGV[2] or not OWNED[r.status] then return 0 end

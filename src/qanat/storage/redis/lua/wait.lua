@@ -1,3 +1,4 @@
+-- needs: flow ops
 -- wait: ARGV id, owner, key, pipe, shape (opt), value (opt), since, deadline (opt),
 -- pokes (opt), at (opt) -> {why ('' none), suspended (0/1), waiter fields...}
 local eid, owner, key = ARGV[1], ARGV[2], ARGV[3]
