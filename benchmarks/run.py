@@ -136,10 +136,10 @@ async def w_enqueue(tmp: Path, n: int) -> dict[str, float]:
     return {"n": n, "per_s": n / elapsed, "paired_raw_per_s": paired}
 
 
-def _spawn_worker(db: Path) -> subprocess.Popen[bytes]:
+def _spawn_worker(db: Path, *args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "QANAT_BENCH_DB": str(db)}
     return subprocess.Popen(
-        [sys.executable, "-m", "qanat", "worker", "bench_app:queue"],
+        [sys.executable, "-m", "qanat", "worker", "bench_app:queue", *args],
         cwd=HERE,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -175,8 +175,12 @@ LEFT = (
 )
 
 
-async def w_drain(tmp: Path, n: int) -> dict[str, float]:
-    """Pre-enqueue ``n`` no-op jobs, then one ``qanat worker`` process drains them."""
+async def w_drain(
+    tmp: Path, n: int, worker_args: tuple[str, ...] = (), during: Any = None
+) -> dict[str, float]:
+    """Pre-enqueue ``n`` no-op jobs, then one ``qanat worker`` process drains them
+    (started with ``worker_args``; ``during(proc)``, if given, runs as a task meanwhile:
+    benchmarks/metrics.py scrapes ``/metrics`` with it)."""
     db = tmp / "q.db"
     q = _app(db).queue
     await q.start(worker=False)
@@ -187,7 +191,8 @@ async def w_drain(tmp: Path, n: int) -> dict[str, float]:
         await q.stop()
     watch = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
     spawned = time.time()
-    proc = _spawn_worker(db)
+    proc = _spawn_worker(db, *worker_args)
+    side = None if during is None else asyncio.get_running_loop().create_task(during(proc))
     try:
         while watch.execute(LEFT).fetchone()[0] > 0:
             if proc.poll() is not None:
@@ -195,6 +200,9 @@ async def w_drain(tmp: Path, n: int) -> dict[str, float]:
             await asyncio.sleep(POLL)
         rss = _peak_rss_mb(proc.pid)
     finally:
+        if side is not None:
+            side.cancel()
+            await asyncio.gather(side, return_exceptions=True)  # it ends before the worker
         _stop_worker(proc)
     first, last, done = watch.execute(
         "SELECT min(started_at), max(completed_at), count(*) FROM executions "

@@ -8,7 +8,9 @@ argument. Each command runs in its own ``asyncio.run`` and always stops the queu
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -25,11 +27,12 @@ from qanat.cli_app import job_of as _job
 from qanat.cli_app import queue_of as _queue
 from qanat.cli_app import run as _run
 from qanat.cli_control import filter_options, filters_of
-from qanat.engine.supervisor import Supervisor, watch_supervisor
-from qanat.errors import PayloadTooLarge, StorageError, UnknownPipe
+from qanat.engine.supervisor import Supervisor, spawn_passing, watch_supervisor
+from qanat.errors import ConfigurationError, PayloadTooLarge, StorageError, UnknownPipe
 from qanat.execution import Execution
 from qanat.pipe import Pipe
 from qanat.queue import Queue
+from qanat.server.auth import TOKEN_ENV, resolve_token
 from qanat.storage.base import (
     COMPLETED,
     ExecutionRecord,
@@ -89,6 +92,22 @@ def main(app: str | None) -> None:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (one port for all --processes).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of --metrics-port; other than loopback only with a token.",
+)
+@click.option(
+    "--metrics-token",
+    metavar="TOKEN",
+    help="Bearer token /metrics requires (default: $QANAT_TOKEN).",
+)
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -98,6 +117,9 @@ def worker(
     grace: float,
     hot_sleep: float | None,
     log_level: str,
+    metrics_port: int | None,
+    metrics_host: str,
+    metrics_token: str | None,
 ) -> None:
     """Run executions of APP's queue until SIGTERM or Ctrl-C, then drain.
 
@@ -107,6 +129,7 @@ def worker(
     is interrupted and runs again elsewhere.
     With --processes N > 1 a supervisor keeps N worker processes running (a dead one
     is replaced); SIGTTIN adds a process, SIGTTOU removes one.
+    With --metrics-port, GET /metrics serves Prometheus text (docs/observability.md).
     """
     spec = app or ctx.find_root().params.get("app")
     queue = load_app(spec)
@@ -118,6 +141,8 @@ def worker(
     )
     if not queue.registry:
         raise CliError(f"{spec!r} has no jobs: there is nothing for a worker to run")
+    token = resolve_token(metrics_token)
+    metrics = None if metrics_port is None else (metrics_host, metrics_port, token)
     if processes > 1:
         args = ["--grace", repr(grace), "--log-level", log_level]
         if concurrency is not None:
@@ -125,16 +150,48 @@ def worker(
         if hot_sleep is not None:
             args += ["--hot-sleep", repr(hot_sleep)]
         child = [sys.executable, "-m", "qanat", "worker", spec, "--processes", "1", *args]
-        ctx.exit(Supervisor(child, processes, echo=lambda line: click.echo(line, err=True)).run())
+        ctx.exit(_supervise(child, processes, metrics))
     try:
-        code = asyncio.run(_work(queue, concurrency, grace, hot_sleep))
+        code = asyncio.run(_work(queue, concurrency, grace, hot_sleep, metrics))
     except StorageError as exc:
         raise Failed(str(exc)) from None
+    except ConfigurationError as exc:
+        raise CliError(str(exc)) from None
     ctx.exit(code)
 
 
+#: Where ``--metrics-port`` serves: (host, port, token).
+MetricsAt = tuple[str, int, str | None]
+
+
+def _supervise(child: list[str], processes: int, metrics: MetricsAt | None) -> int:
+    """Run the children under a supervisor; with metrics, they share one listening socket
+    and one snapshot directory that the supervisor owns."""
+    echo = functools.partial(click.echo, err=True)
+    if metrics is None:
+        return Supervisor(child, processes, echo=echo).run()
+    from qanat.server.metrics_port import SupervisedMetrics
+
+    host, port, token = metrics
+    try:
+        shared = SupervisedMetrics(host, port, token)
+    except ConfigurationError as exc:
+        raise CliError(str(exc)) from None
+    with shared:
+        env = {**os.environ, **shared.env}
+        if token is not None:  # to the children by environment, not on their command line
+            env[TOKEN_ENV] = token
+        child += ["--metrics-port", str(shared.port), "--metrics-host", host]
+        sup = Supervisor(child, processes, env=env, spawn=spawn_passing(shared.fds), echo=echo)
+        return sup.run()
+
+
 async def _work(
-    queue: Queue, concurrency: int | None, grace: float, hot_sleep: float | None
+    queue: Queue,
+    concurrency: int | None,
+    grace: float,
+    hot_sleep: float | None,
+    metrics: MetricsAt | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -142,7 +199,12 @@ async def _work(
     for sig in sigs:
         loop.add_signal_handler(sig, stop.set)
     wid = "?"
+    served = None
     try:
+        if metrics is not None:  # metrics on before the first execution runs
+            from qanat.server.metrics_port import serve_worker_metrics
+
+            served = await serve_worker_metrics(queue, *metrics)
         await queue.start(worker=True, concurrency=concurrency, hot_sleep=hot_sleep)
         assert queue.worker is not None
         w = queue.worker
@@ -152,6 +214,9 @@ async def _work(
             f"{', '.join(sorted(queue.registry))}",
             err=True,
         )
+        if served is not None and metrics is not None:
+            where = f"http://{metrics[0]}:{served.port}/metrics"
+            click.echo(f"qanat worker {wid}: metrics at {where}", err=True)
         watch = loop.create_task(_watch_supervisor(stop))
         await stop.wait()
         watch.cancel()
@@ -162,6 +227,8 @@ async def _work(
         try:
             await queue.stop(grace)
         finally:
+            if served is not None:
+                await served.stop()
             for sig in sigs:
                 loop.remove_signal_handler(sig)
     click.echo(f"qanat worker {wid} stopped", err=True)

@@ -23,6 +23,7 @@ from qanat.durations import (
 )
 from qanat.errors import ConfigurationError
 from qanat.flow import CancelOn, FlowOptions, check_cancel_on
+from qanat.observability.tracing import capture
 from qanat.pipe import Pipe, Trigger
 from qanat.sizes import check_size
 from qanat.steps import job_wait_step, start_child, wait_for_completion
@@ -290,6 +291,7 @@ class Job(Generic[R]):
             run_at=due,
             available_at=due,
             deadline=dl,
+            trace=capture(),
         )
         if self.flow:
             plain = self.input_for_hooks(value)

@@ -7,7 +7,7 @@ import inspect
 import logging
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qanat import codec
 from qanat._ids import new_id
@@ -33,6 +33,9 @@ from qanat.storage.base import (
 )
 from qanat.sync import SyncQueue
 from qanat.views import EventInfo, event_info
+
+if TYPE_CHECKING:
+    from qanat.observability.metrics import Metrics
 
 log = logging.getLogger("qanat")
 
@@ -110,6 +113,9 @@ class Queue:
         self.watcher = Watcher(self)
         self.worker: Worker | None = None
         self.hooks = Hooks()
+        #: This process's Prometheus metrics once turned on for this queue
+        #: (``qanat.observability.metrics.enable``); the engine skips them while None.
+        self.metrics: Metrics | None = None
         self._open = False
         self._open_lock: asyncio.Lock | None = None
         self._sync: SyncQueue | None = None

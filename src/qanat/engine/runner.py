@@ -21,6 +21,7 @@ from qanat.errors import (
     WorkerLost,
 )
 from qanat.failures import encode_error
+from qanat.observability.tracing import active_tracer, attempt_span, end_attempt
 from qanat.steps.state import ExecState, set_current
 from qanat.storage.base import (
     CANCELLED,
@@ -45,7 +46,12 @@ async def execute(worker: Worker, rec: ExecutionRecord, st: ExecState) -> None:
     """Run one attempt of a claimed execution to its next resting point."""
     token = set_current(st)
     try:
-        await _attempt(worker, st)
+        if active_tracer() is None:
+            await _attempt(worker, st)
+        else:
+            with attempt_span(rec.job, rec.id, rec.attempt, rec.trace) as span:
+                st.span = span
+                await _attempt(worker, st)
     finally:
         set_current(None)
         del token
@@ -66,6 +72,9 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
         return
     st.ctx = Context(st, queue.context)
     if rec.claims == 1 and rec.attempt == 1:
+        if queue.metrics is not None and rec.started_at is not None:
+            # the first claim wrote started_at from the storage's clock, as run_at was
+            queue.metrics.on_start(job.name, rec.started_at - rec.run_at)
         await queue.fire(job, "start", rec.id, value)
     limit = job.timeout_for(value)
     deadline_hit = False
@@ -92,12 +101,14 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
         if st.suspended:  # a wait step suspended it in its own transaction
             if st.suspend_until is not None:
                 worker.wake_at(st.suspend_until)
+            end_attempt(st.span, WAITING)
             return
         await worker.flush(st)
         status = st.suspend_status or WAITING
         if await storage.suspend(rec.id, worker.id, status, st.suspend_until):
             if st.suspend_until is not None:
                 worker.wake_at(st.suspend_until)
+            end_attempt(st.span, status)
         return
     except LeaseLost as lost:
         await _stopped(worker, st, value, lost.status)
@@ -136,6 +147,7 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
     # a fault hid it is refused the second time (the owner is gone), changing nothing
     if await (finish() if fin.children else st.through_outage(finish, "finish")):
         st.settled = True
+        _ended(worker, st, COMPLETED)
         if queue.watcher.waiting(rec.id):
             done = rec.copy(status=COMPLETED, output=text, completed_at=storage.clock(), owner=None)
             queue.watcher.finished(done)
@@ -163,8 +175,12 @@ async def _stopped(worker: Worker, st: ExecState, value: Any, why: str | None) -
             await worker.storage.suspend(st.id, worker.id, PAUSED, None)
         else:
             await worker.storage.release(worker.id, [st.id])
+        end_attempt(st.span, PAUSED if st.pause_requested else "released")
         return
-    if why == "cancelled":
+    if why != "cancelled":
+        end_attempt(st.span, why or "lost")  # released or taken over: the attempt ends
+    else:
+        _ended(worker, st, CANCELLED)
         await worker.queue.fire(st.job, "cancel", st.id, value, st.record.reason or "cancelled")
         await worker.queue.fire(st.job, "settled", st.id, value, CANCELLED)
         rec = await worker.storage.get(st.id)
@@ -201,6 +217,7 @@ async def _failed(
     fin = Finish(PENDING, error=encode_error(exc), attempt=rec.attempt + 1, available_at=due)
     if await st.through_outage(lambda: worker.storage.finish(rec.id, worker.id, fin), "retry"):
         st.settled = True
+        _ended(worker, st, "retry", exc)
         worker.wake_at(due)
         await worker.queue.fire(job, "error", rec.id, value, exc)
         await worker.queue.fire(job, "retry", rec.id, value, exc)
@@ -212,6 +229,7 @@ async def _final_failure(worker: Worker, st: ExecState, value: Any, exc: Excepti
     fin = Finish(FAILED, error=text)
     if await st.through_outage(lambda: worker.storage.finish(rec.id, worker.id, fin), "finish"):
         st.settled = True
+        _ended(worker, st, FAILED, exc)
         worker.queue.watcher.finished(
             rec.copy(status=FAILED, error=text, completed_at=worker.storage.clock())
         )
@@ -219,6 +237,20 @@ async def _final_failure(worker: Worker, st: ExecState, value: Any, exc: Excepti
             await worker.queue.fire(job, "error", rec.id, value, exc)
             await worker.queue.fire(job, "failure", rec.id, value, exc)
             await worker.queue.fire(job, "settled", rec.id, value, FAILED)
+
+
+def _ended(worker: Worker, st: ExecState, status: str, error: Exception | None = None) -> None:
+    """An attempt's end, once stored: the metrics (when on) and the attempt's span learn
+    it. ``status`` is the final one, or ``retry``."""
+    metrics = worker.queue.metrics
+    if metrics is not None:
+        if status == "retry":
+            metrics.on_retry(st.job.name)
+        else:
+            started = st.record.started_at
+            took = None if started is None else worker.storage.clock() - started
+            metrics.on_finish(st.job.name, status, took)
+    end_attempt(st.span, status, error)
 
 
 def _worker_lost(st: ExecState, limit: int) -> WorkerLost:

@@ -60,6 +60,16 @@ def _popen(command: Sequence[str], env: Mapping[str, str]) -> ChildProcess:
     return subprocess.Popen(list(command), env=dict(env))
 
 
+def spawn_passing(fds: Sequence[int]) -> Spawn:
+    """A :data:`Spawn` whose children inherit the file descriptors ``fds`` (the listening
+    socket of ``--metrics-port``, shared by every child)."""
+
+    def spawn(command: Sequence[str], env: Mapping[str, str]) -> ChildProcess:
+        return subprocess.Popen(list(command), env=dict(env), pass_fds=tuple(fds))
+
+    return spawn
+
+
 def describe_exit(returncode: int) -> str:
     """How a process ended, from its ``Popen.returncode``: ``"killed by SIGKILL"``,
     ``"exited with status 3"``."""

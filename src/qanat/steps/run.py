@@ -21,6 +21,7 @@ from qanat.durations import (
 from qanat.durations import to_timestamp as _to_ts
 from qanat.errors import NonRetryable, PayloadTooLarge, RetryAfter, Timeout
 from qanat.failures import decode_error, encode_error
+from qanat.observability.tracing import active_tracer, step_span
 from qanat.sizes import check_size
 from qanat.steps.state import ExecState, current
 from qanat.storage.base import COMPLETED, FAILED, StepRecord, now
@@ -134,13 +135,27 @@ async def _acquire_step(st: ExecState, name: str, holder: str, limit: int) -> No
 async def _attempts(
     st: ExecState, opts: Step, key: str, kind: str, call: Callable[[ExecState], Awaitable[Any]]
 ) -> Any:
+    """The attempts of one step run, in a ``qanat.step`` span when tracing is on."""
+    if active_tracer() is None:
+        return await _attempt_loop(st, opts, key, kind, call)
+    with step_span(kind, opts.name, key):
+        return await _attempt_loop(st, opts, key, kind, call)
+
+
+async def _attempt_loop(
+    st: ExecState, opts: Step, key: str, kind: str, call: Callable[[ExecState], Awaitable[Any]]
+) -> Any:
     clock = st.worker.storage.clock
     started = clock()
     limit = None if opts.timeout is None else parse_duration(opts.timeout)
+    metrics = st.worker.queue.metrics
 
     def record(status: str, text: str | None, error: str | None, attempts: int) -> StepRecord:
+        ended = clock()
+        if metrics is not None:
+            metrics.on_step(st.job.name, opts.name, ended - started)
         return StepRecord(
-            st.id, key, kind, opts.name, status, text, error, attempts, st.attempt, started, clock()
+            st.id, key, kind, opts.name, status, text, error, attempts, st.attempt, started, ended
         )
 
     attempt = 0

@@ -49,6 +49,8 @@ class ExecState:
     #: True once this worker's finish of the execution committed: what its hooks log
     #: afterwards is written under no claim (``owner=None``), the claim being over.
     settled: bool = False
+    #: The attempt's ``qanat.execution`` span while tracing is on (``observability``).
+    span: Any = None
 
     @property
     def id(self) -> str:

@@ -64,6 +64,9 @@ class ExecutionRecord:
     #: The step a recovered execution was about to run when last claimed (``enter_step``),
     #: so the ``WorkerLost`` of a poison pill can name the step that kills its workers.
     step_in_flight: str | None = None
+    #: The trace context of the code that started it (W3C ``traceparent`` and friends, as
+    #: a JSON object of propagation headers), restored by the worker (SPEC §14).
+    trace: str | None = None
 
     def copy(self, **changes: Any) -> ExecutionRecord:
         """A copy with some fields changed (without ``dataclasses.replace``: this is hot)."""

@@ -63,7 +63,7 @@ def execution_params(r: ExecutionRecord) -> tuple[Any, ...]:
         r.max_attempts, r.created_at, r.run_at, r.available_at, r.deadline, r.started_at,
         r.completed_at, r.owner, r.output, r.error, r.reason, r.progress,
         int(r.pause_requested), r.claims, r.flow, r.slot, r.gate, r.recoveries,
-        r.step_in_flight,
+        r.step_in_flight, r.trace,
     )  # fmt: skip
 
 
