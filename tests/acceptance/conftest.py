@@ -28,11 +28,11 @@ import pytest
 from node_server import NodeServer
 from qanat import Queue
 from qanat.storage.base import FINISHED_STATUSES, ExecutionRecord, StepRecord
-from services import postgres_server, postgres_url
+from services import postgres_server, postgres_url, redis_server, redis_url
 
 T = TypeVar("T")
-#: the session's PostgreSQL server, for project["postgres"]
-__all__ = ["postgres_server", "postgres_url"]
+#: the session's PostgreSQL and Redis servers, for project["postgres"] and ["redis"]
+__all__ = ["postgres_server", "postgres_url", "redis_server", "redis_url"]
 
 #: The app every acceptance test runs. Files go to $QANAT_TEST_DIR.
 APP = r'''
@@ -368,17 +368,21 @@ _schemas = itertools.count()
 
 @pytest.fixture
 def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
-    """A project on SQLite; ``@pytest.mark.parametrize("project", ["sqlite", "postgres"],
-    indirect=True)`` runs a test on both (PostgreSQL: a fresh schema of the session's
-    server, tests/services.py; "node": a ``qanat serve`` subprocess over SQLite that the
-    workers and clients reach by HTTP with a token, ``project.node``)."""
+    """A project on SQLite; ``@pytest.mark.parametrize("project", ["sqlite", "postgres",
+    "redis", "node"], indirect=True)`` runs a test on each (PostgreSQL: a fresh schema of
+    the session's server; Redis: a fresh prefix of the session's server; tests/services.py;
+    "node": a ``qanat serve`` subprocess over SQLite that the workers and clients reach by
+    HTTP with a token, ``project.node``)."""
     backend = getattr(request, "param", "sqlite")
     url = None
     node = None
     if backend == "postgres":
         server: str = request.getfixturevalue("postgres_url")
         url = f"{server}?schema=acceptance_{os.getpid()}_{next(_schemas)}"
-    if backend == "node":
+    elif backend == "redis":
+        server = request.getfixturevalue("redis_url")
+        url = f"{server}?prefix=acceptance_{os.getpid()}_{next(_schemas)}"
+    elif backend == "node":
         (tmp_path / "app.py").write_text(APP)
         node = NodeServer(tmp_path, tmp_path / "node.db")
         node.start()

@@ -84,7 +84,7 @@ def _skewed_worker(project: Project, skew: str, log: str = "skewed.err") -> subp
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("project", ["postgres", "node"], indirect=True)
+@pytest.mark.parametrize("project", ["postgres", "redis", "node"], indirect=True)
 def test_worker_ten_seconds_ahead_takes_nothing_live_and_wakes_sleeps_on_time(
     project: Project,
 ) -> None:

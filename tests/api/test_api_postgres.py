@@ -4,7 +4,6 @@ refusals hold, and a refused request leaves every table as it was."""
 from __future__ import annotations
 
 from api_support import Api, MakeApi
-
 from qanat import Queue
 
 

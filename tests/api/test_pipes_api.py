@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from api_support import JSON, Api, MakeApi
 
+from api_support import JSON, Api, MakeApi
 from support import eventually
 
 EVENT_KEYS = {"id", "pipe", "data", "sent_at", "source", "started", "woken", "failed"}

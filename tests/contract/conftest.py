@@ -16,11 +16,12 @@ import pytest
 import pytest_asyncio
 
 from node_server import NodeServer
-from qanat.storage import MemoryStorage, PostgresStorage, SqliteStorage, Storage
+from qanat.storage import MemoryStorage, PostgresStorage, RedisStorage, SqliteStorage, Storage
 from qanat.storage.http import HttpStorage
-from services import postgres_server, postgres_url
+from services import postgres_server, postgres_url, redis_server, redis_url
 
-__all__ = ["postgres_server", "postgres_url"]  # the session's PostgreSQL server (tests/services.py)
+# the session's PostgreSQL and Redis servers (tests/services.py)
+__all__ = ["postgres_server", "postgres_url", "redis_server", "redis_url"]
 
 _schemas = itertools.count()
 
@@ -83,12 +84,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+def _redis(request: pytest.FixtureRequest) -> Storage:
+    """A fresh prefix of the session's server for each test."""
+    url: str = request.getfixturevalue("redis_url")
+    return RedisStorage(url, prefix=f"contract_{next(_schemas)}")
+
+
 BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Storage]] = {
     "memory": lambda tmp, request: MemoryStorage(),
     "sqlite": lambda tmp, request: SqliteStorage(str(tmp / "contract.db")),
     "postgres": lambda tmp, request: _postgres(request),
     "http": lambda tmp, request: NodeClient(tmp / "contract.db"),
     "serve": lambda tmp, request: ServedNode(tmp),
+    "redis": lambda tmp, request: _redis(request),
 }
 
 
@@ -112,6 +120,8 @@ def twin_of(store: Storage) -> Storage:
         return HttpStorage(store.url, token=store.token, transport=store.app)
     if isinstance(store, ServedNode):
         return HttpStorage(store.url, token=store.token)
+    if isinstance(store, RedisStorage):
+        return RedisStorage(store.url, prefix=store.prefix)
     return store  # memory: one process, one object
 
 

@@ -123,6 +123,7 @@ async def test_send_cost_does_not_grow_with_waiters(storage: Storage) -> None:
             spent[pipe] += time.perf_counter() - t
     assert spent["p"] < 3 * spent["q"] + 0.05, spent
 
+
 async def test_send_reports_and_stores_the_executions_it_woke(storage: Storage) -> None:
     await running(storage, "e1", "e2", "e3")
     assert (await storage.wait("e1", "w1", waiter("e1", {"n": 1}), None, now())).suspended
