@@ -1,6 +1,7 @@
 """The node's ASGI app: the worker protocol at ``/node``, the public API at ``/api``,
-and whatever else the caller mounts (the dashboard at ``/``, ``/metrics``), all behind
-one bearer token."""
+and whatever else the caller mounts (``/metrics``), each behind one bearer token; and
+the dashboard at ``/``, which checks the same token its own way (a sign-in form and a
+cookie for browsers, or the bearer header; see ``qanat.dashboard.security``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from qanat.server.api import api_app
@@ -63,12 +64,14 @@ def build_app(
     queue: Queue,
     *,
     token: str | None,
-    extra_mounts: Sequence[tuple[str, ASGIApp]] = (),
+    extra_routes: Sequence[tuple[str, ASGIApp]] = (),
+    dashboard: ASGIApp | None = None,
     node: Node | None = None,
 ) -> Starlette:
     """The node's app over ``queue``'s storage: ``/node/v1/...`` (workers, clients),
-    ``/api`` (SPEC §13), then ``extra_mounts`` as ``(path, app)``, every request behind
-    ``token`` (None: no auth, loopback only). The queue's storage is opened at start-up
+    ``/api`` (SPEC §13), then ``extra_routes`` as ``(path, app)`` (one path each), every request behind
+    ``token`` (None: no auth, loopback only); ``dashboard`` last at ``/``, guarding itself
+    with the same token. The queue's storage is opened at start-up
     (or on the first request, under a test transport that runs no lifespan) and closed
     at shutdown."""
     node = node or Node(queue)
@@ -82,11 +85,12 @@ def build_app(
             await node.stop()
 
     routes: list[BaseRoute] = [
-        Mount("/node/v1", routes=node.routes()),
-        Mount("/api", app=api_app(queue)),
+        Mount("/node/v1", app=BearerAuth(Router(routes=node.routes()), token)),
+        Mount("/api", app=BearerAuth(api_app(queue), token)),
     ]
-    routes += [Mount(path, app=app) for path, app in extra_mounts]
+    routes += [Route(path, BearerAuth(app, token)) for path, app in extra_routes]
+    if dashboard is not None:
+        routes.append(Mount("/", app=dashboard))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.node = node
-    app.add_middleware(BearerAuth, token=token)
     return app

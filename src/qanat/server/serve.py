@@ -36,10 +36,12 @@ log = logging.getLogger("qanat.node")
 GRACE = 10.0
 
 
-def extra_mounts(queue: Queue, token: str | None) -> Sequence[tuple[str, ASGIApp]]:
-    """The apps mounted beside ``/node`` and ``/api`` (the dashboard at ``/``,
-    ``/metrics``): none yet on this branch; the lead adds them here."""
-    return ()
+def extra_routes(queue: Queue, token: str | None) -> Sequence[tuple[str, ASGIApp]]:
+    """The apps mounted beside ``/node`` and ``/api``, behind the bearer token: ``/metrics``
+    (SPEC §14)."""
+    from qanat.observability.exposition import metrics_app
+
+    return (("/metrics", metrics_app(queue)),)
 
 
 def check_tls(certfile: str | None, keyfile: str | None) -> None:
@@ -82,7 +84,15 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     node = Node(queue)
-    app = build_app(queue, token=token, extra_mounts=extra_mounts(queue, token), node=node)
+    from qanat.dashboard import dashboard_app
+
+    app = build_app(
+        queue,
+        token=token,
+        extra_routes=extra_routes(queue, token),
+        dashboard=dashboard_app(queue, token=token),
+        node=node,
+    )
     config = uvicorn.Config(
         app,
         host=host,
