@@ -70,10 +70,10 @@ def build_app(
 ) -> Starlette:
     """The node's app over ``queue``'s storage: ``/node/v1/...`` (workers, clients),
     ``/api`` (SPEC §13), then ``extra_routes`` as ``(path, app)`` (one path each), every
-    request behind ``token`` (None: no auth, loopback only); ``dashboard`` last at ``/``, guarding itself
-    with the same token. The queue's storage is opened at start-up
-    (or on the first request, under a test transport that runs no lifespan) and closed
-    at shutdown."""
+    request behind ``token`` (None: no auth, loopback only); ``dashboard`` last at ``/``,
+    guarding itself with the same token. The queue's storage is opened at start-up (or on
+    the first request, under a test transport that runs no lifespan) and closed at
+    shutdown."""
     node = node or Node(queue)
 
     @contextlib.asynccontextmanager
