@@ -192,9 +192,6 @@ async def test_waiting_clients_are_woken_by_the_long_poll_at_once(app: Any) -> N
     async def double(x: int) -> int:
         return 2 * x
 
-    worker_store, client_store = await client(app), await client(app)
-    await worker_store.close()
-    await client_store.close()
     worker = Queue(jobs=[double], storage=HttpStorage("http://node", TOKEN, transport=app))
     waiter = Queue(jobs=[double], storage=HttpStorage("http://node", TOKEN, transport=app))
     await worker.start()
