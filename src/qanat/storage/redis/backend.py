@@ -44,6 +44,8 @@ log = logging.getLogger("qanat")
 
 #: The key layout this code writes (``{prefix}:meta`` field ``layout``).
 LAYOUT = 1
+#: How long a reply may take before the call counts as failed (seconds).
+SCRIPT_TIMEOUT = 30.0
 #: Connections per storage object (besides the wake-up listener's own).
 MAX_CONNECTIONS = 16
 #: Finished executions deleted by one purge script (the caller loops).
@@ -76,6 +78,9 @@ class RedisStorage(RedisPipes, Storage):
             self.url,
             decode_responses=True,
             socket_connect_timeout=5.0,
+            # a long script (a claim parking a gate's backlog of thousands) on a busy
+            # server must not meet redis-py's 5 s default and be sent again
+            socket_timeout=SCRIPT_TIMEOUT,
             health_check_interval=30,
             max_connections=MAX_CONNECTIONS,
             timeout=None,
