@@ -192,3 +192,94 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """The URL of the session's PostgreSQL server."""
     return postgres_server.url
+
+
+# --- Redis ------------------------------------------------------------------------------
+
+REDIS_ENV_URL = "QANAT_TEST_REDIS_URL"
+
+
+class RedisServer:
+    """One throw-away redis-server: 127.0.0.1, a free port, AOF on, its own folder.
+
+    ``fsync``: ``appendfsync`` (``everysec`` by default, ``always`` for the tests that
+    kill it and count what survived). ``crash()`` is SIGKILL; ``start()`` again brings it
+    back on the same port and folder, replaying its AOF."""
+
+    def __init__(self, fsync: str = "everysec", password: str | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(
+                "redis-server is needed by the tests and is missing (apt-get install redis-server)"
+            )
+        self.binary = binary
+        self.root = Path(tempfile.mkdtemp(prefix="qanat-redis-"))
+        self.port = _free_port()
+        self.fsync = fsync
+        self.password = password
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = self.root / "redis.log"
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port),
+                "--dir", str(self.root), "--appendonly", "yes", "--appendfsync", self.fsync,
+                "--save", "", "--logfile", str(self.log), "--daemonize", "no",
+                "--maxmemory-policy", "noeviction"]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                text = self.log.read_text()[-2000:] if self.log.exists() else ""
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {text}")
+            if self.log.exists() and "Ready to accept connections" in self.log.read_text():
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.02)  # polling the log for the server's start, bounded by the timeout
+        raise RuntimeError("redis-server did not start in 30s")
+
+    def crash(self) -> None:
+        """SIGKILL: no shutdown, no last AOF flush beyond what fsync policy did."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(30)
+        if self.log.exists():  # the next start looks for a fresh "Ready" line
+            self.log.rename(self.root / f"redis.{time.monotonic_ns()}.log")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """The session's redis-server (started on first use, stopped at the end)."""
+    server = RedisServer()
+    try:
+        server.start()
+        os.environ[REDIS_ENV_URL] = server.url
+        yield server
+    finally:
+        os.environ.pop(REDIS_ENV_URL, None)
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of the session's redis-server."""
+    return redis_server.url

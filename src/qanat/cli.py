@@ -506,6 +506,36 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     "--token",
     envvar="QANAT_TOKEN",
     show_envvar=True,
+    help="Bearer token every request must carry (required off loopback).",
+)
+@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), help="TLS cert.")
+@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS key.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+)
+@click.pass_context
+def serve(ctx: click.Context, /, app: str | None, **options: Any) -> None:
+    """Run the orchestration node: workers and clients reach storage through it."""
+    from qanat.server.serve import serve as run_node
+
+    queue = load_app(app or ctx.find_root().params.get("app"))
+    try:
+        run_node(queue, echo=lambda line: click.echo(line, err=True), **options)
+    except ConfigurationError as exc:
+        raise CliError(str(exc)) from None
+
+
+@main.command()
+@click.argument("app", required=False, metavar="[APP]")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=4000, show_default=True)
+@click.option(
+    "--token",
+    envvar="QANAT_TOKEN",
+    show_envvar=True,
     help="Require this token (sign-in form, ?token= or Authorization: Bearer); "
     "needed to bind anything but loopback.",
 )

@@ -176,6 +176,13 @@ class Job(Generic[R]):
     def _max_payload(self) -> int | None:
         return None if self._queue is None else self._queue.max_payload
 
+    def input_schema(self, ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+        """The JSON schema of a call's input, as a dict of arguments (one item for a
+        batch job): for generated docs and forms (``/api/openapi.json``)."""
+        if self._batch is not None:
+            return self._batch[1].json_schema(ref_template=ref_template)
+        return self._schema.model.model_json_schema(ref_template=ref_template)
+
     def decode_input(self, text: str) -> Any:
         """The validated input of a stored execution."""
         data = codec.loads(text)

@@ -95,6 +95,13 @@ class Pipe(Generic[T]):
         limit = None if self._queue is None else self._queue.max_payload
         return check_size(codec.dumps(value, where=where), limit, where), value
 
+    def data_schema(self, ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+        """The JSON schema of the event data (``{}``, any JSON, without an ``input``
+        type): for generated docs and forms (``/api/openapi.json``)."""
+        if self._adapter is None:
+            return {}
+        return self._adapter.json_schema(ref_template=ref_template)
+
     def decode(self, text: str) -> Any:
         """Stored event data, revived to the pipe's input type."""
         value = codec.loads(text)

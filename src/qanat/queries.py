@@ -3,6 +3,7 @@ actions over the same filters) and ``queue.events`` (the log of sent events)."""
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,21 @@ class Events:
         async for rec in pages(limit, page_size):
             yield event_info(q.pipe_registry.get(rec.pipe), rec)
 
+    async def page(
+        self, *, pipe: str | Pipe[Any] | None = None, limit: int = 50, cursor: str | None = None
+    ) -> tuple[builtins.list[EventInfo], str | None]:
+        """One page of sent events (of ``pipe``), newest first, and the cursor of the next
+        page (None at the end): for callers that page across requests (the HTTP API).
+
+        Raises ``ValueError`` for a ``cursor`` that no earlier page returned.
+        """
+        q = self._queue
+        _check_limit(limit)
+        await q.ensure_open()
+        name = pipe.name if isinstance(pipe, Pipe) else pipe
+        got = await q.storage.events(name, None, limit, cursor)
+        return [event_info(q.pipe_registry.get(r.pipe), r) for r in got.items], got.cursor
+
 
 class Executions:
     """``queue.executions``: look up and list executions."""
@@ -92,6 +108,21 @@ class Executions:
         pages = _paged(lambda size, cursor: self._queue.storage.query(flt, size, cursor))
         async for rec in pages(limit, page_size):
             yield self._queue.handle(rec)
+
+    async def page(
+        self, *, limit: int = 50, cursor: str | None = None, **filters: Any
+    ) -> tuple[builtins.list[Execution], str | None]:
+        """One page of matching executions (the filters of ``list``), newest first, and
+        the cursor of the next page (None at the end): for callers that page across
+        requests (the HTTP API, the dashboard).
+
+        Raises ``ValueError`` for a ``cursor`` that no earlier page returned.
+        """
+        flt = make_filter(**filters)
+        _check_limit(limit)
+        await self._queue.ensure_open()
+        got = await self._queue.storage.query(flt, limit, cursor)
+        return [self._queue.handle(r) for r in got.items], got.cursor
 
     async def first(self, **filters: Any) -> Execution | None:
         """The newest matching execution, or None."""
@@ -128,6 +159,11 @@ class Executions:
             raise ValueError(f"page_size must be an int >= 1, got {page_size!r}")
         await self._queue.ensure_open()
         return await apply_matching(self._queue, action, flt, reason, page_size)
+
+
+def _check_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be an int >= 1, got {limit!r}")
 
 
 def _ts(value: datetime | float | None, name: str) -> float | None:

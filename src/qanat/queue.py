@@ -56,7 +56,8 @@ class Queue:
     ``thread`` steps in a worker (default: the CPU count); ``max_recoveries`` is how
     many worker deaths under one execution, with no checkpoint between, fail it with
     ``WorkerLost``; ``max_payload`` refuses larger inputs, outputs, step results and
-    events (``"16MB"``).
+    events (``"16MB"``); ``token`` is the bearer token of an orchestration node
+    (``storage="http://node:4000"``; default ``$QANAT_TOKEN``).
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class Queue:
         max_recoveries: int = 3,
         max_payload: SizeLike = "16MB",
         name: str = "default",
+        token: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"Queue(name=) must be a non-empty string, got {name!r}")
@@ -81,7 +83,7 @@ class Queue:
                 f"Queue(storage=) takes a URL or a storage backend, got {storage!r}"
             )
         self.storage: Storage = (
-            from_url(storage or "sqlite:///qanat.db")
+            from_url(storage or "sqlite:///qanat.db", token=token)
             if (storage is None or isinstance(storage, str))
             else storage
         )

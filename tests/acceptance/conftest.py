@@ -25,13 +25,14 @@ from typing import Any, TypeVar
 
 import pytest
 
+from node_server import NodeServer
 from qanat import Queue
 from qanat.storage.base import FINISHED_STATUSES, ExecutionRecord, StepRecord
-from services import postgres_server, postgres_url
+from services import postgres_server, postgres_url, redis_server, redis_url
 
 T = TypeVar("T")
-#: the session's PostgreSQL server, for project["postgres"]
-__all__ = ["postgres_server", "postgres_url"]
+#: the session's PostgreSQL and Redis servers, for project["postgres"] and ["redis"]
+__all__ = ["postgres_server", "postgres_url", "redis_server", "redis_url"]
 
 #: The app every acceptance test runs. Files go to $QANAT_TEST_DIR.
 APP = r'''
@@ -203,6 +204,8 @@ class Project:
         (root / "app.py").write_text(APP)
         self.workers: list[Worker] = []
         self._module: ModuleType | None = None
+        #: the orchestration node the project talks to (project["node"]), else None
+        self.node: NodeServer | None = None
 
     # --- environment and commands ---------------------------------------------------
 
@@ -365,16 +368,32 @@ _schemas = itertools.count()
 
 @pytest.fixture
 def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]:
-    """A project on SQLite; ``@pytest.mark.parametrize("project", ["sqlite", "postgres"],
-    indirect=True)`` runs a test on both (PostgreSQL: a fresh schema of the session's
-    server, tests/services.py)."""
+    """A project on SQLite; ``@pytest.mark.parametrize("project", ["sqlite", "postgres",
+    "redis", "node"], indirect=True)`` runs a test on each (PostgreSQL: a fresh schema of
+    the session's server; Redis: a fresh prefix of the session's server; tests/services.py;
+    "node": a ``qanat serve`` subprocess over SQLite that the workers and clients reach by
+    HTTP with a token, ``project.node``)."""
     backend = getattr(request, "param", "sqlite")
     url = None
+    node = None
     if backend == "postgres":
         server: str = request.getfixturevalue("postgres_url")
         url = f"{server}?schema=acceptance_{os.getpid()}_{next(_schemas)}"
+    elif backend == "redis":
+        server = request.getfixturevalue("redis_url")
+        url = f"{server}?prefix=acceptance_{os.getpid()}_{next(_schemas)}"
+    elif backend == "node":
+        (tmp_path / "app.py").write_text(APP)
+        node = NodeServer(tmp_path, tmp_path / "node.db")
+        node.start()
+        url = node.url
+        os.environ["QANAT_TOKEN"] = node.token or ""
     p = Project(tmp_path, url)
+    p.node = node
     try:
         yield p
     finally:
         p.stop_all()
+        if node is not None:
+            node.stop()
+            os.environ.pop("QANAT_TOKEN", None)

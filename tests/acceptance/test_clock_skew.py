@@ -1,5 +1,6 @@
-"""Time comes from the storage: on PostgreSQL a worker whose clock runs 10 s ahead
-(libfaketime) neither takes a live worker's executions nor wakes durable sleeps early."""
+"""Time comes from the storage: on PostgreSQL (and through an orchestration node) a
+worker whose clock runs 10 s ahead (libfaketime) neither takes a live worker's
+executions nor wakes durable sleeps early."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def _skewed_worker(project: Project, skew: str, log: str = "skewed.err") -> subp
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("project", ["postgres"], indirect=True)
+@pytest.mark.parametrize("project", ["postgres", "redis", "node"], indirect=True)
 def test_worker_ten_seconds_ahead_takes_nothing_live_and_wakes_sleeps_on_time(
     project: Project,
 ) -> None:

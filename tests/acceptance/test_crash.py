@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("project", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("project", ["sqlite", "postgres", "redis"], indirect=True)
 def test_sigkill_during_step_3_of_5_resumes_at_step_3(project: Project) -> None:
     eid = project.start("five_steps", n=1)
     first = project.worker()
@@ -52,7 +52,7 @@ def test_sigkill_during_step_3_of_5_resumes_at_step_3(project: Project) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("hot_sleep", ["5", "0"], ids=["sleep-in-memory", "sleep-suspended"])
-@pytest.mark.parametrize("project", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("project", ["sqlite", "postgres", "redis"], indirect=True)
 def test_sigkill_during_durable_sleep_still_wakes_on_time(project: Project, hot_sleep: str) -> None:
     enqueued = time.time()
     eid = project.start("napper", seconds=3)

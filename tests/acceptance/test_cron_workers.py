@@ -43,7 +43,7 @@ queue = qanat.Queue(jobs=[beat], storage=os.environ["QANAT_TEST_STORAGE"])
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("project", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("project", ["sqlite", "postgres", "redis"], indirect=True)
 def test_two_workers_run_a_six_field_cron_once_per_tick(project: Project) -> None:
     (project.root / "cronapp.py").write_text(CRON_APP)
     w1 = project.worker(app="cronapp:queue")

@@ -246,7 +246,7 @@ def outcomes(recs: list[ExecutionRecord]) -> list[tuple[Any, str, str | None]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("project", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("project", ["sqlite", "postgres", "redis"], indirect=True)
 def test_concurrency_2_holds_across_three_workers(project: Project) -> None:
     pids = start_workers(project, 3)
     ids = enqueue(project, "limited", [{"i": i} for i in range(30)])
@@ -265,7 +265,7 @@ def test_concurrency_2_holds_across_three_workers(project: Project) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("project", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("project", ["sqlite", "postgres", "redis"], indirect=True)
 def test_keyed_concurrency_1_per_user_across_three_workers(project: Project) -> None:
     start_workers(project, 3)
     users, n = ("ann", "bob", "cy"), 6

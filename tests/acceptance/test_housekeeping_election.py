@@ -17,7 +17,7 @@ FOLLOWS = "follows: another worker leads the housekeeping"
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("project", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("project", ["sqlite", "postgres", "redis"], indirect=True)
 def test_one_worker_leads_and_another_takes_over_when_it_dies(project: Project) -> None:
     a = project.worker("--log-level", "info")
     project.wait_until(lambda: LEADS in a.stderr(), what="the first worker leads")

@@ -45,7 +45,7 @@ queue = qanat.Queue(
 """
 
 
-@pytest.mark.parametrize("project", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("project", ["sqlite", "postgres", "redis"], indirect=True)
 def test_send_from_cli_triggers_worker_job_and_events_lists_it(project: Project) -> None:
     (project.root / "pipes_app.py").write_text(PIPES_APP)
     w = project.worker(app="pipes_app:queue")

@@ -64,7 +64,7 @@ def _send(project: Project, data: dict[str, object]) -> dict[str, object]:
     return dict(json.loads(res.stdout))
 
 
-@pytest.mark.parametrize("project", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("project", ["sqlite", "postgres", "redis"], indirect=True)
 def test_cli_send_wakes_a_waiting_execution(project: Project) -> None:
     (project.root / "wait_app.py").write_text(WAIT_APP)
     w = project.worker(app=APP)
@@ -83,7 +83,7 @@ def test_cli_send_wakes_a_waiting_execution(project: Project) -> None:
     assert {line.split()[1] for line in project.lines("waiting.log")} == {str(w.pid)}
 
 
-@pytest.mark.parametrize("project", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("project", ["sqlite", "postgres", "redis"], indirect=True)
 def test_waiter_survives_sigkill_of_its_worker(project: Project) -> None:
     (project.root / "wait_app.py").write_text(WAIT_APP)
     first = project.worker(app=APP)

@@ -20,7 +20,7 @@ N = 2000
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("project", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("project", ["sqlite", "postgres", "redis"], indirect=True)
 def test_three_worker_processes_share_2000_executions(project: Project) -> None:
     sup = project.worker("--processes", "3", "--concurrency", "20", count=3)
     children = {

@@ -108,15 +108,20 @@ async def test_two_waiters_one_event_and_restart_forgets_waiters(storage: Storag
 
 
 async def test_send_cost_does_not_grow_with_waiters(storage: Storage) -> None:
+    """A send to a pipe with 300 waiters (none matching) costs about what a send to a pipe
+    with none costs: an index look-up, not a scan. Sends to the two pipes alternate, so
+    whatever else the machine is doing weighs on both sides alike."""
     ids = [f"e{i}" for i in range(300)]
     await running(storage, *ids)
     for i in ids:
         await storage.wait(i, "w1", waiter(i, {"id": i}), None, now())
-    t = time.perf_counter()
-    for n in range(200):
-        await storage.send(EventRecord(f"n{n}", "p", '{"id": "none"}', now()), [], [])
-    elapsed = time.perf_counter() - t
-    assert elapsed < 2.0  # generous: an index look-up per send, not a scan of waiters
+    spent = {"p": 0.0, "q": 0.0}
+    for n in range(100):
+        for pipe in ("p", "q"):
+            t = time.perf_counter()
+            await storage.send(EventRecord(f"{pipe}{n}", pipe, '{"id": "none"}', now()), [], [])
+            spent[pipe] += time.perf_counter() - t
+    assert spent["p"] < 3 * spent["q"] + 0.05, spent
 
 
 async def test_send_reports_and_stores_the_executions_it_woke(storage: Storage) -> None:

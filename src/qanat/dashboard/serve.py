@@ -7,6 +7,8 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route
 
 from qanat.dashboard.app import dashboard_app
 from qanat.server.auth import check_bind, resolve_token
@@ -32,11 +34,24 @@ def serve(
     asyncio.run(_serve(queue, host, port, token, log_level))
 
 
+def with_metrics(queue: Queue, token: str | None) -> Starlette:
+    """The dashboard at ``/`` and ``/metrics`` (SPEC §14) behind the bearer token."""
+    from qanat.observability.exposition import metrics_app
+    from qanat.server.app import BearerAuth
+
+    return Starlette(
+        routes=[
+            Route("/metrics", BearerAuth(metrics_app(queue), token)),
+            Mount("/", app=dashboard_app(queue, token=token)),
+        ]
+    )
+
+
 async def _serve(queue: Queue, host: str, port: int, token: str | None, log_level: str) -> None:
     await queue.start(worker=False)
     try:
         config = uvicorn.Config(
-            dashboard_app(queue, token=token),
+            with_metrics(queue, token),
             host=host,
             port=port,
             log_level=log_level,

@@ -34,6 +34,9 @@ STEP_SPAN = "qanat.step"
 
 #: Names a tracer provider that OpenTelemetry loads on first use.
 _PROVIDER_ENV = "OTEL_PYTHON_TRACER_PROVIDER"
+#: Read once: ``os.environ`` encodes the key on every lookup, and this check runs per
+#: attempt and per step (a provider named later in the process's life is not seen).
+_PROVIDER_SET = _PROVIDER_ENV in os.environ
 _UNKNOWN = object()
 _otel: Any = None  # the opentelemetry modules once loaded; False: not installed
 _tracer: tuple[Any, Any] | None = None  # (provider, its qanat tracer)
@@ -45,7 +48,7 @@ def _load() -> Any:
     entry points, a tenth of a second at a CLI's start)."""
     global _otel
     if _otel is None:
-        if "opentelemetry.trace" not in sys.modules and _PROVIDER_ENV not in os.environ:
+        if not _PROVIDER_SET and "opentelemetry.trace" not in sys.modules:
             return False  # no span can exist, no provider is set: asked again next time
         try:
             from opentelemetry import context, propagate, trace
@@ -56,7 +59,7 @@ def _load() -> Any:
                 trace=trace,
                 propagate=propagate,
                 context=context,
-                provider_from_env=_PROVIDER_ENV in os.environ,
+                provider_from_env=_PROVIDER_SET,
             )
     return _otel
 

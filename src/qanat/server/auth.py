@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import os
 
 from qanat.errors import ConfigurationError
 
-#: The environment variable a server and its clients read the token from.
-TOKEN_ENV = "QANAT_TOKEN"
+# one copy, shared with the node's clients (``HttpStorage``), which sit below this layer
+from qanat.storage.http.tokens import TOKEN_ENV, resolve_token
 
-
-def resolve_token(token: str | None) -> str | None:
-    """The token given, else ``$QANAT_TOKEN``, else None (an empty string counts as none)."""
-    value = token if token is not None else os.environ.get(TOKEN_ENV)
-    return value or None
+__all__ = ["TOKEN_ENV", "bearer", "check_bind", "is_loopback", "resolve_token", "token_matches"]
 
 
 def is_loopback(host: str) -> bool:

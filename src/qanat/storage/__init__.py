@@ -3,7 +3,10 @@
 ``from_url`` turns a storage URL into a backend: ``memory://``, ``sqlite:///relative.db``,
 ``sqlite:////absolute/path.db`` (``?synchronous=normal``, ``?busy_timeout=5``), a bare
 path ending in ``.db``, or ``postgresql://user:pw@host:5432/db?schema=qanat`` (also
-``postgres://``; needs the ``qanat[postgres]`` extra, psycopg 3).
+``postgres://``; needs the ``qanat[postgres]`` extra, psycopg 3),
+``redis://[:password@]host:6379/0?prefix=qanat`` (also ``rediss://`` for TLS; needs the
+``qanat[redis]`` extra, redis-py), or ``http://node:4000`` / ``https://`` (an
+orchestration node, ``qanat serve``; the ``qanat[http]`` extra).
 """
 
 from __future__ import annotations
@@ -32,17 +35,14 @@ from qanat.storage.urls import redact
 
 if TYPE_CHECKING:
     from qanat.storage.postgres import PostgresStorage
+    from qanat.storage.redis import RedisStorage
 
 ACCEPTED = (
     "memory://, sqlite:///relative/path.db, sqlite:////absolute/path.db, "
-    "postgresql://user:password@host:5432/database?schema=qanat, or a path ending in .db"
+    "postgresql://user:password@host:5432/database?schema=qanat, "
+    "redis://host:6379/0?prefix=qanat, "
+    "http(s)://node:4000 (a qanat serve node), or a path ending in .db"
 )
-PLANNED = {
-    "redis": "Redis",
-    "rediss": "Redis",
-    "http": "HTTP orchestration node",
-    "https": "HTTP orchestration node",
-}
 
 
 def _sqlite(url: str) -> SqliteStorage:
@@ -107,14 +107,46 @@ def _postgres(url: str) -> Storage:
         raise StorageError(f"invalid PostgreSQL URL {redact(url)!r}: {exc}") from None
 
 
+def _redis_class() -> type[RedisStorage]:
+    """The Redis backend, imported on first use (redis-py is the ``qanat[redis]`` extra)."""
+    try:
+        from qanat.storage import redis
+    except ImportError as exc:
+        raise StorageError(
+            f"the Redis backend needs redis-py ({exc}); install qanat[redis]"
+        ) from None
+    return redis.RedisStorage
+
+
+def _redis(url: str) -> Storage:
+    parts = urllib.parse.urlsplit(url)
+    prefix = "qanat"
+    rest: list[tuple[str, str]] = []
+    for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+        if key == "prefix":
+            prefix = value
+        else:
+            rest.append((key, value))  # redis-py's own options (ssl_cert_reqs, ...)
+    conn = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(rest)))
+    try:
+        return _redis_class()(conn, prefix=prefix)
+    except ValueError as exc:
+        raise StorageError(f"invalid Redis URL {redact(url)!r}: {exc}") from None
+
+
 def __getattr__(name: str) -> Any:
     if name == "PostgresStorage":
         return _postgres_class()
+    if name == "RedisStorage":
+        return _redis_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def from_url(url: str) -> Storage:
-    """The storage backend a URL names; ``StorageError`` for a URL qanat cannot use."""
+def from_url(url: str, *, token: str | None = None) -> Storage:
+    """The storage backend a URL names; ``StorageError`` for a URL qanat cannot use.
+
+    ``token`` is the bearer token of an orchestration node (``http://``/``https://``;
+    else ``$QANAT_TOKEN``); other backends ignore it."""
     if "://" not in url:
         if url.endswith(".db"):
             return SqliteStorage(url)
@@ -126,12 +158,12 @@ def from_url(url: str) -> Storage:
         return _sqlite(url)
     if scheme in ("postgresql", "postgres"):
         return _postgres(url)
-    base = scheme.split("+", 1)[0]
-    if base in PLANNED:
-        raise StorageError(
-            f"the {PLANNED[base]} backend ({scheme}://) is not available yet in this version "
-            f"of qanat; use {ACCEPTED}"
-        )
+    if scheme in ("redis", "rediss"):
+        return _redis(url)
+    if scheme in ("http", "https"):
+        from qanat.storage.http import HttpStorage  # httpx: only for node clients
+
+        return HttpStorage(url, token)
     raise StorageError(f"unsupported storage URL {redact(url)!r}: use {ACCEPTED}")
 
 
@@ -146,6 +178,7 @@ __all__ = [
     "MemoryStorage",
     "Page",
     "PostgresStorage",
+    "RedisStorage",
     "SqliteStorage",
     "Stats",
     "StepRecord",

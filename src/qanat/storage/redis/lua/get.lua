@@ -1,0 +1,2 @@
+-- get: ARGV id -> its fields (empty: none)
+return full(ARGV[1])

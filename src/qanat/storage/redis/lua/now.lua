@@ -1,0 +1,2 @@
+-- now: the server's clock
+return fmt(now())

@@ -1,0 +1,2 @@
+-- paused_jobs
+return redis.call('SMEMBERS', P .. ':paused')

@@ -1,0 +1,3 @@
+-- needs: flow ops
+-- waiter: ARGV execution id, key -> its fields (empty: none)
+return redis.call('HGETALL', wkey(ARGV[1], ARGV[2]))
