@@ -105,6 +105,7 @@ class Executions:
         """
         await self._queue.ensure_open()
         flt = make_filter(**filters)
+        check_search(self._queue.storage, flt)
         pages = _paged(lambda size, cursor: self._queue.storage.query(flt, size, cursor))
         async for rec in pages(limit, page_size):
             yield self._queue.handle(rec)
@@ -158,6 +159,7 @@ class Executions:
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise ValueError(f"page_size must be an int >= 1, got {page_size!r}")
         await self._queue.ensure_open()
+        check_search(self._queue.storage, flt)
         return await apply_matching(self._queue, action, flt, reason, page_size)
 
 
@@ -180,6 +182,12 @@ def _names(value: str | Iterable[str] | None) -> list[str] | None:
     if value is None:
         return None
     return [value] if isinstance(value, str) else list(value)
+
+
+def check_search(storage: Any, flt: ExecutionFilter) -> None:
+    """Refuse a ``search`` on a storage that cannot honour it (it would match everything)."""
+    if flt.search is not None and not getattr(storage, "searches", False):
+        raise NotImplementedError(f"{type(storage).__name__} cannot search executions yet")
 
 
 def make_filter(**f: Any) -> ExecutionFilter:

@@ -66,7 +66,7 @@ def bulk(p: Pages) -> Handler:
     async def handler(request: Request) -> Response:
         form = await request.form()
         try:
-            action, filters = bulk_of(form)
+            action, filters = bulk_of(form, p.queue.storage)
         except BadFilter as exc:
             return p.message(request, 400, "Bulk action", str(exc))
         ex = p.queue.executions

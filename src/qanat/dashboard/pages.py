@@ -42,7 +42,7 @@ def _time(name: str, text: str) -> float:
     return dt.timestamp()
 
 
-def filters_of(params: Any) -> dict[str, Any]:
+def filters_of(params: Any, storage: Any = None) -> dict[str, Any]:
     """The list filters in a query string or form (empty fields are no filter), checked."""
     out: dict[str, Any] = {}
     for name in FILTER_PARAMS:
@@ -54,6 +54,8 @@ def filters_of(params: Any) -> dict[str, Any]:
         make_filter(**out)
     except (TypeError, ValueError) as exc:
         raise BadFilter(str(exc)) from None
+    if "search" in out and not getattr(storage, "searches", False):
+        raise BadFilter(f"search: {type(storage).__name__} cannot search executions yet")
     return out
 
 
@@ -62,12 +64,12 @@ def query_of(filters: dict[str, Any], params: Any) -> dict[str, str]:
     return {k: (params.get(k) or "").strip() for k in FILTER_PARAMS if k in filters}
 
 
-def bulk_of(params: Any) -> tuple[str, dict[str, Any]]:
+def bulk_of(params: Any, storage: Any) -> tuple[str, dict[str, Any]]:
     """A bulk action and its filters from a query string or form (BadFilter if wrong)."""
     action = str(params.get("action") or "")
     if action not in APPLIES_TO:
         raise BadFilter(f"unknown action {action!r}; actions are: {', '.join(APPLIES_TO)}")
-    return action, filters_of(params)
+    return action, filters_of(params, storage)
 
 
 async def count_matching(p: Pages, action: str, filters: dict[str, Any]) -> int:
@@ -90,7 +92,7 @@ def executions(p: Pages) -> Handler:
         params = request.query_params
         error = None
         try:
-            filters = filters_of(params)
+            filters = filters_of(params, q.storage)
         except BadFilter as exc:
             filters, error = {}, str(exc)
         cursor = params.get("after") or None
@@ -130,7 +132,7 @@ def bulk_confirm(p: Pages) -> Handler:
     async def handler(request: Request) -> Response:
         params = request.query_params
         try:
-            action, filters = bulk_of(params)
+            action, filters = bulk_of(params, p.queue.storage)
         except BadFilter as exc:
             return p.message(request, 400, "Bulk action", str(exc))
         n = await count_matching(p, action, filters)

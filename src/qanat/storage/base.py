@@ -115,6 +115,9 @@ class Storage(abc.ABC):
 
     #: True when commits by other processes can only be noticed by polling.
     polls: bool = True
+    #: True when ``query`` and ``count`` honour ``ExecutionFilter.search`` (a backend
+    #: that does not would match everything: callers refuse a search there).
+    searches: bool = False
     #: Set by ``claim``: the earliest time a gate with parked executions opens (a rolling
     #: window or throttle), so the worker can claim again then. None: nothing to wait for.
     next_wake: float | None = None

@@ -47,6 +47,8 @@ class MemoryStorage(MemoryPipes, Storage):
 
     polls = False
 
+    searches = True
+
     def __init__(self) -> None:
         self._execs: dict[str, ExecutionRecord] = {}
         self._keys: dict[tuple[str, str], str] = {}

@@ -78,6 +78,8 @@ QUIET: dict[Callable[..., Any], Callable[..., bool]] = {
 class SqlStorage(Storage):
     """The contract's methods, each one operation on the writer or reader thread."""
 
+    searches = True
+
     #: set by ``open``: the threads running the operations
     _writer: ConnThread | None = None
     _reader: ConnThread | None = None
