@@ -45,7 +45,8 @@ async def test_worker_list_with_held_executions(storage: Storage) -> None:
     workers = {w.id: w for w in await storage.worker_list()}
     assert set(workers) == {"w1", "w2"}
     w1, w2 = workers["w1"], workers["w2"]
-    assert (w1.host, w1.pid, w1.registered_at) == ("host-a", 11, t)
+    assert (w1.host, w1.pid) == ("host-a", 11)
+    assert abs(w1.registered_at - t) < 5  # a node stamps registration with its own clock
     assert sorted(w1.held) == ["e1", "e2"] and w1.lease_until == t + LEASE
     assert (w2.host, w2.pid, w2.held, w2.lease_until) == ("host-b", 22, [], None)
     await storage.renew("w1", ["e1"], LEASE, t + 5)

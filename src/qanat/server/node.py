@@ -190,6 +190,7 @@ class Node:
                 "boot": self.boot,
                 "now": self.storage.clock(),
                 "max_payload": self.queue.max_payload,
+                "searches": self.storage.searches,
             }
         )
 
@@ -360,6 +361,10 @@ _CALLS = frozenset(
         "find_cached",
         "steps",
         "stats",
+        "count",
+        "status_counts",
+        "worker_list",
+        "open_waiters",
         "logs",
         "unregister_worker",
         "workers",

@@ -35,6 +35,7 @@ from qanat.storage.base import (
     TriggerFailure,
     Waiter,
     WaitState,
+    WorkerRecord,
 )
 from qanat.storage.http.protocol import PROTOCOL, WATCH_HOLD, signature
 from qanat.storage.http.tokens import resolve_token
@@ -114,6 +115,8 @@ class HttpStorage(Storage):
                 f"version {PROTOCOL}: upgrade the older of the two"
             )
         self.boot = hello.get("boot")
+        # the node's storage decides whether an input-text search can be honoured
+        self.searches = bool(hello.get("searches", False))
 
     async def close(self) -> None:
         task, self._watch = self._watch, None
@@ -395,6 +398,22 @@ class HttpStorage(Storage):
 
     async def stats(self) -> Stats:
         result: Stats = await self._call("stats")
+        return result
+
+    async def count(self, flt: ExecutionFilter) -> int:
+        result: int = await self._call("count", flt=flt)
+        return result
+
+    async def status_counts(self) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = await self._call("status_counts")
+        return result
+
+    async def worker_list(self) -> list[WorkerRecord]:
+        result: list[WorkerRecord] = await self._call("worker_list")
+        return result
+
+    async def open_waiters(self, pipe: str | None, limit: int) -> list[Waiter]:
+        result: list[Waiter] = await self._call("open_waiters", pipe=pipe, limit=limit)
         return result
 
     # --- progress and logs ----------------------------------------------------------

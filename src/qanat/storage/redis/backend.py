@@ -33,7 +33,7 @@ from qanat.storage.base import (
     decode_cursor,
     encode_cursor,
 )
-from qanat.storage.records import STATUSES
+from qanat.storage.records import STATUSES, WorkerRecord
 from qanat.storage.redis import codec
 from qanat.storage.redis.bell import Bell
 from qanat.storage.redis.pipes import RedisPipes
@@ -359,7 +359,14 @@ class RedisStorage(RedisPipes, Storage):
         reply = await self._run("get_many", ["1" if payloads else "0", *ids])
         return [codec.execution(flat) for flat in reply]
 
+    #: A search reads the other filters' pages and keeps what matches (the id, or text of
+    #: the input, as SQL's ``LIKE``): Redis has no text index to ask instead.
+    searches = True
+    SEARCH_PAGE = 500
+
     async def query(self, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
+        if flt.search is not None:
+            return await self._search(flt, limit, cursor)
         at, ident = decode_cursor(cursor) if cursor is not None else (None, None)
         spec = {
             name: list(v) if isinstance(v, (list, tuple, set, frozenset)) else v
@@ -375,6 +382,23 @@ class RedisStorage(RedisPipes, Storage):
             c_at, _, c_id = reply[0].partition("|")
             nxt = encode_cursor(float(c_at), c_id)
         return Page(items, nxt)
+
+    async def _search(self, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
+        needle = flt.search or ""
+        inner = ExecutionFilter(**{n: getattr(flt, n) for n in flt.__slots__ if n != "search"})
+        found: list[ExecutionRecord] = []
+        while True:
+            page = await self.query(inner, self.SEARCH_PAGE, cursor)
+            for i, r in enumerate(page.items):
+                if r.id == needle or needle in r.input:
+                    found.append(r)
+                    if len(found) == limit:
+                        more = i + 1 < len(page.items) or page.cursor is not None
+                        nxt = encode_cursor(r.created_at, r.id) if more else None
+                        return Page(found, nxt)
+            if page.cursor is None:
+                return Page(found, None)
+            cursor = page.cursor
 
     async def find_cached(self, job: str, input: str, since: float) -> ExecutionRecord | None:
         reply = await self._run("find_cached", [job, codec.input_hash(input), repr(float(since))])
@@ -436,6 +460,16 @@ class RedisStorage(RedisPipes, Storage):
             h, pid, _ = json.loads(text)
             if h == host:
                 out.append((wid, int(pid)))
+        return out
+
+    async def worker_list(self) -> list[WorkerRecord]:
+        flat = await self._run("worker_list", [])
+        out = []
+        for i in range(0, len(flat), 4):
+            host, pid, at = json.loads(flat[i + 1])
+            untl = float(flat[i + 3]) if flat[i + 3] else None
+            out.append(WorkerRecord(flat[i], host, int(pid), float(at), list(flat[i + 2]), untl))
+        out.sort(key=lambda w: w.registered_at)
         return out
 
     async def expire_owner(self, owner: str, at: float | None = None) -> int:

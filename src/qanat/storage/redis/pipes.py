@@ -141,6 +141,13 @@ class RedisPipes:
         flat = await self._run("waiter", [execution_id, key])
         return self._waiter(execution_id, key, flat) if flat else None
 
+    async def open_waiters(self, pipe: str | None, limit: int) -> list[Waiter]:
+        flat = await self._run("open_waiters", [pipe or ""])
+        found = [self._waiter(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
+        found = [w for w in found if w.event_id is None]
+        found.sort(key=lambda w: w.since)
+        return found[: max(limit, 0)]
+
     async def awaited(self, prefix: str) -> set[str]:
         return set(await self._run("awaited", [prefix]))
 

@@ -3,7 +3,8 @@
 
 -- waiters: hash P:w:<eid>\0<key>; keys of an execution P:wk:<eid>; open dict waiters
 -- P:wi:<pipe>\0<shape>\0<value> (set of eid\0key); shapes in use P:wsh:<pipe> (hash
--- shape -> count); open predicate waiters P:wp:<pipe>; open waiters per pipe P:wpipes
+-- shape -> count); open predicate waiters P:wp:<pipe>; open waiters per pipe P:wpipes;
+-- every open waiter of a pipe P:wo:<pipe> (set of eid\0key, for the dashboard's list)
 local function wkey(eid, key) return P .. ':w:' .. eid .. NUL .. key end
 local function index_waiter(w, eid, key)
   local member = eid .. NUL .. key
@@ -14,6 +15,7 @@ local function index_waiter(w, eid, key)
     redis.call('HINCRBY', P .. ':wsh:' .. w.pipe, w.shape, 1)
   end
   redis.call('HINCRBY', P .. ':wpipes', w.pipe, 1)
+  redis.call('SADD', P .. ':wo:' .. w.pipe, member)
 end
 local function unindex_waiter(w, eid, key)
   local member = eid .. NUL .. key
@@ -27,6 +29,7 @@ local function unindex_waiter(w, eid, key)
       if left <= 0 then redis.call('HDEL', P .. ':wsh:' .. w.pipe, w.shape) end
     end
   end
+  redis.call('SREM', P .. ':wo:' .. w.pipe, member)
   if removed == 1 then
     local left = redis.call('HINCRBY', P .. ':wpipes', w.pipe, -1)
     if left <= 0 then redis.call('HDEL', P .. ':wpipes', w.pipe) end
