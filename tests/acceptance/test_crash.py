@@ -83,4 +83,7 @@ def test_sigkill_during_durable_sleep_still_wakes_on_time(project: Project, hot_
     assert len(after) == 1
     pid, at = after[0].split()
     assert int(pid) == second.pid
-    assert float(at) >= wake
+    # ``at`` is the worker's time.time(), ``wake`` the storage's clock: on a server clock
+    # (PostgreSQL, Redis) the worker's in-memory sleep ends by its estimate of that clock,
+    # which is off by up to a round trip (57 us seen on Redis), never by more than that
+    assert float(at) >= wake - 0.005

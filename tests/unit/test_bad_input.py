@@ -88,7 +88,7 @@ def test_definition_errors_name_what_was_wrong() -> None:
     [
         ("ftp://x", "ftp://x"),
         ("postgresql://localhost/db?schema=Bad-Name", "schema='Bad-Name' is not a plain"),
-        ("redis://localhost", "not available"),
+        ("redis://localhost/0?prefix=a{b}", "without braces"),
     ],
 )
 def test_bad_storage_urls(url: str, message: str) -> None:
