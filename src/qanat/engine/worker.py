@@ -52,6 +52,16 @@ LEAD_LEASE = 10.0
 HOUSEKEEPING = "housekeeping"
 
 
+def raise_if_cancelled() -> None:
+    """Raise ``CancelledError`` if this task was asked to stop. A background loop that
+    catches ``Exception`` around storage calls would otherwise outlive its cancellation:
+    a storage client may turn the ``CancelledError`` of a cancelled call into an error of
+    its own (redis-py does), the loop swallows it, and ``stop`` waits for it forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Worker:
     """Runs a queue's executions in this process until stopped."""
 
@@ -337,6 +347,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         interval = max(0.05, self.lease / 3)
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(interval)
             ids = list(self.active)
             if not ids:
@@ -365,6 +376,7 @@ class Worker:
         """
         ticker = self.queue.ticker
         while True:
+            raise_if_cancelled()
             await ticker.event().wait()
             with contextlib.suppress(Exception):
                 self.paused_jobs = await self.storage.paused_jobs()
@@ -401,6 +413,7 @@ class Worker:
         ticks = 0
         leading = False
         while True:
+            raise_if_cancelled()
             try:
                 was_leading = leading
                 leading = await self.storage.lead(HOUSEKEEPING, self.id, LEAD_LEASE)

@@ -41,6 +41,8 @@ class Bell:
         self.heard = 0
         #: whether the listening connection is up (else storage must ask the server)
         self.listening = False
+        #: the client of the blocking read, so ``close`` can cut its connection
+        self._client: aioredis.Redis | None = None
 
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
         self._callbacks = (*self._callbacks, callback)
@@ -62,7 +64,7 @@ class Bell:
         last = "$"
         backoff = BACKOFF_FIRST
         while True:
-            client = self._connect()
+            client = self._client = self._connect()
             try:
                 if last == "$":  # start from the newest entry, whatever it is
                     newest: Any = await client.xrevrange(self.stream, count=1)
@@ -94,5 +96,14 @@ class Bell:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
+            # A cancelled XREAD BLOCK can stay parked on its socket (seen: about one stop
+            # in eight with three workers; asyncio.run then waits for the task forever):
+            # cutting the connection ends the read, so the cancellation goes through.
+            client = self._client
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        client.connection_pool.disconnect(inuse_connections=True), 1.0
+                    )
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
                 await asyncio.wait([task], timeout=2.0)
