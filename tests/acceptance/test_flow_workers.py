@@ -309,12 +309,17 @@ def test_throttle_queue_spaces_starts_across_three_workers(project: Project) -> 
     assert sorted(int(label) for label, *_ in rows) == list(range(6))
     recorded = {eid: at for _, eid, _, at in rows}
     assert all(recorded[r.id] >= (r.started_at or 0.0) for r in recs), "ran before its claim"
-    times = sorted(recorded.values())
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= 0.25 - CLOCK_SLACK, gaps
     # the rule itself, on the claim times storage recorded: no slack needed
     claimed = sorted(r.started_at or 0.0 for r in recs)
     assert min(b - a for a, b in itertools.pairwise(claimed)) >= 0.25 - 1e-6, claimed
+    # and on what the handlers saw: the k-th start is at least k spacings after the first
+    # claim. (Gaps between handler starts would be the wrong measure: a handler that a
+    # loaded machine starts late shortens the gap to the next one, not the rule.)
+    times = sorted(recorded.values())
+    early = [
+        (k, t - claimed[0]) for k, t in enumerate(times) if t < claimed[0] + 0.25 * k - CLOCK_SLACK
+    ]
+    assert not early, (early, times)
 
 
 @pytest.mark.slow

@@ -17,6 +17,8 @@ import pytest
 import pytest_asyncio
 
 from qanat import Queue, job
+from qanat.engine import watcher as watcher_module
+from qanat.engine import worker as worker_module
 from qanat.errors import PayloadTooLarge, StorageError
 from qanat.server.app import build_app
 from qanat.storage import Checkpoint, ExecutionRecord, Finish, SqliteStorage, StepRecord
@@ -187,7 +189,14 @@ async def test_bad_requests_name_what_was_wrong(app: Any) -> None:
         assert r.status_code == 400 and "not JSON" in r.json()["error"]
 
 
-async def test_waiting_clients_are_woken_by_the_long_poll_at_once(app: Any) -> None:
+async def test_waiting_clients_are_woken_by_the_long_poll_at_once(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fallback polls slowed far beyond the bound below, so only the node's long
+    # poll can make the round trips fast, however loaded the machine is.
+    monkeypatch.setattr(worker_module, "FALLBACK_POLL", 5.0)
+    monkeypatch.setattr(watcher_module, "BELL_POLL", 5.0)
+
     @job
     async def double(x: int) -> int:
         return 2 * x
@@ -205,8 +214,7 @@ async def test_waiting_clients_are_woken_by_the_long_poll_at_once(app: Any) -> N
             e = await waiter.jobs.double.start(i)
             assert await asyncio.wait_for(e.result(), 10) == 2 * i
             took.append(time.perf_counter() - began)
-        # the fallback polls are 0.25 s (claims) and slower (waiters): far above this
-        assert sorted(took)[2] < 0.2, took
+        assert sorted(took)[2] < 2.0, took
     finally:
         await worker.stop()
         await waiter.stop()

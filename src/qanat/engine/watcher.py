@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from qanat._aio import wait_event
 from qanat.errors import QanatError
 from qanat.storage.base import FINISHED_STATUSES, ExecutionRecord, now
 from qanat.views import parse_progress
@@ -204,8 +205,7 @@ class Watcher:
                 recs = []
             for rec in recs:
                 self._deliver(rec)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ev.wait(), 0.5)
+            await wait_event(ev, 0.5)
 
     def _deliver(self, rec: ExecutionRecord) -> None:
         if rec.id in self._progress:

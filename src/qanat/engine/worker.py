@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from qanat._aio import raise_if_cancelled, wait_event
 from qanat._ids import new_id
 from qanat.engine.cron import CronScheduler
 from qanat.engine.isolate import ProcessPool
@@ -50,16 +51,6 @@ STOP_WAIT = 1.0
 HOUSEKEEPING_EVERY = 2.0
 LEAD_LEASE = 10.0
 HOUSEKEEPING = "housekeeping"
-
-
-def raise_if_cancelled() -> None:
-    """Raise ``CancelledError`` if this task was asked to stop. A background loop that
-    catches ``Exception`` around storage calls would otherwise outlive its cancellation:
-    a storage client may turn the ``CancelledError`` of a cancelled call into an error of
-    its own (redis-py does), the loop swallows it, and ``stop`` waits for it forever."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 class Worker:
@@ -226,8 +217,7 @@ class Worker:
             ev = ticker.event()
             if await self.storage.mark(st.id, self.id, RUNNING):
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ev.wait(), FALLBACK_POLL)
+            await wait_event(ev, FALLBACK_POLL)
 
     def free_slots(self) -> int:
         return self.capacity - (len(self.active) - len(self._blocked)) - self._reserved
@@ -317,11 +307,13 @@ class Worker:
                     self._next_due = None
             wake = self.loop.create_task(self._wake.wait())
             tick = self.loop.create_task(ev.wait())
-            done, _ = await asyncio.wait(
-                (wake, tick), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            wake.cancel()
-            tick.cancel()
+            try:
+                done, _ = await asyncio.wait(
+                    (wake, tick), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                wake.cancel()
+                tick.cancel()
             if not done:
                 forced = True
 

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from qanat._aio import wait_event
 from qanat._ids import new_id
 from qanat.errors import PayloadTooLarge, QanatError, StorageError
 from qanat.server import reports
@@ -304,10 +305,7 @@ class Node:
         if boot == self.boot and seq == self.seq and not self.closing:
             ev = self._changed
             if ev is not None:
-                try:
-                    await asyncio.wait_for(ev.wait(), self.watch_hold)
-                except TimeoutError:
-                    pass
+                await wait_event(ev, self.watch_hold)
         answer: dict[str, Any] = {"boot": self.boot, "seq": self.seq}
         jobs = request.query_params.get("jobs")
         if jobs is not None:

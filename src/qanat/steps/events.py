@@ -3,7 +3,6 @@ job's completions, and ``job.wait_for`` outside a job."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import inspect
 from collections.abc import Callable, Mapping
@@ -12,6 +11,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from qanat import codec
+from qanat._aio import wait_event
 from qanat.durations import parse_duration
 from qanat.errors import ConfigurationError, LeaseLost, Suspend
 from qanat.steps.state import ExecState, current
@@ -323,7 +323,4 @@ async def wait_for_completion(
         if left is not None and left <= 0:
             return None
         pause = 0.5 if left is None else min(0.5, left)
-        try:
-            await asyncio.wait_for(event.wait(), pause)
-        except TimeoutError:
-            pass
+        await wait_event(event, pause)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, get_type_hints
 
 from qanat import codec
+from qanat._aio import wait_event
 from qanat.durations import (
     DEFAULT_BACKOFF,
     BackoffSpec,
@@ -128,8 +128,7 @@ async def _acquire_step(st: ExecState, name: str, holder: str, limit: int) -> No
         ev = ticker.event()
         if await worker.storage.acquire_step(name, holder, worker.id, limit, worker.lease):
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ev.wait(), 0.25)
+        await wait_event(ev, 0.25)
 
 
 async def _attempts(

@@ -19,6 +19,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from qanat._aio import raise_if_cancelled
 from qanat.errors import PayloadTooLarge, StorageError
 from qanat.storage.base import (
     Checkpoint,
@@ -174,6 +175,7 @@ class HttpStorage(Storage):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelled()
                 if self._healthy or failures == 0:
                     log.warning("qanat: lost the node's change feed (%s); retrying", exc)
                 self._healthy = False
@@ -181,6 +183,9 @@ class HttpStorage(Storage):
                 failures += 1
                 await asyncio.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)))
                 continue
+            # the node's answer may have arrived together with our cancellation and
+            # won (see qanat._aio): then stop here rather than hold another long poll
+            raise_if_cancelled()
             failures = 0
             self._healthy = True
             ready = data.get("ready")

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from qanat._aio import raise_if_cancelled
 from qanat.errors import PayloadTooLarge, QanatError, StorageError
 from qanat.storage.http import wire
 from qanat.storage.http.protocol import NOW_HEADER, PREFIX
@@ -134,6 +135,7 @@ class Transport:
                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 )
             except httpx.TransportError as exc:
+                raise_if_cancelled()
                 if not isinstance(exc, _NOT_SENT):
                     maybe_sent = True
                 failures += 1
