@@ -4,9 +4,10 @@ sharing its cores with the workers.
 
     python benchmarks/postgres.py [--only NAME ...] [--quick]
 
-Workloads: enqueue (1 per call), drain of 5,000 no-op jobs by 1, 2 and 4 worker
-processes, latency (enqueue then ``result()``, worker in another process), steps
-(sequential and concurrent), fan-out of 200 children. Each runs on a fresh schema.
+Workloads: enqueue (1 per call, beside a raw one-row-per-commit psycopg loop), drain of
+5,000 no-op jobs by 1, 2 and 4 worker processes, latency (enqueue then ``result()``,
+worker in another process), steps (sequential and concurrent, beside the raw loop),
+fan-out of 200 children. Each runs on a fresh schema.
 """
 
 from __future__ import annotations
@@ -53,19 +54,50 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
         p.wait(30)
 
 
+def raw_commits(url: str, n: int) -> float:
+    """The server's one-row-per-commit limit: psycopg, ``INSERT`` then ``COMMIT`` of a
+    small row, ``n`` times (what an enqueue or a checkpoint costs at least with
+    ``synchronous_commit`` on: one WAL flush each). Rows per second."""
+    schema = url.split("schema=")[1]
+    with psycopg.connect(url.split("?")[0]) as conn:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}_raw")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {schema}_raw.t (id bigserial PRIMARY KEY, body text)"
+        )
+        conn.commit()
+        t = time.perf_counter()
+        for _ in range(n):
+            conn.execute(f"INSERT INTO {schema}_raw.t (body) VALUES (%s)", ("x" * 200,))
+            conn.commit()
+        return n / (time.perf_counter() - t)
+
+
 async def enqueue(url: str, n: int) -> dict[str, float]:
+    """One ``start()`` per call; on PostgreSQL in rounds alternating with the raw commit
+    loop, so the ratio compares the same minutes of the disk (``redis_storage.py`` runs
+    this on Redis, without the raw loop)."""
+    paired = url.startswith("postgres")
     # no worker in this process (as in run.py): only the enqueues use the connection
     q = bench_app.make_queue(url)
     await q.start(worker=False)
+    rounds, took, raw = 4, 0.0, []
     try:
         for _ in range(20):
             await q.jobs.noop.start()
-        t = time.perf_counter()
-        for _ in range(n):
-            await q.jobs.noop.start()
-        return {"per_s": n / (time.perf_counter() - t)}
+        for _ in range(rounds):
+            if paired:
+                raw.append(raw_commits(url, n // rounds))
+            t = time.perf_counter()
+            for _ in range(n // rounds):
+                await q.jobs.noop.start()
+            took += time.perf_counter() - t
     finally:
         await q.stop()
+    per_s = rounds * (n // rounds) / took
+    if not paired:
+        return {"per_s": per_s}
+    raw_per_s = statistics.median(raw)
+    return {"per_s": per_s, "raw_commit_per_s": raw_per_s, "ratio_to_raw": per_s / raw_per_s}
 
 
 async def drain(url: str, n: int, workers: int) -> dict[str, float]:
@@ -122,7 +154,11 @@ async def steps(url: str, n: int) -> dict[str, float]:
         t = time.perf_counter()
         await asyncio.gather(*[q.jobs.ten_steps.run() for _ in range(n)])
         conc = n * 10 / (time.perf_counter() - t)
-    return {"sequential_per_s": seq, "concurrent_per_s": conc}
+    out = {"sequential_per_s": seq, "concurrent_per_s": conc}
+    if url.startswith("postgres"):  # a checkpoint is one commit: beside the raw loop
+        out["raw_commit_per_s"] = raw = raw_commits(url, 1000)
+        out["sequential_ratio_to_raw"] = seq / raw
+    return out
 
 
 async def fanout(url: str, n: int) -> dict[str, float]:
