@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -164,3 +165,34 @@ async def test_finish_serves_job_waiters_only_when_they_exist(storage: Storage) 
     page = await storage.events("job:c", None, 10, None)
     assert {e.id: e.woke for e in page.items} == {"job:c3": ["e1"], "job:c2": []}
     assert await storage.awaited("job:") == set()  # delivered: no open waiter left
+
+
+async def test_finishes_sent_together_are_each_fenced_and_serve_waiters(storage: Storage) -> None:
+    # Many executions of one worker finishing at once (a backend may send them in one
+    # call: Redis does): each gets its own answer, a lost one changes nothing, and one
+    # whose completion a waiter matches still serves it.
+    ids = [f"c{i}" for i in range(8)]
+    await running(storage, "e1", *ids)
+    w = Waiter("e1", "wait:job:c", "job:c", *shape_and_value({"input": {"n": 5}}), now())
+    assert (await storage.wait("e1", "w1", w, None, now())).suspended
+    owners = {eid: ("w1" if eid != "c2" else "zombie") for eid in ids}
+    done = await asyncio.gather(
+        *(
+            storage.finish(eid, owners[eid], Finish("completed", str(i), event=job_event(eid, i)))
+            for i, eid in enumerate(ids)
+        )
+    )
+    assert done == [eid != "c2" for eid in ids]
+    recs = {r.id: r for r in await storage.get_many(ids)}
+    assert {eid: r.status for eid, r in recs.items()} == {
+        eid: ("running" if eid == "c2" else "completed") for eid in ids
+    }
+    assert [recs[eid].output for eid in ids if eid != "c2"] == [
+        str(i) for i, eid in enumerate(ids) if eid != "c2"
+    ]
+    got = await storage.waiter("e1", "wait:job:c")
+    assert got is not None and got.event_id == "job:c5"
+    page = await storage.events("job:c", None, 10, None)
+    woke = {e.id: e.woke for e in page.items}
+    assert woke.pop("job:c5") == ["e1"]
+    assert all(w == [] for w in woke.values()) and "job:c2" not in woke, woke

@@ -82,3 +82,42 @@ async def _status(store: MemoryStorage, ident: str, status: str) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_progress_and_logs_of_an_execution_are_stored_in_the_order_made(
+    make_queue: Any,
+) -> None:
+    # A backend may run concurrent calls on different connections (Redis, PostgreSQL):
+    # here each call takes longer the earlier it was made, so unordered writes would
+    # store the first progress last.
+    store = MemoryStorage()
+    real_progress, real_logs = store.set_progress, store.append_logs
+    delays = iter([0.05, 0.04, 0.03, 0.02, 0.01, 0.0] * 2)
+    stored: list[str] = []
+
+    async def set_progress(execution_id: str, owner: str | None, progress: str) -> bool:
+        await asyncio.sleep(next(delays))
+        stored.append(progress)
+        return await real_progress(execution_id, owner, progress)
+
+    async def append_logs(owner: str | None, logs: Any) -> int:
+        await asyncio.sleep(next(delays))
+        return await real_logs(owner, logs)
+
+    store.set_progress = set_progress  # type: ignore[method-assign]
+    store.append_logs = append_logs  # type: ignore[method-assign]
+
+    @job
+    async def counting() -> int:
+        for i in range(1, 6):
+            qanat.progress(i * 20, f"{i} of 5")
+            qanat.log(f"line {i}")
+        return 5
+
+    q = await make_queue(counting, storage=store)
+    h = await q.jobs.counting.start()
+    assert await h.result(timeout=5) == 5
+    assert [qanat.codec.loads(p)["pct"] for p in stored] == [20, 40, 60, 80, 100]
+    rec = await store.get(h.id)
+    assert rec is not None and qanat.codec.loads(rec.progress or "{}")["pct"] == 100
+    assert [line.message for line in await store.logs(h.id)] == [f"line {i}" for i in range(1, 6)]

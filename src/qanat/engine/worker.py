@@ -444,9 +444,12 @@ class Worker:
         return self._processes
 
     def _io(self, st: ExecState, coro: Any) -> None:
+        # In the order they were made: a backend may run concurrent calls on different
+        # connections (Redis, PostgreSQL), and progress 100 must not land before 80.
         loop = self.loop or asyncio.get_running_loop()
-        fut = asyncio.run_coroutine_threadsafe(coro, loop)
-        self._pending_io.setdefault(st.id, []).append(fut)
+        pending = self._pending_io.setdefault(st.id, [])
+        fut = asyncio.run_coroutine_threadsafe(_after(pending[-1] if pending else None, coro), loop)
+        pending.append(fut)
 
     def _owner_of(self, st: ExecState) -> str | None:
         """Who a log line or progress of ``st`` is written as: this worker, fenced by its
@@ -478,6 +481,13 @@ class Worker:
         pending = self._pending_io.pop(st.id, [])
         if pending:
             await asyncio.gather(*(asyncio.wrap_future(f) for f in pending), return_exceptions=True)
+
+
+async def _after(previous: concurrent.futures.Future[Any] | None, coro: Any) -> Any:
+    """Run ``coro`` once ``previous`` (if any) has ended, however it ended."""
+    if previous is not None and not previous.done():
+        await asyncio.gather(asyncio.wrap_future(previous), return_exceptions=True)
+    return await coro
 
 
 def _alive(pid: int) -> bool:

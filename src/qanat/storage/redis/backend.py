@@ -87,12 +87,15 @@ class RedisStorage(RedisPipes, Storage):
         )
         return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
 
-    async def _run(self, name: str, args: list[Any]) -> Any:
+    def _scripts_here(self) -> Scripts:
         s = self._scripts
         if s is None or s.loop is not asyncio.get_running_loop():
             # first use, or a new event loop (a client belongs to the loop that made it)
             s = self._scripts = Scripts(self._new_client(), self.key)
-        return await s.run(name, args)
+        return s
+
+    async def _run(self, name: str, args: list[Any]) -> Any:
+        return await self._scripts_here().run(name, args)
 
     async def open(self) -> None:
         client = self._new_client()
@@ -252,13 +255,15 @@ class RedisStorage(RedisPipes, Storage):
         return why
 
     async def finish(self, execution_id: str, owner: str, fin: Finish) -> bool:
-        shapes: list[str] | None = None
-        while True:
-            reply = await self._run("finish", self._finish_args(execution_id, owner, fin, shapes))
-            if isinstance(reply, list):  # waiters on the completion's pipe: project on them
-                shapes = reply[1:]
-                continue
-            return bool(reply)
+        # concurrent finishes of this process share script calls (Scripts.run_batched)
+        reply = await self._scripts_here().run_batched(
+            "finish", self._finish_args(execution_id, owner, fin, None)
+        )
+        while isinstance(reply, list):  # waiters on the completion's pipe: project on them
+            reply = await self._run(
+                "finish", self._finish_args(execution_id, owner, fin, reply[1:])
+            )
+        return bool(reply)
 
     def _finish_args(
         self, execution_id: str, owner: str, fin: Finish, shapes: list[str] | None

@@ -29,11 +29,12 @@ from qanat.errors import StorageError
 
 log = logging.getLogger("qanat")
 
-HELPERS = ("lib", "flow", "ops", "pages")
+HELPERS = ("lib", "flow", "ops", "fin", "pages")
 OPERATIONS = (
-    "enqueue", "claim", "has_ready", "renew", "checkpoint", "finish", "suspend", "mark",
-    "release", "enter_step", "refill", "acquire_step", "release_step", "cancel", "pause",
-    "resume", "restart", "pause_job", "paused_jobs", "wake", "get", "get_many", "query",
+    "enqueue", "claim", "has_ready", "renew", "checkpoint", "finish", "finish_many",
+    "suspend", "mark", "release", "enter_step", "refill", "acquire_step", "release_step",
+    "cancel", "pause", "resume", "restart", "pause_job", "paused_jobs", "wake", "get",
+    "get_many", "query",
     "find_cached", "steps", "stats", "set_progress", "append_logs", "logs",
     "register_worker", "unregister_worker", "workers", "worker_list", "expire_owner",
     "purge", "send", "events", "trigger_failures", "wait", "end_wait", "waiter", "awaited",
@@ -73,6 +74,18 @@ class Scripts:
         self.keys = [prefix_key]
         self.loop = asyncio.get_running_loop()
         self._scripts = {name: client.register_script(source(name)) for name in OPERATIONS}
+        self._batches: dict[str, Batch] = {}
+
+    async def run_batched(self, name: str, args: list[Any]) -> Any:
+        """Run operation ``name`` alone when no call of it is on its way; calls that
+        arrive meanwhile go together in one call of ``<name>_many`` as soon as it is back
+        (what one would return comes back to each). A worker finishing many executions at
+        once then pays one round trip and one script call for a batch, not one each,
+        and a lone call waits for nothing."""
+        batch = self._batches.get(name)
+        if batch is None:
+            batch = self._batches[name] = Batch(self, name)
+        return await batch.submit(args)
 
     async def run(self, name: str, args: list[Any]) -> Any:
         """Run operation ``name``; retried with back-off while the server is away."""
@@ -92,3 +105,58 @@ class Scripts:
                 backoff = min(backoff * 2, BACKOFF_MAX)
             except rexc.ResponseError as exc:
                 raise StorageError(f"Redis script {name} failed: {exc}") from exc
+
+
+class Batch:
+    """The calls of one operation waiting for the call on its way (``Scripts.run_batched``)."""
+
+    def __init__(self, scripts: Scripts, name: str) -> None:
+        self.scripts = scripts
+        self.name = name
+        self.busy = False
+        self.waiting: list[tuple[list[Any], asyncio.Future[Any]]] = []
+        self.task: asyncio.Task[None] | None = None  # held: the loop keeps only weak refs
+
+    async def submit(self, args: list[Any]) -> Any:
+        if self.busy:
+            fut: asyncio.Future[Any] = self.scripts.loop.create_future()
+            self.waiting.append((args, fut))
+            return await fut
+        self.busy = True
+        try:
+            return await self.scripts.run(self.name, args)
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        if self.waiting:
+            self.task = self.scripts.loop.create_task(
+                self._send_waiting(), name=f"qanat-redis-{self.name}"
+            )
+        else:
+            self.busy = False
+            self.task = None
+
+    async def _send_waiting(self) -> None:
+        batch, self.waiting = self.waiting, []
+        try:
+            if len(batch) == 1:
+                replies = [await self.scripts.run(self.name, batch[0][0])]
+            else:
+                flat: list[Any] = []
+                for args, _ in batch:
+                    flat.append(str(len(args)))
+                    flat.extend(args)
+                replies = await self.scripts.run(self.name + "_many", flat)
+        except BaseException as exc:  # each caller gets what happened to its call
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for (_, fut), reply in zip(batch, replies, strict=True):
+                if not fut.done():
+                    fut.set_result(reply)
+        finally:
+            self._next()
