@@ -1,6 +1,6 @@
 """The client side of the node protocol's transport: one keep-alive HTTP/1.1 connection
-pool (httpx), the bearer token, retries of network blips, the node's clock, and errors
-that say what went wrong.
+pool (``h1.H1Client`` for http://, httpx for https:// and test transports), the bearer
+token, retries of network blips, the node's clock, and errors that say what went wrong.
 
 Retries: a request that failed on the network (connection refused or reset, a timeout,
 a 502/503/504 from a proxy) is sent again after a back-off (50 ms doubling to 2 s,
@@ -21,6 +21,7 @@ import httpx
 from qanat._aio import raise_if_cancelled
 from qanat.errors import PayloadTooLarge, QanatError, StorageError
 from qanat.storage.http import wire
+from qanat.storage.http.h1 import H1Client, Response, uses_h1
 from qanat.storage.http.protocol import NOW_HEADER, PREFIX
 
 #: Exceptions a node may answer with that the client raises as the same class.
@@ -58,7 +59,7 @@ class Transport:
         self.timeout = timeout
         # tests: an in-process node (an ASGI app) or an httpx transport of their own
         self._transport = transport
-        self.client: httpx.AsyncClient | None = None
+        self.client: httpx.AsyncClient | H1Client | None = None
         #: node clock minus this host's clock, from the answer with the shortest trip
         self.offset = 0.0
         self._best_trip = float("inf")
@@ -68,6 +69,9 @@ class Transport:
         headers = {"user-agent": "qanat-worker"}
         if self.token is not None:
             headers["authorization"] = f"Bearer {self.token}"
+        if uses_h1(self.url, self._transport):
+            self.client = H1Client(self.url + PREFIX, headers, timeout=self.timeout)
+            return
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=32, keepalive_expiry=60)
         kw: dict[str, Any] = {}
         if isinstance(self._transport, httpx.AsyncBaseTransport):
@@ -92,7 +96,7 @@ class Transport:
     def clock(self) -> float:
         return time.time() + self.offset
 
-    def _observe(self, sent: float, response: httpx.Response) -> None:
+    def _observe(self, sent: float, response: httpx.Response | Response) -> None:
         value = response.headers.get(NOW_HEADER)
         if value is None:
             return
@@ -127,13 +131,18 @@ class Transport:
             headers = {"x-qanat-retry": "1"} if maybe_sent else None
             sent = time.time()
             try:
-                response = await client.request(
-                    method,
-                    path,
-                    content=content,
-                    headers=headers,
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                )
+                if isinstance(client, H1Client):
+                    response: httpx.Response | Response = await client.request(
+                        method, path, content=content, headers=headers, timeout=timeout
+                    )
+                else:
+                    response = await client.request(
+                        method,
+                        path,
+                        content=content,
+                        headers=headers,
+                        timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                    )
             except httpx.TransportError as exc:
                 raise_if_cancelled()
                 if not isinstance(exc, _NOT_SENT):
@@ -158,7 +167,7 @@ class Transport:
         cls = _KNOWN.get(str(item.get("type") or ""), NodeError)
         return cls(str(item["error"]))
 
-    def _answer(self, response: httpx.Response) -> tuple[int, Any]:
+    def _answer(self, response: httpx.Response | Response) -> tuple[int, Any]:
         status = response.status_code
         if status in (200, 409):
             return status, wire.loads(response.content)
@@ -177,7 +186,7 @@ class Transport:
         if status == 404:
             raise NodeError(
                 f"{self.url} is not a qanat node speaking protocol {PREFIX} (404 for "
-                f"{response.request.url.path}): {message}"
+                f"{_path(response)}): {message}"
             )
         raise NodeError(f"the qanat node at {self.url} answered {status}: {message}")
 
@@ -187,7 +196,7 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(response: httpx.Response | Response) -> str:
     try:
         data = wire.loads(response.content)
     except Exception:
@@ -197,12 +206,16 @@ def _error_text(response: httpx.Response) -> str:
     return response.text[:200]
 
 
-def _error_type(response: httpx.Response) -> str | None:
+def _error_type(response: httpx.Response | Response) -> str | None:
     try:
         data = wire.loads(response.content)
     except Exception:
         return None
     return data.get("type") if isinstance(data, dict) else None
+
+
+def _path(response: httpx.Response | Response) -> str:
+    return response.path if isinstance(response, Response) else response.request.url.path
 
 
 async def _back_off(failures: int, give_up: float) -> None:
