@@ -5,6 +5,7 @@ connections; one that never answers; nobody listening)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -29,15 +30,25 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str
 @pytest_asyncio.fixture
 async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
     servers: list[asyncio.Server] = []
+    writers: list[asyncio.StreamWriter] = []
 
     async def start(handler: Handler) -> str:
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.append(writer)  # closed at the end, whatever the handler did
+            await handler(reader, writer)
+
+        server = await asyncio.start_server(tracked, "127.0.0.1", 0)
         servers.append(server)
         return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/node/v1"
 
     yield start
     for s in servers:
         s.close()
+        await s.wait_closed()
+    for w in writers:
+        w.close()
+        with contextlib.suppress(ConnectionError):
+            await w.wait_closed()
 
 
 async def test_lengths_chunks_and_keep_alive(serve: Callable[[Handler], Awaitable[str]]) -> None:
@@ -111,7 +122,7 @@ async def test_failures_are_httpx_errors_saying_what_happened(
 ) -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
-        await asyncio.sleep(10)
+        await reader.read()  # never answers; ends when the client hangs up
 
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
@@ -125,7 +136,7 @@ async def test_failures_are_httpx_errors_saying_what_happened(
     with pytest.raises(httpx.RemoteProtocolError, match="closed the connection"):
         await client.request("POST", "/report", content=b"{}")
     await client.aclose()
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     server.close()
     await server.wait_closed()
