@@ -249,10 +249,12 @@ class RedisStorage(RedisPipes, Storage):
         return [execution_id, owner, cp.step.key, codec.step_json(cp.step), *kids]
 
     async def checkpoint(self, execution_id: str, owner: str, cp: Checkpoint) -> str | None:
-        why: str | None = await self._run(
+        # concurrent checkpoints of this process share script calls (a fan-out's child
+        # starts, many executions' steps); checkpoint_many answers '' for "stored"
+        why: str | None = await self._scripts_here().run_batched(
             "checkpoint", self._checkpoint_args(execution_id, owner, cp)
         )
-        return why
+        return why or None
 
     async def finish(self, execution_id: str, owner: str, fin: Finish) -> bool:
         # concurrent finishes of this process share script calls (Scripts.run_batched)

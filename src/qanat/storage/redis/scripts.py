@@ -31,14 +31,13 @@ log = logging.getLogger("qanat")
 
 HELPERS = ("lib", "flow", "ops", "fin", "pages")
 OPERATIONS = (
-    "enqueue", "claim", "has_ready", "renew", "checkpoint", "finish", "finish_many",
-    "suspend", "mark", "release", "enter_step", "refill", "acquire_step", "release_step",
-    "cancel", "pause", "resume", "restart", "pause_job", "paused_jobs", "wake", "get",
-    "get_many", "query",
-    "find_cached", "steps", "stats", "set_progress", "append_logs", "logs",
-    "register_worker", "unregister_worker", "workers", "worker_list", "expire_owner",
-    "purge", "send", "events", "trigger_failures", "wait", "end_wait", "waiter", "awaited",
-    "open_waiters", "purge_events", "now", "open",
+    "enqueue", "claim", "has_ready", "renew", "checkpoint", "checkpoint_many", "finish",
+    "finish_many", "suspend", "mark", "release", "enter_step", "refill", "acquire_step",
+    "release_step", "cancel", "pause", "resume", "restart", "pause_job", "paused_jobs",
+    "wake", "get", "get_many", "query", "find_cached", "steps", "stats", "set_progress",
+    "append_logs", "logs", "register_worker", "unregister_worker", "workers", "worker_list",
+    "expire_owner", "purge", "send", "events", "trigger_failures", "wait", "end_wait",
+    "waiter", "awaited", "open_waiters", "purge_events", "now", "open",
 )  # fmt: skip
 #: How long a call keeps trying while the server is unreachable (seconds).
 RETRY_FOR = 10.0
