@@ -236,3 +236,38 @@ async def test_open_says_what_is_wrong(app: Any, tmp_path: Path) -> None:
         await HttpStorage("http://127.0.0.1:9", TOKEN).open()
     with pytest.raises(StorageError, match="no query or credentials"):
         HttpStorage("http://node:4000/?token=abc")
+
+
+async def test_a_waiting_client_reads_its_executions_from_the_long_poll(app: Any) -> None:
+    # The long poll names the executions the client waits for; the node answers it with
+    # their records, so a result() costs about one read of its own (the first), not one
+    # after every commit the job makes (enqueue, claim, finish).
+    reads: list[str] = []
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith(("/call/get", "/call/get_many")):
+            reads.append(scope["path"])
+        await app(scope, receive, send)
+
+    @job
+    async def double(x: int) -> int:
+        return 2 * x
+
+    worker = Queue(jobs=[double], storage=HttpStorage("http://node", TOKEN, transport=app))
+    waiter = Queue(jobs=[double], storage=HttpStorage("http://node", TOKEN, transport=counting))
+    await worker.start()
+    await waiter.start(worker=False)
+    try:
+        e = await waiter.jobs.double.start(21)
+        assert await asyncio.wait_for(e.result(), 10) == 42  # warm: the long poll is open
+        reads.clear()
+        n = 10
+        for i in range(n):
+            e = await waiter.jobs.double.start(i)
+            assert await asyncio.wait_for(e.result(), 10) == 2 * i
+        # one read per result, a second only when a change overtook it
+        assert len(reads) <= 2 * n, reads
+        assert all(r.endswith("/call/get_many") for r in reads), reads  # no get first
+    finally:
+        await worker.stop()
+        await waiter.stop()

@@ -130,6 +130,10 @@ class Ticker:
                 unlisten()
 
 
+def _missing(execution_id: str) -> QanatError:
+    return QanatError(f"execution {execution_id} does not exist")
+
+
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -143,18 +147,28 @@ class Watcher:
         self._waiters: dict[str, list[asyncio.Future[ExecutionRecord]]] = {}
         self._progress: dict[str, tuple[str | None, list[Callable[[Any], Any]]]] = {}
         self._task: asyncio.Task[None] | None = None
+        #: waited-for executions not read yet: a failed or empty first read fails them
+        self._unread: set[str] = set()
 
     async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionRecord:
-        """The record of the execution once it is finished."""
+        """The record of the execution once it is finished.
+
+        Raises ``QanatError`` if it does not exist, and the storage's error if reading
+        it fails; ``TimeoutError`` after ``timeout`` seconds."""
         fut: asyncio.Future[ExecutionRecord] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(execution_id, []).append(fut)
         try:
-            rec = await self._queue.storage.get(execution_id)
-            if rec is None:
-                raise QanatError(f"execution {execution_id} does not exist")
-            if rec.status in FINISHED_STATUSES:
-                return rec
-            self._ensure_running()
+            if self._task is None or self._task.done():
+                # the watcher's first read, made at once, includes this execution:
+                # one read instead of a ``get`` of our own followed by the watcher's
+                self._unread.add(execution_id)
+                self._ensure_running()
+            else:
+                rec = await self._queue.storage.get(execution_id)
+                if rec is None:
+                    raise _missing(execution_id)
+                if rec.status in FINISHED_STATUSES:
+                    return rec
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
         finally:
             waiters = self._waiters.get(execution_id)
@@ -163,6 +177,7 @@ class Watcher:
                     waiters.remove(fut)
                 if not waiters:
                     del self._waiters[execution_id]
+                    self._unread.discard(execution_id)
 
     def on_progress(self, execution_id: str, callback: Callable[[Any], Any]) -> None:
         last, cbs = self._progress.get(execution_id, (None, []))
@@ -196,16 +211,36 @@ class Watcher:
             ev = ticker.event()
             worker = self._queue.worker
             local = worker.active if worker is not None else {}
-            # executions this process runs resolve their waiters directly when they finish
-            ids = [i for i in self._waiters if i not in local] + list(self._progress)
+            unread, self._unread = self._unread, set()
+            # executions this process runs resolve their waiters directly when they
+            # finish (read once all the same: one may have finished before the wait)
+            ids = [i for i in self._waiters if i not in local or i in unread]
+            ids += self._progress
             try:
                 recs = await storage.get_many(ids) if ids else []
-            except Exception:
-                log.exception("qanat: reading executions for waiters failed")
+            except Exception as exc:
+                if unread:  # a first read failed: its callers hear why, as from a get
+                    self._fail(unread, exc)
+                else:
+                    log.exception("qanat: reading executions for waiters failed")
                 recs = []
+            else:
+                if unread:
+                    self._fail(unread - {r.id for r in recs}, None)
             for rec in recs:
                 self._deliver(rec)
+            if not self._progress and all(f.done() for fs in self._waiters.values() for f in fs):
+                # nothing left to wait for (the callers just have not run yet): end now,
+                # so that the next wait starts a watcher whose first read includes it
+                return
             await wait_event(ev, 0.5)
+
+    def _fail(self, ids: set[str], exc: Exception | None) -> None:
+        """End the waits for ``ids`` with ``exc`` (None: they do not exist)."""
+        for ident in ids:
+            for fut in self._waiters.get(ident, ()):
+                if not fut.done():
+                    fut.set_exception(exc if exc is not None else _missing(ident))
 
     def _deliver(self, rec: ExecutionRecord) -> None:
         if rec.id in self._progress:

@@ -35,6 +35,7 @@ from qanat.storage.http.protocol import (
     PROTOCOL,
     REPORTS,
     WATCH_HOLD,
+    WATCH_IDS,
     lease_id,
     refused,
     signature,
@@ -61,6 +62,9 @@ class Node:
     def __init__(self, queue: Queue, *, watch_hold: float = WATCH_HOLD) -> None:
         self.queue = queue
         self.storage = queue.storage
+        # the node's commits are made for workers and clients elsewhere: wake their
+        # long polls at once, not after the delay that suits a worker's own commits
+        self.storage.local_wake_delay = 0.0
         self.boot = new_id()
         self.seq = 0
         self.watch_hold = watch_hold
@@ -238,7 +242,11 @@ class Node:
             recs = await reports.enqueue_once(self.storage, args["records"], retry)
             leases = {r.id: lease_id(r.owner, r.claims) for r in recs if r.owner is not None}
             return self.answer({"result": recs, "leases": leases})
+        seq = self.seq  # before reading: the answer is at least as fresh as this change
         result = await getattr(self.storage, method)(**args)
+        if method == "get_many":
+            # a waiting client may answer its next reads from this until the next change
+            return self.answer({"result": result, "boot": self.boot, "seq": seq})
         return self.answer({"result": result})
 
     async def report(self, request: Request) -> Response:
@@ -314,6 +322,12 @@ class Node:
             names = [j for j in jobs.split(",") if j]
             answer["jobs"] = names
             answer["ready"] = await self.storage.has_ready(names, self.storage.clock())
+        ids = request.query_params.get("ids")
+        if ids is not None:
+            # a client's next question after a change ("are they finished?"), likewise
+            wanted = [i for i in ids.split(",") if i][:WATCH_IDS]
+            answer["ids"] = wanted
+            answer["records"] = await self.storage.get_many(wanted)
         return self.answer(answer)
 
     def routes(self) -> list[Route]:

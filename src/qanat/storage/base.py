@@ -121,6 +121,11 @@ class Storage(abc.ABC):
     #: Set by ``claim``: the earliest time a gate with parked executions opens (a rolling
     #: window or throttle), so the worker can claim again then. None: nothing to wait for.
     next_wake: float | None = None
+    #: How long after a commit of this process ``listen`` callbacks of this process run
+    #: (backends that ring their own listeners directly may wait a little: the engine
+    #: wakes what must move at once, and an immediate wake-up would compete with the
+    #: work the commit started). A node sets 0: its commits are for other processes.
+    local_wake_delay: float = 0.0
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect, create or migrate the schema, refuse an incompatible store."""

@@ -14,7 +14,8 @@ processes' commits only by polling ``PRAGMA data_version``. With it:
   refuses the byte and is deleted;
 * the listener is read by ``loop.add_reader`` on the event loop (no thread) and calls
   the registered callbacks. Commits of this process's own writer call them directly
-  (not through the socket), ``LOCAL_DELAY`` later, one call pending at a time.
+  (not through the socket), ``LOCAL_DELAY`` later (``local_delay``: 0 in a node,
+  whose commits are for other processes), one call pending at a time.
 
 Ringing never blocks or fails a commit: errors are logged at debug level and the
 other processes fall back to polling. The bell is only a hint; the listener still
@@ -63,6 +64,8 @@ class Doorbell:
 
     def __init__(self, db_path: str) -> None:
         self.dirs = bell_dirs(db_path)
+        #: seconds after an own commit that this process's listeners are called
+        self.local_delay = LOCAL_DELAY
         # listening side: used on the event-loop thread
         self.path: str | None = None
         self._sock: socket.socket | None = None
@@ -186,7 +189,10 @@ class Doorbell:
             return
         self._local_pending = True
         try:
-            loop.call_soon_threadsafe(loop.call_later, LOCAL_DELAY, self._call)
+            if self.local_delay > 0:
+                loop.call_soon_threadsafe(loop.call_later, self.local_delay, self._call)
+            else:
+                loop.call_soon_threadsafe(self._call)
         except RuntimeError:  # the loop is closed
             self._local_pending = False
 

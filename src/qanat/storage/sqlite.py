@@ -28,7 +28,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 
 from qanat.errors import StorageError
-from qanat.storage.doorbell import Doorbell
+from qanat.storage.doorbell import LOCAL_DELAY, Doorbell
 from qanat.storage.sqlcore.backend import BULK, QUIET, READ_BULK, SqlStorage
 from qanat.storage.sqlcore.dialect import SQLITE, Dialect
 from qanat.storage.sqlcore.schema import numbered_scripts
@@ -209,6 +209,7 @@ class SqliteStorage(SqlStorage):
         self._watch_cur: sqlite3.Cursor | None = None
         self._seen: int | None = None
         self._bell: Doorbell | None = None
+        self._local_wake_delay = LOCAL_DELAY
 
     def __repr__(self) -> str:
         return f"SqliteStorage({self.path!r}, synchronous={self.synchronous!r})"
@@ -285,6 +286,7 @@ class SqliteStorage(SqlStorage):
         self._seen = None
         if self.path not in ("", ":memory:"):
             self._bell = self._writer.bell = Doorbell(self.path)
+            self._bell.local_delay = self._local_wake_delay
 
     async def close(self) -> None:
         writer, reader, watch = self._writer, self._reader, self._watch
@@ -311,6 +313,16 @@ class SqliteStorage(SqlStorage):
 
     def listen(self, callback: Callable[[], None]) -> Callable[[], None] | None:
         return None if self._bell is None else self._bell.listen(callback)
+
+    @property
+    def local_wake_delay(self) -> float:
+        return self._local_wake_delay
+
+    @local_wake_delay.setter
+    def local_wake_delay(self, delay: float) -> None:
+        self._local_wake_delay = delay
+        if self._bell is not None:
+            self._bell.local_delay = delay
 
     async def changed(self) -> bool:
         cur = self._watch_cur

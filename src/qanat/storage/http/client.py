@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,7 +39,7 @@ from qanat.storage.base import (
     WaitState,
     WorkerRecord,
 )
-from qanat.storage.http.protocol import PROTOCOL, WATCH_HOLD, signature
+from qanat.storage.http.protocol import PROTOCOL, WATCH_HOLD, WATCH_IDS, signature
 from qanat.storage.http.tokens import resolve_token
 from qanat.storage.http.transport import Transport
 
@@ -46,6 +47,8 @@ log = logging.getLogger("qanat")
 
 #: Reports per ``/report`` request at most (the rest go in the next one).
 BATCH = 128
+#: Execution ids the long poll may carry (ours are URL-safe; anything else is read apart).
+_ID = re.compile(r"[A-Za-z0-9_.~-]{1,128}")
 
 
 class HttpStorage(Storage):
@@ -94,7 +97,12 @@ class HttpStorage(Storage):
         #: that answer: (the long poll's seq it was computed at, ready)
         self._ready_jobs: tuple[str, ...] | None = None
         self._ready: tuple[int, bool] | None = None
+        #: likewise the executions a waiting client reads after each change (its last
+        #: ``get_many`` with payloads), and the node's records of them: (seq, ids, records)
+        self._read_ids: tuple[str, ...] | None = None
+        self._records: tuple[int, frozenset[str], list[ExecutionRecord]] | None = None
         self._seq = -1
+        self._watch_boot: str | None = None
 
     def __repr__(self) -> str:
         return f"HttpStorage({self.url!r})"
@@ -167,6 +175,9 @@ class HttpStorage(Storage):
             params: dict[str, Any] = {"boot": boot or "", "seq": seq}
             if self._ready_jobs is not None:
                 params["jobs"] = ",".join(self._ready_jobs)
+            read_ids = self._read_ids
+            if read_ids is not None:
+                params["ids"] = ",".join(read_ids)
             query = urllib.parse.urlencode(params)
             try:
                 _, data = await self._t.request(
@@ -194,9 +205,15 @@ class HttpStorage(Storage):
                 self._ready = (data["seq"], bool(ready))
             else:
                 self._ready = None
+            records = data.get("records")
+            if records is not None and read_ids is not None and data.get("ids") == list(read_ids):
+                recs = signature("get_many").result(records)
+                self._records = (data["seq"], frozenset(read_ids), recs)
+            else:
+                self._records = None
             if (data["boot"], data["seq"]) != (boot, seq):
                 boot, seq = data["boot"], data["seq"]
-                self._seq = seq
+                self._seq, self._watch_boot = seq, boot
                 self._ring()
 
     # --- time -----------------------------------------------------------------------
@@ -384,6 +401,24 @@ class HttpStorage(Storage):
         return result
 
     async def get_many(self, ids: Sequence[str], *, payloads: bool = True) -> list[ExecutionRecord]:
+        if payloads:
+            cached = self._records
+            if self._healthy and cached is not None and cached[0] == self._seq:
+                if cached[1].issuperset(ids):
+                    # the node's answer for the latest change: nothing committed since
+                    wanted = set(ids)
+                    return [r for r in cached[2] if r.id in wanted]
+            if 0 < len(ids) <= WATCH_IDS and all(_ID.fullmatch(i) for i in ids):
+                self._read_ids = key = tuple(ids)
+                _, data = await self._t.request("POST", "/call/get_many", {"ids": ids})
+                recs: list[ExecutionRecord] = signature("get_many").result(data["result"])
+                seq = data.get("seq")
+                if isinstance(seq, int) and data.get("boot") == self._watch_boot and self._healthy:
+                    # read at the node's change ``seq`` or later: as good as the long
+                    # poll's records for that change (a later one replaces them)
+                    if self._records is None or self._records[0] <= seq:
+                        self._records = (seq, frozenset(key), recs)
+                return recs
         result: list[ExecutionRecord] = await self._call("get_many", ids=ids, payloads=payloads)
         return result
 

@@ -24,6 +24,9 @@ PREFIX = "/node/v1"
 NOW_HEADER = "x-qanat-now"
 #: How long the node holds a ``watch`` long poll with nothing to say.
 WATCH_HOLD = 25.0
+#: At most this many execution ids in a ``watch`` (``ids=``): the executions a client
+#: waits for, whose records the node sends with the change (more: read separately).
+WATCH_IDS = 64
 
 #: Worker writes for one execution, fenced by its claim: batched into ``/report``; a
 #: refused one is answered ``409`` (for that item) and changed nothing.

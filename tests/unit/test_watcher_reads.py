@@ -1,0 +1,80 @@
+"""The watcher behind ``result()``/``wait()``: a wait that starts the watcher is served by
+its first read (one read, not a ``get`` then the watcher's ``get_many``), and that read
+still says what a ``get`` would have: the storage's error, or that the execution does
+not exist. On memory storage that counts and can fail its reads."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+
+import pytest
+
+from qanat import Queue, job
+from qanat.errors import QanatError, StorageError
+from qanat.storage import MemoryStorage
+from qanat.storage.base import ExecutionRecord
+
+
+class CountingStorage(MemoryStorage):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: Counter[str] = Counter()
+        self.broken = False
+
+    async def get(self, execution_id: str) -> ExecutionRecord | None:
+        self.reads["get"] += 1
+        return await super().get(execution_id)
+
+    async def get_many(self, ids: Sequence[str], *, payloads: bool = True) -> list[ExecutionRecord]:
+        self.reads["get_many"] += 1
+        if self.broken:
+            raise StorageError("cannot reach the database (get_many)")
+        return await super().get_many(ids, payloads=payloads)
+
+
+@job
+async def double(x: int) -> int:
+    return 2 * x
+
+
+async def test_a_wait_that_starts_the_watcher_costs_one_read() -> None:
+    store = CountingStorage()
+    client = Queue(jobs=[double], storage=store)  # no worker of its own
+    await client.start(worker=False)
+    try:
+        e = await client.jobs.double.start(4)
+        store.reads.clear()
+        waiting = asyncio.ensure_future(e.result(timeout=10))
+        for _ in range(100):  # until the watcher's first read is done (memory: no I/O)
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        assert store.reads == Counter({"get_many": 1})  # not a get, then a get_many
+        async with Queue(jobs=[double], storage=store):
+            assert await waiting == 8
+    finally:
+        await client.stop()
+
+
+async def test_the_first_read_says_what_a_get_would_have() -> None:
+    store = CountingStorage()
+    q = Queue(jobs=[double], storage=store)
+    await q.start(worker=False)
+    try:
+        with pytest.raises(QanatError, match="execution nope does not exist"):
+            await q.handle_of("nope", "double").result(timeout=10)
+        e = await q.jobs.double.start(1)
+        store.broken = True
+        with pytest.raises(StorageError, match="cannot reach the database"):
+            await e.result(timeout=10)
+        store.broken = False
+        # two waiters, the second joining the running watcher (it reads for itself)
+        first = asyncio.ensure_future(e.result(timeout=10))
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(e.result(timeout=10))
+        worker = Queue(jobs=[double], storage=store)
+        async with worker:
+            assert await asyncio.gather(first, second) == [2, 2]
+    finally:
+        await q.stop()
