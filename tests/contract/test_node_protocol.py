@@ -187,6 +187,13 @@ async def test_bad_requests_name_what_was_wrong(app: Any) -> None:
         assert r.status_code == 400 and "unknown node method" in r.json()["error"]
         r = await http.post("/call/get", content=b"{not json")
         assert r.status_code == 400 and "not JSON" in r.json()["error"]
+        for path in ("/nope", "/call", "/call/", "/claim/extra"):
+            r = await http.post(path, json={})
+            assert r.status_code == 404 and "no node route" in r.json()["error"], path
+        r = await http.get("/claim")
+        assert r.status_code == 405 and "/claim takes POST, not GET" in r.json()["error"]
+        r = await http.get("/hello", headers={"authorization": "Bearer wrong"})
+        assert r.status_code == 401 and "wrong bearer token" in r.json()["error"]
 
 
 async def test_waiting_clients_are_woken_by_the_long_poll_at_once(

@@ -10,13 +10,16 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute, Mount, Route, Router
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from qanat.server.api import api_app
 from qanat.server.auth import bearer, token_matches
 from qanat.server.node import Node
 from qanat.storage.http import wire
+from qanat.storage.http.protocol import PREFIX
+
+NODE_PREFIX = PREFIX + "/"
 
 if TYPE_CHECKING:
     from qanat.queue import Queue
@@ -85,12 +88,28 @@ def build_app(
             await node.stop()
 
     routes: list[BaseRoute] = [
-        Mount("/node/v1", app=BearerAuth(Router(routes=node.routes()), token)),
         Mount("/api", app=BearerAuth(api_app(queue), token)),
     ]
     routes += [Route(path, BearerAuth(app, token)) for path, app in extra_routes]
     if dashboard is not None:
         routes.append(Mount("/", app=dashboard))
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = NodeFirst(BearerAuth(node.asgi(), token), routes=routes, lifespan=lifespan)
     app.state.node = node
     return app
+
+
+class NodeFirst(Starlette):
+    """Starlette, with the node's worker protocol (``/node/v1/...``) answered ahead of
+    its router and middleware: those routes carry every worker's and client's requests,
+    and answer their own errors (``Node.guarded``)."""
+
+    def __init__(self, node_app: ASGIApp, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.node_app = node_app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(NODE_PREFIX):
+            scope["app"] = self
+            await self.node_app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)

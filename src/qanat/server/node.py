@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from qanat._aio import wait_event
 from qanat._ids import new_id
@@ -32,6 +32,7 @@ from qanat.server import reports
 from qanat.storage.http import wire
 from qanat.storage.http.protocol import (
     NOW_HEADER,
+    PREFIX,
     PROTOCOL,
     REPORTS,
     WATCH_HOLD,
@@ -330,22 +331,40 @@ class Node:
             answer["records"] = await self.storage.get_many(wanted)
         return self.answer(answer)
 
-    def routes(self) -> list[Route]:
-        def wrap(handler: Any) -> Any:
-            async def endpoint(request: Request) -> Response:
-                return await self.guarded(request, handler)
+    def routes(self) -> dict[str, tuple[str, Any]]:
+        """The routes under ``/node/v1``: path -> (HTTP method, handler)."""
+        return {
+            "/hello": ("GET", self.hello),
+            "/register": ("POST", self.register),
+            "/claim": ("POST", self.claim),
+            "/heartbeat": ("POST", self.heartbeat),
+            "/report": ("POST", self.report),
+            "/call": ("POST", self.call),  # /call/<method>
+            "/watch": ("GET", self.watch),
+        }
 
-            return endpoint
+    def asgi(self) -> ASGIApp:
+        """The ASGI app of ``/node/v1/...`` (``scope["path"]`` the full path).
 
-        return [
-            Route("/hello", wrap(self.hello), methods=["GET"]),
-            Route("/register", wrap(self.register), methods=["POST"]),
-            Route("/claim", wrap(self.claim), methods=["POST"]),
-            Route("/heartbeat", wrap(self.heartbeat), methods=["POST"]),
-            Route("/report", wrap(self.report), methods=["POST"]),
-            Route("/call/{method}", wrap(self.call), methods=["POST"]),
-            Route("/watch", wrap(self.watch), methods=["GET"]),
-        ]
+        A dictionary lookup rather than a router: these routes carry every request of
+        every worker and client, and a router's matching, middleware and exception
+        layers cost as much as some handlers (``guarded`` answers every error)."""
+        table = self.routes()
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            path = scope["path"][len(PREFIX) :]
+            name, _, rest = path[1:].partition("/")
+            route = table.get("/" + name)
+            if route is None or (rest and name != "call") or (name == "call" and not rest):
+                response = self.error(404, f"no node route {path!r}")
+            elif scope["method"] != route[0]:
+                response = self.error(405, f"{path} takes {route[0]}, not {scope['method']}")
+            else:
+                scope["path_params"] = {"method": rest} if rest else {}
+                response = await self.guarded(Request(scope, receive), route[1])
+            await response(scope, receive, send)
+
+        return app
 
 
 #: Contract methods callable through ``/call`` (claims, renewals and reports have
