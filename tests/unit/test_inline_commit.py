@@ -172,3 +172,48 @@ async def test_a_commit_of_quiet_operations_only_does_not_wake_this_process(
         await t.stop()
     assert bell.rings == [False, True, True, True]
     assert len(seen) == 5
+
+
+async def test_a_small_read_on_an_idle_reader_runs_on_the_callers_thread(tmp_path: Path) -> None:
+    from qanat.storage.base import ExecutionRecord
+    from qanat.storage.sqlcore import backend, queries
+
+    s = SqliteStorage(tmp_path / "r.db")
+    await s.open()
+    threads: list[int] = []
+
+    def counted(conn: Any, execution_id: str) -> Any:
+        threads.append(threading.get_ident())
+        return queries.op_get(conn, execution_id)
+
+    def failing_inline(conn: Any, execution_id: str) -> str:
+        threads.append(threading.get_ident())
+        if threading.get_ident() == loop_thread:
+            raise sqlite3.OperationalError("database is locked")
+        return "from the thread"
+
+    loop_thread = threading.get_ident()
+    try:
+        await s.enqueue([ExecutionRecord(id="e1", job="j", input="{}")])
+        reader = s._reader
+        assert reader is not None and reader.inline_reads is not None
+        reader.inline_reads = {**backend.INLINE_READS, counted: lambda i: True,
+                               failing_inline: lambda i: True}  # fmt: skip
+        fut = reader.submit(counted, ("e1",))
+        assert fut.done() and (await fut).id == "e1"  # no hop: read before submit returned
+        # a busy reader (a slow query in its thread): the read is queued behind it
+        entered, gate = threading.Event(), threading.Event()
+        slow = reader.submit(lambda conn: (entered.set(), gate.wait(10)), ())
+        assert await asyncio.to_thread(entered.wait, 10)
+        queued = reader.submit(counted, ("e1",))
+        assert not queued.done()
+        gate.set()
+        await slow
+        assert (await queued).id == "e1"
+        # a read that fails inline is run again by the thread, which reports its result
+        assert await reader.submit(failing_inline, ("e1",)) == "from the thread"
+        # what a store read inline returns is what the thread would (a get_many of a few)
+        assert [r.id for r in await s.get_many(["e1", "nope"])] == ["e1"]
+    finally:
+        await s.close()
+    assert [t == loop_thread for t in threads] == [True, False, True, False]

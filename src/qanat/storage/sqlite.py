@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 
 from qanat.errors import StorageError
 from qanat.storage.doorbell import LOCAL_DELAY, Doorbell
-from qanat.storage.sqlcore.backend import BULK, QUIET, READ_BULK, SqlStorage
+from qanat.storage.sqlcore.backend import BULK, INLINE_READS, QUIET, READ_BULK, SqlStorage
 from qanat.storage.sqlcore.dialect import SQLITE, Dialect
 from qanat.storage.sqlcore.schema import numbered_scripts
 from qanat.storage.sqlcore.writer import ConnThread
@@ -236,8 +236,8 @@ class SqliteStorage(SqlStorage):
         return conn
 
     def _busy_timeout(self, conn: sqlite3.Connection, zero: bool) -> None:
-        """Zero for a commit on the event-loop thread (it must not wait for another
-        process's write lock), the configured one for the writer thread."""
+        """Zero for a commit or read on the event-loop thread (it must not wait for
+        another process's lock), the configured one for the writer and reader threads."""
         ms = 0 if zero else int(self.busy_timeout * 1000)
         conn.execute(f"PRAGMA busy_timeout = {ms}")
 
@@ -279,7 +279,14 @@ class SqliteStorage(SqlStorage):
             quiet=QUIET,
         )
         self._reader = ConnThread(
-            reader, "qanat-sqlite-reader", label, False, (sqlite3.Error,), READ_BULK
+            reader,
+            "qanat-sqlite-reader",
+            label,
+            False,
+            (sqlite3.Error,),
+            READ_BULK,
+            inline=self._busy_timeout,
+            inline_reads=INLINE_READS,
         )
         self._watch = watch
         self._watch_cur = watch.cursor()

@@ -44,7 +44,7 @@ from qanat.storage.sqlcore import (
     queries,
     steps,
 )
-from qanat.storage.sqlcore.writer import Bulk, ConnThread, OneStatement
+from qanat.storage.sqlcore.writer import Accepts, Bulk, ConnThread, OneStatement
 
 T = TypeVar("T")
 
@@ -57,6 +57,15 @@ BULK: dict[Callable[..., Any], Bulk] = {
 }
 #: Reads that have a one-statement form for a run of them (the reader's batches).
 READ_BULK: dict[Callable[..., Any], Bulk] = {queries.op_get: queries.bulk_get}
+
+#: Reads small enough to run on the caller's thread when the reader is idle (SQLite;
+#: see ``ConnThread.inline_reads``): an indexed probe, one row, a few rows by id.
+INLINE_MANY = 64
+INLINE_READS: dict[Callable[..., Any], Accepts] = {
+    claims.op_has_ready: lambda jobs, at: True,
+    queries.op_get: lambda execution_id: True,
+    queries.op_get_many: lambda ids, payloads: len(ids) <= INLINE_MANY,
+}
 
 #: Operations that are a single statement for some arguments (see ``ConnThread.single``):
 #: an enqueue of one record without key or flow control; a checkpoint without children

@@ -23,6 +23,13 @@ concurrency (a loop with ready callbacks queues to the writer as before). The ca
 waits for no other process: its BEGIN runs with a zero busy timeout and, if another
 process holds the write lock, the operation goes to the writer thread (which waits
 that out off the loop). Acknowledged, as ever, only after its COMMIT returned.
+
+**Inline reads** (SQLite: ``inline_reads`` given). A small read (one of
+``inline_reads``, for the arguments it accepts: ``has_ready``, ``get``, a
+``get_many`` of a few ids) submitted while the reader has nothing queued or in hand
+runs on the caller's thread: a few tens of microseconds of SQLite, against ~165 µs for
+the two thread hand-offs on this machine. Also with a zero busy timeout; anything that
+fails inline is run again by the reader thread, which reports it.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ RETRIES = 5
 Bulk = Callable[[Any, list[Any]], "list[Any] | None"]
 #: Whether an operation, for these arguments, writes with a single statement.
 OneStatement = Callable[..., bool]
+#: Whether an operation may run on the caller's thread for these arguments.
+Accepts = Callable[..., bool]
 #: Whether an operation, for these arguments, changes nothing this process's own
 #: listeners wait for (a step checkpoint without children): a commit made only of such
 #: operations rings the other processes' doorbells but does not wake our own loops.
@@ -84,6 +93,7 @@ class ConnThread:
         single: dict[Callable[..., Any], OneStatement] | None = None,
         inline: Callable[[Any, bool], None] | None = None,
         quiet: dict[Callable[..., Any], Quiet] | None = None,
+        inline_reads: dict[Callable[..., Any], Accepts] | None = None,
     ) -> None:
         self.conn = conn
         self.label = label
@@ -103,6 +113,10 @@ class ConnThread:
         #: sets the connection's busy timeout: zero (True) for an inline caller, the
         #: configured one (False) for the thread; None: never commit inline
         self.inline = inline if write else None
+        #: reads that may run on the caller's thread, for the arguments each accepts
+        #: (with ``inline`` setting the busy timeout)
+        self.inline_reads = inline_reads if not write and inline is not None else None
+        self._set_timeout = inline
         self._short = False  # the busy timeout is zero now
         #: held by whoever uses the connection: the thread for a batch, or an inline caller
         self.busy = threading.Lock()
@@ -126,6 +140,11 @@ class ConnThread:
             and self._run_inline(fn, args, fut)
         ):
             return fut
+        reads = self.inline_reads
+        if reads is not None and self.queued == self.finished:
+            accepts = reads.get(fn)
+            if accepts is not None and accepts(*args) and self._read_inline(fn, args, fut):
+                return fut
         self.queued += 1
         self.ops.put((fn, args, fut))
         return fut
@@ -152,6 +171,27 @@ class ConnThread:
         finally:
             self.busy.release()
         _deliver(results or [])
+        return True
+
+    def _read_inline(self, fn: Callable[..., Any], args: tuple[Any, ...], fut: Any) -> bool:
+        """Run one small read on the caller's thread; False: not run (the connection is
+        busy or broken, or the read failed), queue it."""
+        if not self.busy.acquire(blocking=False):
+            return False
+        try:
+            if self.closed or self.queued != self.finished or getattr(self.conn, "broken", False):
+                return False
+            assert self._set_timeout is not None
+            if not self._short:
+                self._set_timeout(self.conn, True)
+                self._short = True
+            try:
+                value = fn(self.conn, *args)
+            except Exception:
+                return False  # the reader thread runs it again and reports what failed
+        finally:
+            self.busy.release()
+        fut.set_result(value)
         return True
 
     def stop(self) -> asyncio.Future[None]:
@@ -195,12 +235,12 @@ class ConnThread:
         fault = self._reconnect()
         if fault is not None:
             return [(fut, False, fault) for _, _, fut in batch if fut is not None]
+        if self._short:
+            assert self._set_timeout is not None
+            self._set_timeout(self.conn, False)  # the thread waits out other processes' locks
+            self._short = False
         if not self.write:
             return self._run_read(batch)
-        if self._short:
-            assert self.inline is not None
-            self.inline(self.conn, False)  # the thread waits out other processes' locks
-            self._short = False
         return self._run_write(batch)
 
     def _reconnect(self) -> BaseException | None:
