@@ -32,6 +32,7 @@ import psycopg.errors
 from psycopg import pq
 
 from qanat.errors import StorageError
+from qanat.storage.offset import ClockOffset
 from qanat.storage.pg_notify import PgBell
 from qanat.storage.sqlcore.backend import BULK, ONE_STATEMENT, READ_BULK, SqlStorage
 from qanat.storage.sqlcore.dialect import POSTGRES, Dialect
@@ -157,21 +158,26 @@ class ServerClock:
 
     Every read of the server's clock (once per write transaction that needs it: claim,
     renew, finish, release, ...; and ``Storage.now``) measures the offset against the
-    middle of the round trip; local timers add it to ``time.time()``. Its error is half a
-    round trip at most: fine for a timer, not for a time other hosts compare (the rule in
-    ``Storage``). Shared by the writer and reader connections of one storage."""
+    middle of the round trip (the shortest trip's, ``storage/offset.py``); local timers
+    add it to ``time.time()``. Its error is half a round trip at most: fine for a timer,
+    not for a time other hosts compare (the rule in ``Storage``). Shared by the writer
+    and reader connections of one storage."""
 
     SQL = "SELECT extract(epoch from clock_timestamp())::double precision"
 
     def __init__(self) -> None:
-        self.offset = 0.0
+        self.estimate = ClockOffset()
+
+    @property
+    def offset(self) -> float:
+        return self.estimate.offset
 
     def read(self, raw: psycopg.Connection[Any]) -> float:
         before = time.time()
         row = raw.execute(self.SQL).fetchone()
         after = time.time()
         server = float(row[0]) if row is not None else after
-        self.offset = server - (before + after) / 2
+        self.estimate.observe(server, before, after)
         return server
 
 

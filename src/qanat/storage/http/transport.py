@@ -23,6 +23,7 @@ from qanat.errors import PayloadTooLarge, QanatError, StorageError
 from qanat.storage.http import wire
 from qanat.storage.http.h1 import H1Client, Response, uses_h1
 from qanat.storage.http.protocol import NOW_HEADER, PREFIX
+from qanat.storage.offset import ClockOffset
 
 #: Exceptions a node may answer with that the client raises as the same class.
 _KNOWN: dict[str, type[Exception]] = {
@@ -61,9 +62,7 @@ class Transport:
         self._transport = transport
         self.client: httpx.AsyncClient | H1Client | None = None
         #: node clock minus this host's clock, from the answer with the shortest trip
-        self.offset = 0.0
-        self._best_trip = float("inf")
-        self._offset_at = 0.0
+        self._clock = ClockOffset()
 
     def start(self) -> None:
         headers = {"user-agent": "qanat-worker"}
@@ -94,19 +93,17 @@ class Transport:
             self.client = None
 
     def clock(self) -> float:
-        return time.time() + self.offset
+        return self._clock.clock()
+
+    @property
+    def offset(self) -> float:
+        """The node's clock minus this host's."""
+        return self._clock.offset
 
     def _observe(self, sent: float, response: httpx.Response | Response) -> None:
         value = response.headers.get(NOW_HEADER)
-        if value is None:
-            return
-        got = time.time()
-        trip = got - sent
-        # the shortest round trip bounds the error best; re-measure now and then (drift)
-        if trip <= self._best_trip * 1.5 or got - self._offset_at > 10.0:
-            self._best_trip = min(self._best_trip, trip) if got - self._offset_at <= 10.0 else trip
-            self.offset = float(value) - (sent + got) / 2
-            self._offset_at = got
+        if value is not None:
+            self._clock.observe(float(value), sent)
 
     async def request(
         self,

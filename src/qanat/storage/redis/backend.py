@@ -33,6 +33,7 @@ from qanat.storage.base import (
     decode_cursor,
     encode_cursor,
 )
+from qanat.storage.offset import ClockOffset
 from qanat.storage.records import STATUSES, WorkerRecord
 from qanat.storage.redis import codec
 from qanat.storage.redis.bell import Bell
@@ -64,7 +65,7 @@ class RedisStorage(RedisPipes, Storage):
         self.prefix = prefix
         self.key = "{" + prefix + "}"
         self._scripts: Scripts | None = None
-        self._offset = 0.0
+        self._clock = ClockOffset()
         self._seen_version: str | None = None
         self._seen_heard = -1
         self._bell: Bell | None = None
@@ -173,11 +174,10 @@ class RedisStorage(RedisPipes, Storage):
     # --- time and change --------------------------------------------------------------
 
     def clock(self) -> float:
-        return time.time() + self._offset
+        return self._clock.clock()
 
     def _heard_time(self, server: str, sent: float) -> None:
-        got = time.time()
-        self._offset = float(server) - (sent + got) / 2
+        self._clock.observe(float(server), sent)
 
     async def now(self) -> float:
         sent = time.time()
