@@ -7,6 +7,7 @@ the long poll waking waiters at once, and clear errors at ``open``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -196,6 +197,29 @@ async def test_bad_requests_name_what_was_wrong(app: Any) -> None:
         assert r.status_code == 401 and "wrong bearer token" in r.json()["error"]
 
 
+@job
+async def double(x: int) -> int:
+    return 2 * x
+
+
+@contextlib.asynccontextmanager
+async def worker_and_waiter(app: Any, waiter_transport: Any = None) -> AsyncIterator[Queue]:
+    """A worker queue and a client queue (no worker), each on its own ``HttpStorage``
+    to the node ``app``; yields the client, after one warm-up round trip."""
+    worker = Queue(jobs=[double], storage=HttpStorage("http://node", TOKEN, transport=app))
+    transport = waiter_transport or app
+    waiter = Queue(jobs=[double], storage=HttpStorage("http://node", TOKEN, transport=transport))
+    await worker.start()
+    await waiter.start(worker=False)
+    try:
+        e = await waiter.jobs.double.start(21)
+        assert await asyncio.wait_for(e.result(), 10) == 42  # warm: the long polls are open
+        yield waiter
+    finally:
+        await worker.stop()
+        await waiter.stop()
+
+
 async def test_waiting_clients_are_woken_by_the_long_poll_at_once(
     app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -203,18 +227,7 @@ async def test_waiting_clients_are_woken_by_the_long_poll_at_once(
     # poll can make the round trips fast, however loaded the machine is.
     monkeypatch.setattr(worker_module, "FALLBACK_POLL", 5.0)
     monkeypatch.setattr(watcher_module, "BELL_POLL", 5.0)
-
-    @job
-    async def double(x: int) -> int:
-        return 2 * x
-
-    worker = Queue(jobs=[double], storage=HttpStorage("http://node", TOKEN, transport=app))
-    waiter = Queue(jobs=[double], storage=HttpStorage("http://node", TOKEN, transport=app))
-    await worker.start()
-    await waiter.start(worker=False)
-    try:
-        e = await waiter.jobs.double.start(21)
-        assert await asyncio.wait_for(e.result(), 10) == 42  # warm
+    async with worker_and_waiter(app) as waiter:
         took = []
         for i in range(5):
             began = time.perf_counter()
@@ -222,9 +235,6 @@ async def test_waiting_clients_are_woken_by_the_long_poll_at_once(
             assert await asyncio.wait_for(e.result(), 10) == 2 * i
             took.append(time.perf_counter() - began)
         assert sorted(took)[2] < 2.0, took
-    finally:
-        await worker.stop()
-        await waiter.stop()
 
 
 async def test_open_says_what_is_wrong(app: Any, tmp_path: Path) -> None:
@@ -256,17 +266,7 @@ async def test_a_waiting_client_reads_its_executions_from_the_long_poll(app: Any
             reads.append(scope["path"])
         await app(scope, receive, send)
 
-    @job
-    async def double(x: int) -> int:
-        return 2 * x
-
-    worker = Queue(jobs=[double], storage=HttpStorage("http://node", TOKEN, transport=app))
-    waiter = Queue(jobs=[double], storage=HttpStorage("http://node", TOKEN, transport=counting))
-    await worker.start()
-    await waiter.start(worker=False)
-    try:
-        e = await waiter.jobs.double.start(21)
-        assert await asyncio.wait_for(e.result(), 10) == 42  # warm: the long poll is open
+    async with worker_and_waiter(app, counting) as waiter:
         reads.clear()
         n = 10
         for i in range(n):
@@ -275,6 +275,3 @@ async def test_a_waiting_client_reads_its_executions_from_the_long_poll(app: Any
         # one read per result, a second only when a change overtook it
         assert len(reads) <= 2 * n, reads
         assert all(r.endswith("/call/get_many") for r in reads), reads  # no get first
-    finally:
-        await worker.stop()
-        await waiter.stop()

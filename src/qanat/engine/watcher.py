@@ -215,7 +215,7 @@ class Watcher:
             # executions this process runs resolve their waiters directly when they
             # finish (read once all the same: one may have finished before the wait)
             ids = [i for i in self._waiters if i not in local or i in unread]
-            ids += self._progress
+            ids += list(self._progress)
             try:
                 recs = await storage.get_many(ids) if ids else []
             except Exception as exc:
