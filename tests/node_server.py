@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ class NodeServer:
         host: str = "127.0.0.1",
         token: str | None = TOKEN,
         env: dict[str, str] | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.root = root
         self.db = db
@@ -41,13 +43,18 @@ class NodeServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = root / "node.err"
         self.starts = 0
+        #: (certificate, key): served over TLS (``--ssl-certfile``/``--ssl-keyfile``)
+        self.tls = tls
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "qanat", "serve", self.app, "--host", self.host]
+        if self.tls is not None:
+            cmd += ["--ssl-certfile", str(self.tls[0]), "--ssl-keyfile", str(self.tls[1])]
         return [*cmd, "--port", str(self.port), "--log-level", "info"]
 
     def start(self, timeout: float = 30.0) -> None:
@@ -73,7 +80,10 @@ class NodeServer:
             if self.proc.poll() is not None:
                 raise AssertionError(f"qanat serve exited:\n{self.log.read_text()}")
             try:
-                r = httpx.get(self.url + "/node/v1/hello", headers=headers, timeout=2)
+                verify = ssl.create_default_context(cafile=self.tls[0]) if self.tls else True
+                r = httpx.get(
+                    self.url + "/node/v1/hello", headers=headers, timeout=2, verify=verify
+                )
                 if r.status_code == 200:
                     return
             except httpx.TransportError:

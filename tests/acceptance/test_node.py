@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,8 +25,11 @@ import pytest
 from conftest import Worker
 from test_pg_multihost import HOSTS_APP, Host, hosts, namespace_pids
 
+import qanat
 from node_server import TOKEN, NodeServer
 from qanat import codec
+from qanat.errors import StorageError
+from qanat.storage.http import HttpStorage
 
 if TYPE_CHECKING:
     from conftest import Project
@@ -294,3 +298,51 @@ def test_non_loopback_bind_without_token_is_refused(tmp_path: Path) -> None:
     assert res.returncode == 2, res
     assert "refusing to bind 0.0.0.0 without a token" in res.stderr
     assert not (tmp_path / "n.db").exists()  # refused before opening anything
+
+
+@pytest.fixture
+def tls_node(tmp_path: Path) -> Iterator[tuple[NodeServer, Path]]:
+    """A node over TLS with a self-signed certificate for 127.0.0.1, and that certificate."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    (tmp_path / "tlsapp.py").write_text(
+        "import os, qanat\nqueue = qanat.Queue(storage=os.environ['QANAT_TEST_STORAGE'])\n"
+    )
+    node = NodeServer(tmp_path, tmp_path / "tls.db", app="tlsapp:queue", tls=(cert, key))
+    try:
+        node.start()
+        yield node, cert
+    finally:
+        node.kill()
+
+
+@pytest.mark.timeout(90)
+async def test_over_tls_a_worker_and_a_client_reach_the_node_by_https(
+    tls_node: tuple[NodeServer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node, cert = tls_node
+    assert node.url.startswith("https://")
+
+    @qanat.job
+    async def double(x: int) -> int:
+        return 2 * x
+
+    # this host trusts the node's certificate (as it would trust a private CA)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    async with qanat.Queue(jobs=[double], storage=node.url, token=TOKEN) as q:
+        assert await q.jobs.double.run(21) == 42
+        e = await q.jobs.double.start(2)
+        assert await e.result(timeout=30) == 4 and await e.status() == "completed"
+    # a client that does not trust it, and one speaking plain HTTP, hear why
+    monkeypatch.delenv("SSL_CERT_FILE")
+    with pytest.raises(StorageError, match="CERTIFICATE_VERIFY_FAILED"):
+        await HttpStorage(node.url, TOKEN, retry_for=0).open()
+    plain = node.url.replace("https://", "http://")
+    with pytest.raises(StorageError, match=r"cannot reach the qanat node at http://127\.0\.0\.1"):
+        await HttpStorage(plain, TOKEN, retry_for=0).open()
+    assert node.stop() == 0  # SIGTERM: a graceful stop over TLS too
