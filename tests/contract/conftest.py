@@ -8,7 +8,6 @@ themselves never change.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -64,24 +63,6 @@ class ServedNode(HttpStorage):
     async def close(self) -> None:
         await super().close()
         self.server.stop()
-
-
-#: The modules whose tests also run against a real ``qanat serve`` (a subprocess per
-#: test, about 1.5 s each); QANAT_CONTRACT_SERVE=all runs the whole suite there.
-SERVED_MODULES = {"test_fencing_contract", "test_clock_contract"}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.environ.get("QANAT_CONTRACT_SERVE") == "all":
-        return
-    keep, drop = [], []
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        served = callspec is not None and callspec.params.get("storage") == "serve"
-        (drop if served and item.module.__name__ not in SERVED_MODULES else keep).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
 
 
 def _redis(request: pytest.FixtureRequest) -> Storage:
