@@ -56,3 +56,37 @@ async def test_claim_loop_backs_off_through_failing_storage_and_recovers(
     assert "claim" in calls[before:]
     # backed off, not a busy loop: two failures take 0.5 s + 1 s
     assert before < 20, calls
+
+
+@pytest.mark.parametrize("blind", [False, True])
+async def test_a_change_makes_the_worker_ask_first_unless_the_storage_claims_without_asking(
+    make_queue: Any, blind: bool
+) -> None:
+    # Redis: a claim that finds nothing costs what has_ready costs, so a worker woken by
+    # a change claims at once (one round trip sooner); elsewhere it asks first
+    store = MemoryStorage()
+    store.claims_without_asking = blind
+    calls: list[str] = []
+    real_has_ready, real_claim = store.has_ready, store.claim
+
+    async def has_ready(*args: Any) -> bool:
+        calls.append("has_ready")
+        return await real_has_ready(*args)
+
+    async def claim(*args: Any) -> Any:
+        calls.append("claim")
+        return await real_claim(*args)
+
+    store.has_ready = has_ready  # type: ignore[method-assign]
+    store.claim = claim  # type: ignore[method-assign]
+    await make_queue(ping, storage=store)
+    client = await make_queue(ping, storage=store, worker=False)
+    asked = 0
+    for _ in range(3):
+        calls.clear()
+        h = await client.jobs.ping.start()
+        assert await h.result(timeout=15) == "pong"
+        assert "claim" in calls
+        asked += calls.count("has_ready")
+    # (a round's claim may also come from the 0.25 s fallback poll, which never asks)
+    assert (asked == 0) if blind else (asked > 0), asked

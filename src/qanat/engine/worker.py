@@ -265,17 +265,19 @@ class Worker:
         ticker = self.queue.ticker
         forced = True
         failures = 0
+        blind = self.storage.claims_without_asking
         while not self._stopping:
             ev = ticker.event()
             # a local signal or a timer means "claim"; a storage change alone (often our
-            # own commits) first asks cheaply whether anything is claimable at all
+            # own commits) first asks cheaply whether anything is claimable at all,
+            # unless a claim that finds nothing is as cheap as asking (``blind``)
             forced = forced or self._wake.is_set()
             self._wake.clear()
             free = self.free_slots()
             recs: list[ExecutionRecord] = []
             try:
                 clock = self.storage.clock()
-                if free > 0 and (forced or await self.storage.has_ready(jobs, clock)):
+                if free > 0 and (forced or blind or await self.storage.has_ready(jobs, clock)):
                     # at=None: due times and lease ends from the storage's own clock
                     recs = await self.storage.claim(
                         self.id, jobs, min(free, self.batch), self.lease

@@ -126,6 +126,11 @@ class Storage(abc.ABC):
     #: wakes what must move at once, and an immediate wake-up would compete with the
     #: work the commit started). A node sets 0: its commits are for other processes.
     local_wake_delay: float = 0.0
+    #: True when a ``claim`` that finds nothing costs about what ``has_ready`` costs
+    #: (one round trip of similar work, nothing written): a worker woken by a change
+    #: then claims at once instead of asking first, one round trip sooner when
+    #: something did become claimable (Redis: both are one script).
+    claims_without_asking: bool = False
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect, create or migrate the schema, refuse an incompatible store."""

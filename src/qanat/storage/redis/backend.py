@@ -57,6 +57,7 @@ class RedisStorage(RedisPipes, Storage):
     """Storage on one Redis server (or a Cluster: all keys of a prefix in one slot)."""
 
     polls = False
+    claims_without_asking = True
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", prefix: str = "qanat") -> None:
         if not prefix or any(c in prefix for c in "{}"):
