@@ -35,3 +35,19 @@ async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
         return False
     raise_if_cancelled()
     return True
+
+
+async def wait_any(events: tuple[asyncio.Event, ...], timeout: float | None) -> bool:
+    """Wait until one of ``events`` is set or ``timeout`` seconds pass; True if one was.
+    A cancellation always raises (see ``wait_event``)."""
+    if any(e.is_set() for e in events):
+        return True
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(e.wait()) for e in events]
+    try:
+        done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+    raise_if_cancelled()
+    return bool(done)

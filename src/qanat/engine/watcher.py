@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from qanat._aio import wait_event
+from qanat._aio import wait_any
 from qanat.errors import QanatError
 from qanat.storage.base import FINISHED_STATUSES, ExecutionRecord, now
 from qanat.views import parse_progress
@@ -149,6 +149,10 @@ class Watcher:
         self._task: asyncio.Task[None] | None = None
         #: waited-for executions not read yet: a failed or empty first read fails them
         self._unread: set[str] = set()
+        #: set when a wait adds to ``_unread`` while the watcher runs: its next read,
+        #: made at once, includes them (one ``get_many`` for many waits started together,
+        #: e.g. a job awaiting 200 children, rather than a ``get`` each)
+        self._nudge = asyncio.Event()
 
     async def wait(self, execution_id: str, timeout: float | None = None) -> ExecutionRecord:
         """The record of the execution once it is finished.
@@ -158,17 +162,13 @@ class Watcher:
         fut: asyncio.Future[ExecutionRecord] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(execution_id, []).append(fut)
         try:
+            # the watcher's next read, made at once, includes this execution: one read
+            # instead of a ``get`` of our own followed by the watcher's
+            self._unread.add(execution_id)
             if self._task is None or self._task.done():
-                # the watcher's first read, made at once, includes this execution:
-                # one read instead of a ``get`` of our own followed by the watcher's
-                self._unread.add(execution_id)
                 self._ensure_running()
             else:
-                rec = await self._queue.storage.get(execution_id)
-                if rec is None:
-                    raise _missing(execution_id)
-                if rec.status in FINISHED_STATUSES:
-                    return rec
+                self._nudge.set()
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
         finally:
             waiters = self._waiters.get(execution_id)
@@ -198,6 +198,7 @@ class Watcher:
     def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
             self._queue.ticker.start()
+            self._nudge = asyncio.Event()  # of this loop (a queue may be reused on another)
             self._task = asyncio.get_running_loop().create_task(self._run(), name="qanat-watcher")
 
     async def stop(self) -> None:
@@ -207,15 +208,20 @@ class Watcher:
     async def _run(self) -> None:
         storage = self._queue.storage
         ticker = self._queue.ticker
+        changed = True  # read everything waited for (else only what is unread)
         while self._waiters or self._progress:
             ev = ticker.event()
+            self._nudge.clear()
             worker = self._queue.worker
             local = worker.active if worker is not None else {}
             unread, self._unread = self._unread, set()
-            # executions this process runs resolve their waiters directly when they
-            # finish (read once all the same: one may have finished before the wait)
-            ids = [i for i in self._waiters if i not in local or i in unread]
-            ids += list(self._progress)
+            if changed:
+                # executions this process runs resolve their waiters directly when they
+                # finish (read once all the same: one may have finished before the wait)
+                ids = [i for i in self._waiters if i not in local or i in unread]
+                ids += list(self._progress)
+            else:  # new waits only: nothing changed since the others were read
+                ids = list(unread)
             try:
                 recs = await storage.get_many(ids) if ids else []
             except Exception as exc:
@@ -233,7 +239,9 @@ class Watcher:
                 # nothing left to wait for (the callers just have not run yet): end now,
                 # so that the next wait starts a watcher whose first read includes it
                 return
-            await wait_event(ev, 0.5)
+            await wait_any((ev, self._nudge), 0.5)
+            # a change, or the fallback poll: read everything; a nudge alone: the new
+            changed = ev.is_set() or not self._nudge.is_set()
 
     def _fail(self, ids: set[str], exc: Exception | None) -> None:
         """End the waits for ``ids`` with ``exc`` (None: they do not exist)."""

@@ -37,6 +37,7 @@ from qanat.storage.offset import ClockOffset
 from qanat.storage.records import STATUSES, WorkerRecord
 from qanat.storage.redis import codec
 from qanat.storage.redis.bell import Bell
+from qanat.storage.redis.packing import fast_packing
 from qanat.storage.redis.pipes import RedisPipes
 from qanat.storage.redis.scripts import Scripts
 from qanat.storage.urls import redact
@@ -87,6 +88,9 @@ class RedisStorage(RedisPipes, Storage):
             max_connections=MAX_CONNECTIONS,
             timeout=None,
         )
+        # whatever connection the URL asked for (TCP, TLS, a unix socket), packing its
+        # commands with hiredis (packing.py)
+        pool.connection_class = fast_packing(pool.connection_class)
         return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
 
     def _scripts_here(self) -> Scripts:
