@@ -1,7 +1,8 @@
 """The watcher behind ``result()``/``wait()``: a wait that starts the watcher is served by
 its first read (one read, not a ``get`` then the watcher's ``get_many``), and that read
 still says what a ``get`` would have: the storage's error, or that the execution does
-not exist. On memory storage that counts and can fail its reads."""
+not exist. Waits that join a running watcher are read together in its next read. On
+memory storage that counts and can fail its reads."""
 
 from __future__ import annotations
 
@@ -69,12 +70,37 @@ async def test_the_first_read_says_what_a_get_would_have() -> None:
         with pytest.raises(StorageError, match="cannot reach the database"):
             await e.result(timeout=10)
         store.broken = False
-        # two waiters, the second joining the running watcher (it reads for itself)
+        # two waiters, the second joining the running watcher (read in its next read)
         first = asyncio.ensure_future(e.result(timeout=10))
         await asyncio.sleep(0)
         second = asyncio.ensure_future(e.result(timeout=10))
         worker = Queue(jobs=[double], storage=store)
         async with worker:
             assert await asyncio.gather(first, second) == [2, 2]
+    finally:
+        await q.stop()
+
+
+async def test_waits_that_join_a_running_watcher_share_one_read() -> None:
+    store = CountingStorage()
+    q = Queue(jobs=[double], storage=store)
+    await q.start(worker=False)
+    try:
+        first = await q.jobs.double.start(0)
+        waits = [asyncio.ensure_future(first.result(timeout=10))]
+        for _ in range(100):  # the watcher's first read is done: it now runs, idle
+            await asyncio.sleep(0)
+        handles = [await q.jobs.double.start(i) for i in range(1, 51)]
+        store.reads.clear()
+        waits += [asyncio.ensure_future(h.result(timeout=10)) for h in handles]
+        for _ in range(100):
+            await asyncio.sleep(0)
+        # 50 waits joined the running watcher: one read of the new ones, not a get each
+        assert store.reads == Counter({"get_many": 1}), store.reads
+        missing = asyncio.ensure_future(q.handle_of("nope", "double").result(timeout=10))
+        with pytest.raises(QanatError, match="execution nope does not exist"):
+            await missing
+        async with Queue(jobs=[double], storage=store):
+            assert await asyncio.gather(*waits) == [2 * i for i in range(51)]
     finally:
         await q.stop()
