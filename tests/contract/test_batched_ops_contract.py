@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from qanat.storage import Checkpoint, ExecutionRecord, StepRecord, Storage
+from qanat.storage import Checkpoint, ExecutionRecord, Finish, StepRecord, Storage
 from qanat.storage.base import now
 
 T0 = 1_700_000_000.0
@@ -81,3 +81,54 @@ async def test_gets_queued_together_answer_each_with_its_own_record(storage: Sto
     got = await asyncio.gather(*(storage.get(i) for i in ids))
     assert [None if r is None else r.id for r in got] == [*ids[:20], None, "e3"]
     assert got[3] is not got[21]  # each caller owns its record
+
+
+async def test_finished_among_gives_the_finished_children_whole_and_leaves_the_rest(
+    storage: Storage,
+) -> None:
+    await claimed(storage)
+    kids = [rec(f"f{i}", "kid") for i in range(6)]
+    kids += [ExecutionRecord(id="later", job="kid", input="{}", created_at=T0, run_at=T0 + 3600)]
+    for kid in kids:
+        kid.parent_id = "p"
+    await storage.enqueue(kids)
+    taken = await storage.claim("w2", ["kid"], 4, LEASE, now())
+    assert len(taken) == 4
+    a, b, c, running = (r.id for r in sorted(taken, key=lambda r: r.id))
+    assert await storage.finish(a, "w2", Finish("completed", output='{"n": 1}'))
+    assert await storage.finish(b, "w2", Finish("failed", error='{"type": "E"}'))
+    await storage.cancel([c], "enough")
+    ids = [k.id for k in kids] + ["never-stored"]
+    got = {r.id: r for r in await storage.finished_among(ids)}
+    assert sorted(got) == sorted([a, b, c])
+    assert (got[a].status, got[a].output) == ("completed", '{"n": 1}')
+    assert (got[b].status, got[b].error) == ("failed", '{"type": "E"}')
+    assert (got[c].status, got[c].reason) == ("cancelled", "enough")
+    assert got[a].input == "{}"  # with its payloads, as get_many gives it
+    assert running not in got
+    assert await storage.finished_among([]) == []
+
+
+async def test_children_finishing_together_wake_their_waiting_parent(storage: Storage) -> None:
+    await claimed(storage)
+    kids = [rec(f"w{i}", "kid") for i in range(5)]
+    for kid in kids:
+        kid.parent_id = "p"
+    await storage.enqueue(kids)
+    assert await storage.suspend("p", "w1", "waiting", None)
+    taken = await storage.claim("w2", ["kid"], 5, LEASE, now())
+    assert len(taken) == 5
+    before = now()
+    done = await asyncio.gather(
+        *(
+            storage.finish(k.id, "w2", Finish("completed", output=str(i)))
+            for i, k in enumerate(taken)
+        )
+    )
+    assert done == [True] * 5
+    [parent] = await storage.get_many(["p"])
+    assert parent.status == "waiting" and parent.owner is None
+    assert parent.available_at is not None and parent.available_at <= now() + 1
+    assert parent.available_at >= before - 5  # due now: woken, not left asleep
+    [again] = await storage.claim("w1", ["j"], 1, LEASE, now())
+    assert again.id == "p"

@@ -1,8 +1,9 @@
 """The watcher behind ``result()``/``wait()``: a wait that starts the watcher is served by
 its first read (one read, not a ``get`` then the watcher's ``get_many``), and that read
 still says what a ``get`` would have: the storage's error, or that the execution does
-not exist. Waits that join a running watcher are read together in its next read. On
-memory storage that counts and can fail its reads."""
+not exist. Waits that join a running watcher are read together in its next read; after
+a change, what was read already is read again with ``finished_among`` (only finished
+ones come back). On memory storage that counts and can fail its reads."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from qanat import Queue, job
 from qanat.errors import QanatError, StorageError
 from qanat.storage import MemoryStorage
-from qanat.storage.base import ExecutionRecord
+from qanat.storage.base import FINISHED_STATUSES, ExecutionRecord
 
 
 class CountingStorage(MemoryStorage):
@@ -23,6 +24,7 @@ class CountingStorage(MemoryStorage):
         super().__init__()
         self.reads: Counter[str] = Counter()
         self.broken = False
+        self.asked: list[int] = []
 
     async def get(self, execution_id: str) -> ExecutionRecord | None:
         self.reads["get"] += 1
@@ -33,6 +35,13 @@ class CountingStorage(MemoryStorage):
         if self.broken:
             raise StorageError("cannot reach the database (get_many)")
         return await super().get_many(ids, payloads=payloads)
+
+    async def finished_among(self, ids: Sequence[str]) -> list[ExecutionRecord]:
+        self.reads["finished_among"] += 1
+        self.asked.append(len(ids))
+        # not through our get_many (the base class's way): count each read once
+        found = await MemoryStorage.get_many(self, ids)
+        return [r for r in found if r.status in FINISHED_STATUSES]
 
 
 @job
@@ -102,5 +111,27 @@ async def test_waits_that_join_a_running_watcher_share_one_read() -> None:
             await missing
         async with Queue(jobs=[double], storage=store):
             assert await asyncio.gather(*waits) == [2 * i for i in range(51)]
+    finally:
+        await q.stop()
+
+
+async def test_after_a_change_waits_already_read_are_read_again_as_finished_among() -> None:
+    store = CountingStorage()
+    q = Queue(jobs=[double], storage=store)
+    await q.start(worker=False)
+    try:
+        handles = [await q.jobs.double.start(i) for i in range(20)]
+        waits = [asyncio.ensure_future(h.result(timeout=10)) for h in handles]
+        for _ in range(100):  # the watcher's first read (all 20 unread) is done
+            await asyncio.sleep(0)
+        assert store.reads == Counter({"get_many": 1}), store.reads
+        store.reads.clear()
+        q.ticker.fire()  # a change: the 20 are read again, as finished_among
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert store.reads == Counter({"finished_among": 1}), store.reads
+        assert store.asked == [20]
+        async with Queue(jobs=[double], storage=store):
+            assert await asyncio.gather(*waits) == [2 * i for i in range(20)]
     finally:
         await q.stop()

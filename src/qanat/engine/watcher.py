@@ -215,13 +215,22 @@ class Watcher:
             worker = self._queue.worker
             local = worker.active if worker is not None else {}
             unread, self._unread = self._unread, set()
-            if changed:
+            # a first read, and progress, need the whole record (it says whether the
+            # execution exists, and how far it got); the others only matter once they
+            # have finished: ``finished_among`` leaves the rest where they are stored
+            ids = list(unread)
+            again: list[str] = []
+            if changed:  # else new waits only: nothing changed since the others were read
+                ids += [i for i in self._progress if i not in unread]
                 # executions this process runs resolve their waiters directly when they
                 # finish (read once all the same: one may have finished before the wait)
-                ids = [i for i in self._waiters if i not in local or i in unread]
-                ids += list(self._progress)
-            else:  # new waits only: nothing changed since the others were read
-                ids = list(unread)
+                again = [
+                    i
+                    for i in self._waiters
+                    if i not in local and i not in unread and i not in self._progress
+                ]
+                if ids:  # a get_many is made anyway: one read for all
+                    ids, again = ids + again, []
             try:
                 recs = await storage.get_many(ids) if ids else []
             except Exception as exc:
@@ -233,6 +242,11 @@ class Watcher:
             else:
                 if unread:
                     self._fail(unread - {r.id for r in recs}, None)
+            if again:
+                try:
+                    recs += await storage.finished_among(again)
+                except Exception:
+                    log.exception("qanat: reading executions for waiters failed")
             for rec in recs:
                 self._deliver(rec)
             if not self._progress and all(f.done() for fs in self._waiters.values() for f in fs):

@@ -371,6 +371,11 @@ class RedisStorage(RedisPipes, Storage):
         reply = await self._run("get_many", ["1" if payloads else "0", *ids])
         return [codec.execution(flat) for flat in reply]
 
+    async def finished_among(self, ids: Sequence[str]) -> list[ExecutionRecord]:
+        if not ids:
+            return []
+        return [codec.execution(flat) for flat in await self._run("finished_among", list(ids))]
+
     #: A search reads the other filters' pages and keeps what matches (the id, or text of
     #: the input, as SQL's ``LIKE``): Redis has no text index to ask instead.
     searches = True

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, fields
 from typing import Any
@@ -54,30 +55,32 @@ class RecordCodec:
         )
         #: absent from a hash means None for these (whatever their default)
         self.nullable = tuple(f.name for f in fields(cls) if "None" in str(f.type))
+        #: the values of the fields a hash leaves out: None where it may be, else "" for
+        #: a required one
+        self.absent: dict[str, Any] = {
+            **{name: "" for name in self.required},
+            **{name: None for name in self.nullable},
+        }
+        self._values = operator.attrgetter(*self.names)
 
     def pairs(self, obj: Any) -> list[str]:
         """Field/value pairs of the fields that are not None."""
         out: list[str] = []
-        for name in self.names:
-            value = getattr(obj, name)
+        for name, value in zip(self.names, self._values(obj), strict=True):
             if value is not None:
                 out.append(name)
-                out.append(_encode(value))
+                out.append(value if type(value) is str else _encode(value))
         return out
 
     def decode(self, flat: Sequence[str]) -> Any:
         """The record of a flat ``HGETALL`` reply (unknown and ``_`` fields are skipped)."""
-        values: dict[str, Any] = {}
+        values = dict(self.absent)
         decoders = self.decoders
         it = iter(flat)
         for name, raw in zip(it, it, strict=True):
             dec = decoders.get(name)
             if dec is not None:
-                values[name] = dec(raw)
-        for name in self.nullable:
-            values.setdefault(name, None)
-        for name in self.required:
-            values.setdefault(name, "")
+                values[name] = raw if dec is str else dec(raw)
         return self.cls(**values)
 
 

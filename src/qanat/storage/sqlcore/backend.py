@@ -65,6 +65,7 @@ INLINE_READS: dict[Callable[..., Any], Accepts] = {
     claims.op_has_ready: lambda jobs, at: True,
     queries.op_get: lambda execution_id: True,
     queries.op_get_many: lambda ids, payloads: len(ids) <= INLINE_MANY,
+    queries.op_finished_among: lambda ids: len(ids) <= INLINE_MANY,
 }
 
 #: Operations that are a single statement for some arguments (see ``ConnThread.single``):
@@ -202,6 +203,11 @@ class SqlStorage(Storage):
         if not ids:
             return []
         return await self._r(queries.op_get_many, list(ids), payloads)
+
+    async def finished_among(self, ids: Sequence[str]) -> builtins.list[ExecutionRecord]:
+        if not ids:
+            return []
+        return await self._r(queries.op_finished_among, list(ids))
 
     async def query(self, flt: ExecutionFilter, limit: int, cursor: str | None) -> Page:
         if cursor is not None:

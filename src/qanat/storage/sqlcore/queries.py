@@ -91,6 +91,14 @@ def op_get_many(conn: Conn, ids: list[str], payloads: bool) -> list[ExecutionRec
     return [execution(rows[i]) for i in ids if i in rows]
 
 
+#: ``finished_among``: SELECT_MANY of the finished ones only (the others are not sent).
+SELECT_FINISHED_AMONG = f"{SELECT_MANY} AND {FINISHED}"
+
+
+def op_finished_among(conn: Conn, ids: list[str]) -> list[ExecutionRecord]:
+    return [execution(r) for r in conn.execute(SELECT_FINISHED_AMONG, (json.dumps(ids),))]
+
+
 def _where(flt: ExecutionFilter) -> tuple[list[str], list[Any]]:
     conds: list[str] = []
     params: list[Any] = []

@@ -74,6 +74,10 @@ local function park_score(s) return tonumber(s.run_at or '0') - tonumber(s.prior
 local function in_slot(s) return s.slot ~= nil and s.status == 'running' end
 local function cache_key(s) return P .. ':c:' .. s.job .. NUL .. (s._ih or '') end
 
+-- priority levels known to be in ``prios:<job>`` during this script (job NUL priority):
+-- a claim or a fan-out's enqueue moves hundreds of executions of one level
+local _prios = {}
+
 -- keep every index of an execution in step with its state: ``o`` before, ``n`` after
 -- (nil: did not exist / deleted)
 local function reindex(id, o, n)
@@ -84,11 +88,18 @@ local function reindex(id, o, n)
   if was and not (is and oe.priority == ne.priority and oe.job == ne.job) then
     local k = rkey(oe.job, oe.priority)
     redis.call('ZREM', k, id)
-    if redis.call('EXISTS', k) == 0 then redis.call('ZREM', P .. ':prios:' .. oe.job, oe.priority) end
+    if redis.call('EXISTS', k) == 0 then
+      redis.call('ZREM', P .. ':prios:' .. oe.job, oe.priority)
+      _prios[oe.job .. NUL .. oe.priority] = nil
+    end
   end
   if is and not (was and oe.available_at == ne.available_at and oe.priority == ne.priority) then
     redis.call('ZADD', rkey(ne.job, ne.priority), ne.available_at, id)
-    redis.call('ZADD', P .. ':prios:' .. ne.job, ne.priority, ne.priority)
+    local level = ne.job .. NUL .. ne.priority
+    if not _prios[level] then
+      redis.call('ZADD', P .. ':prios:' .. ne.job, ne.priority, ne.priority)
+      _prios[level] = true
+    end
   end
   -- parked behind a gate
   local wp, ip = o and is_parked(o), n and is_parked(n)
@@ -203,8 +214,13 @@ local function wake_one(id, at)
   if r and r.status == 'waiting' and r.owner == nil then set(r, 'available_at', at); flush(r) end
 end
 
+-- parents seen by wake_parent in this script, with the time they were seen at: for the
+-- same time a second child's finish would find the parent as the first left it (a
+-- finish_many of a fan-out's children reads their parent once)
+local _parents = {}
 local function wake_parent(r, at)
-  if r.parent_id == nil then return end
+  if r.parent_id == nil or _parents[r.parent_id] == at then return end
+  _parents[r.parent_id] = at
   local p = load(r.parent_id)
   if p and p.status == 'waiting' and p.owner == nil then
     if p.available_at == nil or tonumber(p.available_at) > at then

@@ -199,6 +199,10 @@ local function admit(r, spec, item)
   return nil
 end
 
+-- set once a record's flow control ran in this script: its rules may have changed other
+-- executions (a singleton cancels the one it replaces), so records read before are stale
+local _admitted = false
+
 -- store a new execution (read from ARGV at i by read_record). Returns (kind, id, next i):
 -- kind 'new' (stored as given), 'changed' (stored, flow changed it), 'existing'.
 local function insert(argv, i, item)
@@ -213,6 +217,7 @@ local function insert(argv, i, item)
   end
   local kind = 'new'
   if r.flow ~= nil then
+    _admitted = true
     local instead = admit(r, spec_of(r.flow), item)
     if instead ~= nil then return 'existing', instead, nexti end
     kind = 'changed'
