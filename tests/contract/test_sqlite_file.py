@@ -19,7 +19,7 @@ from qanat.storage import (
     from_url,
 )
 from qanat.storage.base import now
-from qanat.storage.sqlite import schema_version
+from qanat.storage.sqlite import PAGE_SIZE, schema_version
 
 
 def rec(ident: str, **kw: Any) -> ExecutionRecord:
@@ -113,11 +113,37 @@ async def test_missing_and_empty_files_are_created(tmp_path: Path) -> None:
         await store.open()
         assert await pragma(store, "journal_mode") == "wal"
         assert await pragma(store, "synchronous") == 2  # FULL
+        assert await pragma(store, "page_size") == PAGE_SIZE == 1024
         await store.close()
         conn = sqlite3.connect(path)
         meta = dict(conn.execute("SELECT key, value FROM qanat_meta").fetchall())
         conn.close()
         assert meta == {"application": "qanat", "schema_version": str(schema_version())}
+
+
+async def test_a_database_with_other_pages_keeps_them_and_its_executions(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    store = SqliteStorage(str(path))
+    await store.open()
+    await store.enqueue([rec(f"e{i}") for i in range(50)])
+    await store.close()
+    conn = sqlite3.connect(path)  # as an older qanat made it: SQLite's 4 KiB pages
+    conn.execute("PRAGMA journal_mode = DELETE")
+    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("VACUUM")
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    conn.close()
+    store = SqliteStorage(str(path))
+    await store.open()
+    try:
+        assert await pragma(store, "page_size") == 4096
+        assert await pragma(store, "journal_mode") == "wal"
+        await store.enqueue([rec("more")])
+        assert len(await store.get_many([f"e{i}" for i in range(50)] + ["more"])) == 51
+    finally:
+        await store.close()
 
 
 async def test_a_missing_folder_is_named(tmp_path: Path) -> None:

@@ -37,6 +37,15 @@ from qanat.storage.sqlcore.writer import ConnThread
 SQLITE_HEADER = b"SQLite format 3\x00"
 APPLICATION = "qanat"
 SYNCHRONOUS = ("full", "normal", "extra")
+#: The page size of a database qanat creates (one it opens keeps its own). Every commit
+#: writes each page it changed to the WAL whole and syncs it: an enqueue changes five
+#: (the row, its id and two index entries, its input's row), a checkpoint three or four,
+#: each a few dozen bytes of a page. With 1 KiB pages a lone enqueue's commit is 20 KiB
+#: less to write and sync than with SQLite's 4 KiB default: 80.7 -> 59.6 µs on this
+#: machine (benchmarks/RESULTS.md), at the price of longer overflow chains for large
+#: payloads (a 50 MB input is stored in 0.21 s instead of 0.15 s). Durability is the
+#: same: WAL frames are checksummed, and every commit is still synced.
+PAGE_SIZE = 1024
 
 
 class SqliteConnection(sqlite3.Connection):
@@ -247,6 +256,7 @@ class SqliteStorage(SqlStorage):
         try:
             conns.append(self._connect())
             writer = conns[0]
+            writer.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file's; else no-op
             mode = _wal(writer, self.busy_timeout)
             if str(mode).lower() != "wal":
                 raise StorageError(f"cannot put SQLite database {self.path} in WAL mode ({mode})")
