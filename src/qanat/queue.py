@@ -260,7 +260,8 @@ class Queue:
             raise
         if w is not None and adopted:
             w.spawn_adopted(rec, stored)
-        self.notify_local()
+        if not (adopted and stored.id == rec.id):  # an adopted one runs here already
+            self.notify_local()
         if stored.id == rec.id:
             await self.fire(j, "trigger", rec.id, value)
         return self.handle(stored)

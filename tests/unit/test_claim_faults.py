@@ -90,3 +90,24 @@ async def test_a_change_makes_the_worker_ask_first_unless_the_storage_claims_wit
         asked += calls.count("has_ready")
     # (a round's claim may also come from the 0.25 s fallback poll, which never asks)
     assert (asked == 0) if blind else (asked > 0), asked
+
+
+async def test_work_the_worker_adopted_is_not_looked_for_by_a_claim(make_queue: Any) -> None:
+    # ``run()`` in a process with a worker hands the execution to that worker as it is
+    # stored (adopted): no claim should follow each one, finding nothing
+    store = MemoryStorage()
+    claims: list[int] = []
+    real_claim = store.claim
+
+    async def claim(*args: Any) -> Any:
+        got = await real_claim(*args)
+        claims.append(len(got))
+        return got
+
+    store.claim = claim  # type: ignore[method-assign]
+    q = await make_queue(ping, storage=store)
+    await q.jobs.ping.run()
+    claims.clear()
+    for _ in range(30):
+        assert await q.jobs.ping.run() == "pong"
+    assert len(claims) < 10, claims  # was one empty claim per run

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qanat.storage.sqlcore.writer import INLINE_READY
 from qanat.storage.sqlite import SqliteStorage
 
 Seen = list[tuple[str, int]]
@@ -59,6 +60,26 @@ async def test_a_lone_write_on_an_idle_loop_commits_on_the_callers_thread(tmp_pa
         await s.close()
     assert seen == [("a", threading.get_ident())]
     assert _rows(tmp_path / "q.db") == ["a"]  # the failed operation left nothing
+
+
+async def test_one_other_ready_callback_still_commits_inline_more_queue(tmp_path: Path) -> None:
+    s = await _open(tmp_path)
+    seen: Seen = []
+    loop = asyncio.get_running_loop()
+    try:
+        assert s._writer is not None and INLINE_READY == 1
+        loop.call_soon(lambda: None)  # e.g. the wake-up of a result's caller
+        assert s._writer.submit(_insert, (seen, "beside one")).done()
+        await asyncio.sleep(0)
+        loop.call_soon(lambda: None)
+        loop.call_soon(lambda: None)  # two others ready: someone may join a group commit
+        queued = s._writer.submit(_insert, (seen, "beside two"))
+        assert not queued.done()
+        assert await queued == "beside two"
+    finally:
+        await s.close()
+    me = threading.get_ident()
+    assert seen[0] == ("beside one", me) and seen[1][0] == "beside two" and seen[1][1] != me
 
 
 async def test_concurrent_writes_still_share_the_writer_threads_group_commit(
@@ -121,7 +142,8 @@ async def test_a_write_never_overtakes_one_queued_before_it(tmp_path: Path) -> N
 
     try:
         assert s._writer is not None
-        asyncio.get_running_loop().call_soon(lambda: None)  # the loop is not idle: queue it
+        for _ in range(INLINE_READY + 1):  # the loop is not idle: queue it
+            asyncio.get_running_loop().call_soon(lambda: None)
         first = s._writer.submit(slow, ())  # not awaited
         assert await asyncio.to_thread(entered.wait, 10)  # in the writer thread's hands
         second = s._writer.submit(_insert, (seen, "second"))
@@ -217,3 +239,36 @@ async def test_a_small_read_on_an_idle_reader_runs_on_the_callers_thread(tmp_pat
     finally:
         await s.close()
     assert [t == loop_thread for t in threads] == [True, False, True, False]
+
+
+async def test_storing_executions_this_processs_worker_adopted_does_not_wake_it(
+    tmp_path: Path,
+) -> None:
+    from qanat.storage.base import RUNNING, Checkpoint, ExecutionRecord, StepRecord, now
+
+    s = SqliteStorage(tmp_path / "q.db")
+    await s.open()
+    assert s._writer is not None
+    s._writer.bell = bell = _Bell()
+
+    def rec(ident: str, owner: str | None = None) -> ExecutionRecord:
+        at = now()
+        r = ExecutionRecord(id=ident, job="j", input="{}", created_at=at, run_at=at)
+        r.available_at = at + 30 if owner else at
+        if owner is not None:
+            r.status, r.owner = RUNNING, owner
+        return r
+
+    def kid(parent: str, key: str, owner: str | None) -> Checkpoint:
+        at = now()
+        step = StepRecord(parent, key, "start", "j", "completed", '"k"', None, 1, 1, at, at)
+        return Checkpoint(step, [rec(key, owner)])
+
+    try:
+        await s.enqueue([rec("adopted", owner="w1")])  # stored claimed: runs here already
+        await s.enqueue([rec("pending")])  # claimable: this process's worker must look
+        assert await s.checkpoint("adopted", "w1", kid("adopted", "k1", "w1")) is None
+        assert await s.checkpoint("adopted", "w1", kid("adopted", "k2", None)) is None
+    finally:
+        await s.close()
+    assert bell.rings == [False, True, False, True]

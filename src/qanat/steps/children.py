@@ -53,7 +53,7 @@ async def start_child(
         raise
     if adopted:
         st.worker.spawn_adopted(child, child)
-    if fresh:
+    if fresh and not adopted:  # an adopted child runs here already: nothing to claim
         st.worker.notify_local()
         await queue.fire(job, "trigger", child.id, value)
     return queue.handle_of(child.id, job.name)

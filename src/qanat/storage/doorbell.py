@@ -189,7 +189,12 @@ class Doorbell:
             return
         self._local_pending = True
         try:
-            if self.local_delay > 0:
+            if asyncio._get_running_loop() is loop:  # an inline commit: no wake-up needed
+                if self.local_delay > 0:
+                    loop.call_later(self.local_delay, self._call)
+                else:
+                    loop.call_soon(self._call)
+            elif self.local_delay > 0:
                 loop.call_soon_threadsafe(loop.call_later, self.local_delay, self._call)
             else:
                 loop.call_soon_threadsafe(self._call)

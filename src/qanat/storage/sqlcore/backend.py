@@ -79,9 +79,12 @@ ONE_STATEMENT: dict[Callable[..., Any], OneStatement] = {
 
 #: Operations whose commit need not wake this process's own listeners (``ConnThread.quiet``):
 #: a checkpoint without children changes no execution's state or claimability; whoever
-#: in this process waits on it is woken by the engine directly.
+#: in this process waits on it is woken by the engine directly. Nor does storing
+#: executions this process's worker adopted (an enqueue, a checkpoint's children): they
+#: run here already, so its claim loop would find nothing and its watcher no finish.
 QUIET: dict[Callable[..., Any], Callable[..., bool]] = {
-    steps.op_checkpoint: steps.one_statement_checkpoint,
+    steps.op_checkpoint: steps.quiet_checkpoint,
+    executions.op_enqueue: executions.quiet_enqueue,
 }
 
 

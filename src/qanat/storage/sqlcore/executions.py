@@ -228,6 +228,17 @@ def one_plain_record(records: list[ExecutionRecord]) -> bool:
     return len(records) == 1 and plain(records)
 
 
+def claimed_by_enqueuer(records: Sequence[ExecutionRecord]) -> bool:
+    """Every record is stored already running under an owner, without flow control: the
+    enqueuing process's worker adopted them (``Worker.adopt``), so nobody in that process
+    has anything to claim or to learn from their commit."""
+    return all(r.status == RUNNING and r.owner is not None and r.flow is None for r in records)
+
+
+def quiet_enqueue(records: list[ExecutionRecord]) -> bool:
+    return claimed_by_enqueuer(records)
+
+
 def op_enqueue(conn: Conn, records: list[ExecutionRecord]) -> list[ExecutionRecord]:
     if len(records) > 1 and plain(records):  # one executemany (PostgreSQL: pipelined)
         store_rows(conn, records)

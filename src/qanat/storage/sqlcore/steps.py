@@ -7,7 +7,7 @@ import json
 
 from qanat.storage.base import Checkpoint, LogRecord, StepRecord
 from qanat.storage.sqlcore.dialect import Conn
-from qanat.storage.sqlcore.executions import insert, plain, store_rows
+from qanat.storage.sqlcore.executions import claimed_by_enqueuer, insert, plain, store_rows
 from qanat.storage.sqlcore.records import (
     LOG_COLS,
     OWNED,
@@ -48,6 +48,12 @@ SELECT_LOGS = f"SELECT {LOG_COLS} FROM logs WHERE execution_id = ? ORDER BY seq"
 def one_statement_checkpoint(eid: str, owner: str, cp: Checkpoint) -> bool:
     """Whether ``op_checkpoint`` is one statement here (no children to insert)."""
     return not cp.children
+
+
+def quiet_checkpoint(eid: str, owner: str, cp: Checkpoint) -> bool:
+    """Whether a checkpoint's commit changes nothing this process's own listeners wait
+    for: no children, or only children its worker adopted (they run here already)."""
+    return claimed_by_enqueuer(cp.children)
 
 
 def op_checkpoint(conn: Conn, eid: str, owner: str, cp: Checkpoint) -> str | None:
