@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -58,6 +59,13 @@ class Step:
             )
 
 
+@functools.lru_cache(maxsize=4096)
+def _named(name: str) -> Step:
+    """The default options of a step called by name (a ``Step`` is immutable: one per
+    name, validated once rather than at every call)."""
+    return Step(name)
+
+
 def _return_annotation(fn: Callable[..., Any]) -> Any:
     try:
         return get_type_hints(fn).get("return")
@@ -100,7 +108,7 @@ async def checkpointed(
     """A step of ``kind`` (``run``, ``thread``) whose attempts are ``call(st)``: replayed
     from its record if it has one, else attempted per its ``Step`` options and
     checkpointed; ``fn`` is what its return annotation is read from on replay."""
-    opts = step if isinstance(step, Step) else Step(step)
+    opts = step if isinstance(step, Step) else _named(step) if isinstance(step, str) else Step(step)
     st = current(kind)
     st.boundary()
     key = st.next_key(opts.name)
