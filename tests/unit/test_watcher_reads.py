@@ -135,3 +135,34 @@ async def test_after_a_change_waits_already_read_are_read_again_as_finished_amon
             assert await asyncio.gather(*waits) == [2 * i for i in range(20)]
     finally:
         await q.stop()
+
+
+release = asyncio.Event()
+
+
+@job
+async def held() -> str:
+    await release.wait()
+    return "done"
+
+
+async def test_a_wait_for_an_execution_running_here_reads_nothing() -> None:
+    store = CountingStorage()
+    release.clear()
+    async with Queue(jobs=[held], storage=store) as q:
+        e = await q.jobs.held.start()
+        assert q.worker is not None
+        for _ in range(100):  # until this process's worker runs it
+            if e.id in q.worker.active:
+                break
+            await asyncio.sleep(0)
+        assert e.id in q.worker.active
+        store.reads.clear()
+        waiting = asyncio.ensure_future(e.result(timeout=10))
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        assert store.reads == Counter(), store.reads  # its finish here will say
+        release.set()
+        assert await waiting == "done"
+        assert store.reads["get_many"] == 0 and store.reads["get"] == 0, store.reads

@@ -161,14 +161,21 @@ class Watcher:
         it fails; ``TimeoutError`` after ``timeout`` seconds."""
         fut: asyncio.Future[ExecutionRecord] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(execution_id, []).append(fut)
+        worker = self._queue.worker
         try:
-            # the watcher's next read, made at once, includes this execution: one read
-            # instead of a ``get`` of our own followed by the watcher's
-            self._unread.add(execution_id)
-            if self._task is None or self._task.done():
+            if worker is not None and execution_id in worker.active:
+                # it runs here, so it exists and has not finished: its finish resolves
+                # this wait directly, and if it leaves this worker unfinished (a sleep,
+                # a retry) the watcher reads it at the change that follows
                 self._ensure_running()
             else:
-                self._nudge.set()
+                # the watcher's next read, made at once, includes this execution: one
+                # read instead of a ``get`` of our own followed by the watcher's
+                self._unread.add(execution_id)
+                if self._task is None or self._task.done():
+                    self._ensure_running()
+                else:
+                    self._nudge.set()
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
         finally:
             waiters = self._waiters.get(execution_id)
