@@ -84,7 +84,7 @@ ONE_STATEMENT: dict[Callable[..., Any], OneStatement] = {
 #: run here already, so its claim loop would find nothing and its watcher no finish.
 QUIET: dict[Callable[..., Any], Callable[..., bool]] = {
     steps.op_checkpoint: steps.quiet_checkpoint,
-    executions.op_enqueue: executions.quiet_enqueue,
+    executions.op_enqueue: executions.claimed_by_enqueuer,
 }
 
 

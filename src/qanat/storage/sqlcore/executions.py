@@ -235,10 +235,6 @@ def claimed_by_enqueuer(records: Sequence[ExecutionRecord]) -> bool:
     return all(r.status == RUNNING and r.owner is not None and r.flow is None for r in records)
 
 
-def quiet_enqueue(records: list[ExecutionRecord]) -> bool:
-    return claimed_by_enqueuer(records)
-
-
 def op_enqueue(conn: Conn, records: list[ExecutionRecord]) -> list[ExecutionRecord]:
     if len(records) > 1 and plain(records):  # one executemany (PostgreSQL: pipelined)
         store_rows(conn, records)
