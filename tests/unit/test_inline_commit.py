@@ -272,3 +272,55 @@ async def test_storing_executions_this_processs_worker_adopted_does_not_wake_it(
     finally:
         await s.close()
     assert bell.rings == [False, True, False, True]
+
+
+async def test_a_final_finish_wakes_this_process_only_when_it_wakes_someone_here(
+    tmp_path: Path,
+) -> None:
+    from qanat.storage.base import (
+        COMPLETED,
+        PENDING,
+        RUNNING,
+        ExecutionRecord,
+        Finish,
+        Waiter,
+        now,
+    )
+    from qanat.storage.records import CompletionEvent
+
+    s = SqliteStorage(tmp_path / "q.db")
+    await s.open()
+    assert s._writer is not None
+    s._writer.bell = bell = _Bell()
+
+    async def running(ident: str, parent: str | None = None) -> None:
+        at = now()
+        r = ExecutionRecord(id=ident, job="j", input="{}", created_at=at, run_at=at)
+        r.status, r.owner, r.available_at, r.parent_id = RUNNING, "w1", at + 30, parent
+        await s.enqueue([r])
+
+    def done(ident: str) -> Finish:
+        event = CompletionEvent(ident + "-ev", "job:j", "{}", "1", now(), ident)
+        return Finish(COMPLETED, output="1", event=event)
+
+    try:
+        for ident in ("plain", "parent", "child", "retried", "awaited"):
+            await running(ident, parent="parent" if ident == "child" else None)
+        del bell.rings[:]
+        assert await s.finish("plain", "w1", done("plain"))  # nobody else to wake: quiet
+        assert await s.finish("child", "w1", done("child"))  # wakes its parent
+        assert await s.finish("retried", "w1", Finish(PENDING, error="x", available_at=now()))
+        assert bell.rings == [False, True, True]  # a retry makes it claimable again
+        # the parent waits for any completion of job "j" (``j.wait_for``)
+        await s.wait("parent", "w1", Waiter("parent", "w", "job:j", None, None, now()), None)
+        del bell.rings[:]
+        assert await s.finish("awaited", "w1", done("awaited"))  # serves that waiter
+        assert bell.rings == [True]
+        # a node's listeners answer other processes' long polls: every finish wakes them
+        s.serves_others = True
+        await running("for-others")
+        del bell.rings[:]
+        assert await s.finish("for-others", "w1", done("for-others"))
+        assert bell.rings == [True]
+    finally:
+        await s.close()

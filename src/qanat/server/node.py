@@ -66,6 +66,7 @@ class Node:
         # the node's commits are made for workers and clients elsewhere: wake their
         # long polls at once, not after the delay that suits a worker's own commits
         self.storage.local_wake_delay = 0.0
+        self.storage.serves_others = True
         self.boot = new_id()
         self.seq = 0
         self.watch_hold = watch_hold

@@ -126,6 +126,10 @@ class Storage(abc.ABC):
     #: wakes what must move at once, and an immediate wake-up would compete with the
     #: work the commit started). A node sets 0: its commits are for other processes.
     local_wake_delay: float = 0.0
+    #: True in a node: this process's listeners stand for the workers and clients it
+    #: serves (they answer their long polls), so a commit that only this process's own
+    #: engine would care about still wakes them.
+    serves_others: bool = False
     #: True when a ``claim`` that finds nothing costs about what ``has_ready`` costs
     #: (one round trip of similar work, nothing written): a worker woken by a change
     #: then claims at once instead of asking first, one round trip sooner when

@@ -66,6 +66,7 @@ class PgConnection:
     each (cached here), and the writer's transaction control passes through."""
 
     dialect: Dialect = POSTGRES
+    loud = False
 
     def __init__(self, raw: psycopg.Connection[Any], clock: ServerClock | None = None) -> None:
         self.raw = raw

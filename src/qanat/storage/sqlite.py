@@ -26,10 +26,18 @@ import stat
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from qanat.errors import StorageError
 from qanat.storage.doorbell import LOCAL_DELAY, Doorbell
-from qanat.storage.sqlcore.backend import BULK, INLINE_READS, QUIET, READ_BULK, SqlStorage
+from qanat.storage.sqlcore.backend import (
+    BULK,
+    INLINE_READS,
+    QUIET,
+    QUIET_FOR_OTHERS,
+    READ_BULK,
+    SqlStorage,
+)
 from qanat.storage.sqlcore.dialect import SQLITE, Dialect
 from qanat.storage.sqlcore.schema import numbered_scripts
 from qanat.storage.sqlcore.writer import ConnThread
@@ -52,6 +60,7 @@ class SqliteConnection(sqlite3.Connection):
     """A connection that names its dialect for the shared operations."""
 
     dialect: Dialect = SQLITE
+    loud = False
 
 
 # --- schema and migrations -----------------------------------------------------------
@@ -219,6 +228,7 @@ class SqliteStorage(SqlStorage):
         self._seen: int | None = None
         self._bell: Doorbell | None = None
         self._local_wake_delay = LOCAL_DELAY
+        self._serves_others = False
 
     def __repr__(self) -> str:
         return f"SqliteStorage({self.path!r}, synchronous={self.synchronous!r})"
@@ -286,7 +296,7 @@ class SqliteStorage(SqlStorage):
             (sqlite3.Error,),
             BULK,
             inline=self._busy_timeout,
-            quiet=QUIET,
+            quiet=self._quiet(),
         )
         self._reader = ConnThread(
             reader,
@@ -340,6 +350,19 @@ class SqliteStorage(SqlStorage):
         self._local_wake_delay = delay
         if self._bell is not None:
             self._bell.local_delay = delay
+
+    @property
+    def serves_others(self) -> bool:
+        return self._serves_others
+
+    @serves_others.setter
+    def serves_others(self, serves: bool) -> None:
+        self._serves_others = serves
+        if self._writer is not None:
+            self._writer.quiet = self._quiet()
+
+    def _quiet(self) -> dict[Callable[..., Any], Callable[..., bool]]:
+        return QUIET_FOR_OTHERS if self._serves_others else QUIET
 
     async def changed(self) -> bool:
         cur = self._watch_cur

@@ -82,10 +82,14 @@ ONE_STATEMENT: dict[Callable[..., Any], OneStatement] = {
 #: in this process waits on it is woken by the engine directly. Nor does storing
 #: executions this process's worker adopted (an enqueue, a checkpoint's children): they
 #: run here already, so its claim loop would find nothing and its watcher no finish.
-QUIET: dict[Callable[..., Any], Callable[..., bool]] = {
+QUIET_FOR_OTHERS: dict[Callable[..., Any], Callable[..., bool]] = {
     steps.op_checkpoint: steps.quiet_checkpoint,
     executions.op_enqueue: executions.claimed_by_enqueuer,
 }
+#: ... nor a worker's final finish that wakes nobody else (``executions.quiet_finish``):
+#: the worker resolves this process's waits on it. Not in a node (``serves_others``),
+#: whose listeners answer the long polls of the workers and clients it serves.
+QUIET = {**QUIET_FOR_OTHERS, executions.op_finish: executions.quiet_finish}
 
 
 class SqlStorage(Storage):

@@ -36,6 +36,10 @@ class Conn(Protocol):
     PostgreSQL adapter): statements in the core's text, translated by ``dialect``."""
 
     dialect: Dialect
+    #: set by an operation whose effect is found only as it runs and wakes someone in
+    #: this process (a parent, a parked execution, a waiter): its commit is not quiet
+    #: (``ConnThread.quiet``); the writer clears it before each transaction
+    loud: bool
 
     def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
 

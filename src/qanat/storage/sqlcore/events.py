@@ -164,6 +164,8 @@ def deliver_job_events(conn: Conn, events: list[EventRecord]) -> None:
     else:
         pipes = json.dumps(sorted({e.pipe for e in events}))
         wanted = {r[0] for r in conn.execute(WAITED_PIPES, (pipes,)).fetchall()}
+    if wanted:
+        conn.loud = True  # a waiter may be served: wake its execution's worker
     for e in events:
         if (
             e.pipe in wanted

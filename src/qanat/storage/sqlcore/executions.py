@@ -235,6 +235,15 @@ def claimed_by_enqueuer(records: Sequence[ExecutionRecord]) -> bool:
     return all(r.status == RUNNING and r.owner is not None and r.flow is None for r in records)
 
 
+def quiet_finish(eid: str, owner: str, fin: Finish) -> bool:
+    """Whether a finish's commit may leave this process's own listeners asleep: a final
+    outcome that enqueues nothing. The worker that made it runs the execution here and
+    resolves this process's waits on it directly; a finish that wakes a parent, frees a
+    slot or serves a waiter says so as it runs (``Conn.loud``). Not in a node, whose
+    listeners answer other processes' long polls (``SqlStorage.serves_others``)."""
+    return fin.status != PENDING and not fin.children
+
+
 def op_enqueue(conn: Conn, records: list[ExecutionRecord]) -> list[ExecutionRecord]:
     if len(records) > 1 and plain(records):  # one executemany (PostgreSQL: pipelined)
         store_rows(conn, records)
@@ -318,8 +327,10 @@ def _finished(conn: Conn, rows: list[Any], at: float, fin: Finish) -> bool:
         return False
     if rows[0][0] is not None:
         conn.execute(WAKE_PARENT, (at, rows[0][0]))
+        conn.loud = True
     if rows[0][1] is not None:
         freed([rows[0][1]], conn)
+        conn.loud = True
     if fin.event is not None and fin.status == COMPLETED:
         deliver_job_events(conn, [fin.event])
     if fin.logs:
@@ -359,9 +370,13 @@ def bulk_finish(conn: Conn, calls: list[tuple[str, str, Finish]]) -> list[bool] 
         outputs = [(f.output, e) for e, _, f in calls if e in done and f.output is not None]
         if outputs:
             conn.executemany(SET_OUTPUT, outputs)
-    freed([r[2] for r in got], conn)
-    for parent in {p for p in done.values() if p is not None}:
+    slots = [r[2] for r in got if r[2] is not None]
+    freed(slots, conn)
+    parents = {p for p in done.values() if p is not None}
+    for parent in parents:
         conn.execute(WAKE_PARENT, (at, parent))
+    if slots or parents:
+        conn.loud = True
     events = [f.event for e, _, f in calls if e in done and f.event and f.status == COMPLETED]
     if events:
         deliver_job_events(conn, events)

@@ -71,7 +71,9 @@ OneStatement = Callable[..., bool]
 Accepts = Callable[..., bool]
 #: Whether an operation, for these arguments, changes nothing this process's own
 #: listeners wait for (a step checkpoint without children): a commit made only of such
-#: operations rings the other processes' doorbells but does not wake our own loops.
+#: operations rings the other processes' doorbells but does not wake our own loops. An
+#: operation that learns only as it runs that it does wake someone (a finish that wakes
+#: a parent) sets ``Conn.loud``.
 Quiet = Callable[..., bool]
 
 _Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any] | None"]
@@ -348,6 +350,7 @@ class ConnThread:
         conn = self.conn
         if begun is None and len(batch) == 1 and self._is_single(batch[0]):
             return self._write_alone(batch[0], last)
+        conn.loud = False
         out: list[_Result] = []
         try:
             if begun is None:
@@ -394,6 +397,7 @@ class ConnThread:
         fn, args, fut = op
         assert fut is not None
         conn = self.conn
+        conn.loud = False
         changes = conn.total_changes
         try:
             value = fn(conn, *args)
@@ -407,9 +411,10 @@ class ConnThread:
 
     def _ring(self, batch: list[_Op]) -> None:
         """Ring the bell after a commit of ``batch`` (never raises): this process's own
-        listeners too unless every operation in it was ``quiet``."""
+        listeners too unless every operation in it was ``quiet`` (and none found, as it
+        ran, that it wakes someone here: ``Conn.loud``)."""
         quiet = self.quiet
-        if quiet:
+        if quiet and not self.conn.loud:
             for fn, args, _ in batch:
                 is_quiet = quiet.get(fn)
                 if is_quiet is None or not is_quiet(*args):
