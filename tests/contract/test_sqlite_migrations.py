@@ -76,3 +76,55 @@ async def test_version_5_file_gains_the_recovery_count(tmp_path: Path) -> None:
         assert (taken.owner, taken.recoveries, taken.step_in_flight) == ("w", 1, None)
     finally:
         await store.close()
+
+
+async def test_version_10_steps_move_into_the_clustered_table_whole(tmp_path: Path) -> None:
+    """Version 11 rebuilds ``steps`` WITHOUT ROWID, keyed by (execution_id, key): every
+    recorded step survives as it was, is read back in start order, and a checkpoint at
+    a recorded key still replaces it rather than adding a second row."""
+    from qanat.storage.base import Checkpoint, StepRecord
+
+    path = tmp_path / "v10.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    for _number, script in migrations()[:10]:
+        for sql in _statements(script):
+            conn.execute(sql)
+    conn.execute("INSERT OR REPLACE INTO qanat_meta (key, value) VALUES ('schema_version', '10')")
+    conn.execute(
+        "INSERT INTO executions (id, job, status, owner, created_at, run_at, available_at) "
+        "VALUES ('e1', 'j', 'running', 'w', 1.0, 1.0, 1e12)"
+    )
+    conn.execute("INSERT INTO inputs (id, input) VALUES ('e1', '{}')")
+    steps = [  # stored out of start order: the read orders them
+        ("e1", "b", "run", "b", "completed", '"B"', None, 2, 1, 20.0, 21.0),
+        ("e1", "a", "run", "a", "failed", None, '{"type": "X"}', 3, 1, 10.0, 11.0),
+        ("e1", "c", "sleep", "c", "completed", None, None, 1, 2, 30.0, 30.5),
+    ]
+    conn.executemany(
+        "INSERT INTO steps (execution_id, key, kind, name, status, result, error, attempts, "
+        "job_attempt, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        steps,
+    )
+    conn.execute("COMMIT")
+    conn.close()
+
+    store = SqliteStorage(str(path))
+    await store.open()
+    try:
+        got = await store.steps("e1")
+        assert got == [
+            StepRecord(*steps[1]),
+            StepRecord(*steps[0]),
+            StepRecord(*steps[2]),
+        ]
+        again = StepRecord("e1", "a", "run", "a", "completed", '"A"', None, 4, 1, 10.0, 12.0)
+        assert await store.checkpoint("e1", "w", Checkpoint(again, [])) is None
+        assert [s.result for s in await store.steps("e1")] == ['"A"', '"B"', None]
+    finally:
+        await store.close()
+
+    conn = sqlite3.connect(path)
+    (ddl,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'steps'").fetchone()
+    conn.close()
+    assert "WITHOUT ROWID" in ddl

@@ -8,6 +8,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from inspect import CO_COROUTINE
 from typing import Any, get_type_hints
 
 from qanat import codec
@@ -81,7 +82,8 @@ def _replayed(st: ExecState, rec: StepRecord, annotation: Any) -> Any:
 
 
 async def _call(st: ExecState, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    if inspect.iscoroutinefunction(fn):
+    code = getattr(fn, "__code__", None)  # a plain function: its flag, without inspect's unwrapping
+    if (code.co_flags & CO_COROUTINE) if code is not None else inspect.iscoroutinefunction(fn):
         return await fn(*args, **kwargs)
     result = await st.worker.run_sync(fn, *args, **kwargs)
     if inspect.isawaitable(result):

@@ -147,13 +147,18 @@ class ExecState:
     ) -> None:
         """Store a step (and children it starts); return once it is committed."""
         cp = Checkpoint(step, children or [])
+        worker = self.worker
 
         def write() -> Awaitable[str | None]:
-            return self.worker.storage.checkpoint(self.id, self.worker.id, cp)
+            return worker.storage.checkpoint(self.id, worker.id, cp)
 
         # a step record is written insert-or-replace at its key and a child is stored
-        # once per id: a retry after a fault that hid whether it committed stores each once
-        why = await self.through_outage(write, "checkpoint")
+        # once per id: a retry after a fault that hid whether it committed stores each
+        # once (tried once directly: the retries' set-up costs a step in the common case)
+        try:
+            why = await write()
+        except StorageError:
+            why = await self.through_outage(write, "checkpoint")
         self.memo[step.key] = step
         if why == "paused":
             self.pause_requested = True

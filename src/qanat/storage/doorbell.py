@@ -203,18 +203,14 @@ class Doorbell:
 
     def _ring_others(self) -> None:
         out = self._out
-        own = self.path
         for folder in self.dirs:
-            names = self._names(folder)
-            if not names:
+            paths = self._others(folder)
+            if not paths:
                 continue
             if out is None:
                 out = self._out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 out.setblocking(False)
-            for name in names:
-                path = os.path.join(folder, name)
-                if path == own:
-                    continue
+            for path in paths:
                 try:
                     out.sendto(b"!", path)
                 except (BlockingIOError, InterruptedError):
@@ -226,7 +222,9 @@ class Doorbell:
                 except OSError as exc:
                     log.debug("qanat: ringing %s failed: %s", path, exc)
 
-    def _names(self, folder: str) -> list[str]:
+    def _others(self, folder: str) -> list[str]:
+        """The paths of the sockets in ``folder`` but our own (listed again only when the
+        folder changed, or after ``RELIST_EVERY``: a stat per ring, not a listing)."""
         try:
             st = os.stat(folder)
         except OSError:
@@ -241,8 +239,10 @@ class Doorbell:
             names = [n for n in os.listdir(folder) if n.endswith(SUFFIX)]
         except OSError:
             names = []
-        self._listings[folder] = (stamp, at, names)
-        return names
+        own = self.path
+        paths = [p for p in (os.path.join(folder, n) for n in names) if p != own]
+        self._listings[folder] = (stamp, at, paths)
+        return paths
 
     def _stale(self, folder: str, path: str) -> None:
         """No socket is bound at ``path`` any more: its process is gone. Delete it."""

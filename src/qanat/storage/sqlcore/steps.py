@@ -41,7 +41,7 @@ CHECKPOINT_ONE = (
     + UPSERT_STEP[UPSERT_STEP.index(" ON CONFLICT") :]
     + " RETURNING (SELECT pause_requested FROM o)"
 )
-SELECT_STEPS = f"SELECT {STEP_COLS} FROM steps WHERE execution_id = ? ORDER BY started_at, seq"
+SELECT_STEPS = f"SELECT {STEP_COLS} FROM steps WHERE execution_id = ? ORDER BY started_at, key"
 SELECT_LOGS = f"SELECT {LOG_COLS} FROM logs WHERE execution_id = ? ORDER BY seq"
 
 
@@ -53,7 +53,7 @@ def one_statement_checkpoint(eid: str, owner: str, cp: Checkpoint) -> bool:
 def quiet_checkpoint(eid: str, owner: str, cp: Checkpoint) -> bool:
     """Whether a checkpoint's commit changes nothing this process's own listeners wait
     for: no children, or only children its worker adopted (they run here already)."""
-    return claimed_by_enqueuer(cp.children)
+    return not cp.children or claimed_by_enqueuer(cp.children)
 
 
 def op_checkpoint(conn: Conn, eid: str, owner: str, cp: Checkpoint) -> str | None:
