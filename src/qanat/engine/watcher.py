@@ -176,7 +176,12 @@ class Watcher:
                     self._ensure_running()
                 else:
                     self._nudge.set()
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            # the future is this wait's alone (``finished`` skips a done one), so it
+            # needs no shield, and without a timeout no wait_for: one loop turn from
+            # its result to this caller instead of two or three
+            if timeout is None:
+                return await fut
+            return await asyncio.wait_for(fut, timeout)
         finally:
             waiters = self._waiters.get(execution_id)
             if waiters is not None:

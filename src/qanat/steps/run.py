@@ -117,7 +117,8 @@ async def checkpointed(
     rec = st.recorded(key, kind, opts.name)
     if rec is not None and (rec.status == COMPLETED or rec.job_attempt == st.attempt):
         return _replayed(st, rec, _return_annotation(fn))
-    await st.enter_step(key)  # a no-op unless a worker died under this execution
+    if st.record.recoveries:  # only after a worker died under this execution
+        await st.enter_step(key)
     if opts.concurrency is None:
         return await _attempts(st, opts, key, kind, call)
     holder = f"{st.id}|{key}"
@@ -141,12 +142,19 @@ async def _acquire_step(st: ExecState, name: str, holder: str, limit: int) -> No
         await wait_event(ev, 0.25)
 
 
-async def _attempts(
+def _attempts(
+    st: ExecState, opts: Step, key: str, kind: str, call: Callable[[ExecState], Awaitable[Any]]
+) -> Awaitable[Any]:
+    """The attempts of one step run, in a ``qanat.step`` span when tracing is on (without
+    tracing, the attempt loop itself: no coroutine of its own per step)."""
+    if active_tracer() is None:
+        return _attempt_loop(st, opts, key, kind, call)
+    return _traced_attempts(st, opts, key, kind, call)
+
+
+async def _traced_attempts(
     st: ExecState, opts: Step, key: str, kind: str, call: Callable[[ExecState], Awaitable[Any]]
 ) -> Any:
-    """The attempts of one step run, in a ``qanat.step`` span when tracing is on."""
-    if active_tracer() is None:
-        return await _attempt_loop(st, opts, key, kind, call)
     with step_span(kind, opts.name, key):
         return await _attempt_loop(st, opts, key, kind, call)
 
