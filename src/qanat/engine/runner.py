@@ -16,6 +16,7 @@ from qanat.errors import (
     NonRetryable,
     PayloadTooLarge,
     RetryAfter,
+    StorageError,
     Suspend,
     Timeout,
     WorkerLost,
@@ -145,8 +146,13 @@ async def _attempt(worker: Worker, st: ExecState) -> None:
 
     # a finish is safe to repeat: one that committed before a fault hid it is refused the
     # second time (the owner is gone), changing nothing, and its children are enqueued
-    # only by the finish that holds (they are stored once per id besides)
-    if await st.through_outage(finish, "finish"):
+    # only by the finish that holds (they are stored once per id besides); tried once
+    # directly, the retries' set-up only after a fault
+    try:
+        held = await finish()
+    except StorageError:
+        held = await st.through_outage(finish, "finish")
+    if held:
         st.settled = True
         _ended(worker, st, COMPLETED)
         if queue.watcher.waiting(rec.id):
