@@ -166,3 +166,32 @@ async def test_a_wait_for_an_execution_running_here_reads_nothing() -> None:
         release.set()
         assert await waiting == "done"
         assert store.reads["get_many"] == 0 and store.reads["get"] == 0, store.reads
+
+
+@job
+async def naps_long() -> str:
+    from qanat import sleep
+
+    await sleep("1h")  # leaves the worker unfinished; finished elsewhere below
+    return "rested here"
+
+
+async def test_a_wait_for_an_execution_that_leaves_here_unfinished_is_followed() -> None:
+    """No watcher runs while the execution runs here; when it leaves this worker
+    without finishing (a durable sleep), the worker hands its wait to the watcher, which
+    then sees it finished by another worker."""
+    from qanat.storage.base import COMPLETED, Finish, now
+
+    store = CountingStorage()
+    async with Queue(jobs=[naps_long], storage=store) as q:
+        e = await q.jobs.naps_long.start()
+        assert q.worker is not None and e.id in q.worker.active  # adopted: it runs here
+        waiting = asyncio.ensure_future(e.result(timeout=10))
+        await asyncio.sleep(0)
+        assert q.watcher._task is None or q.watcher._task.done()  # nothing to read yet
+        while e.id in q.worker.active:  # until it sleeps (no longer held here)
+            await asyncio.sleep(0.01)
+        # another worker takes it when due and completes it
+        [taken] = await store.claim("elsewhere", ["naps_long"], 1, 30.0, at=now() + 7200)
+        assert await store.finish(taken.id, "elsewhere", Finish(COMPLETED, output='"there"'))
+        assert await waiting == "there"

@@ -166,8 +166,8 @@ class Watcher:
             if worker is not None and execution_id in worker.active:
                 # it runs here, so it exists and has not finished: its finish resolves
                 # this wait directly, and if it leaves this worker unfinished (a sleep,
-                # a retry) the watcher reads it at the change that follows
-                self._ensure_running()
+                # a retry) the worker hands it to the watcher then (``follow``)
+                pass
             else:
                 # the watcher's next read, made at once, includes this execution: one
                 # read instead of a ``get`` of our own followed by the watcher's
@@ -200,6 +200,17 @@ class Watcher:
     def waiting(self, execution_id: str) -> bool:
         """Whether anything in this process waits for this execution to finish."""
         return execution_id in self._waiters
+
+    def follow(self, execution_id: str) -> None:
+        """An execution stopped running in this process's worker: if anything here still
+        waits for it (it left unfinished: a sleep, a retry, a release), the watcher reads
+        it from now on, first at once."""
+        if any(not f.done() for f in self._waiters.get(execution_id, ())):
+            self._unread.add(execution_id)
+            if self._task is None or self._task.done():
+                self._ensure_running()
+            else:
+                self._nudge.set()
 
     def finished(self, rec: ExecutionRecord) -> None:
         """A finish committed in this process: wake its waiters without reading storage."""

@@ -331,6 +331,7 @@ class Worker:
         self.active.pop(st.id, None)
         self._blocked.pop(st.id, None)
         self._pending_io.pop(st.id, None)
+        self.queue.watcher.follow(st.id)  # waits on it here, if it left unfinished
         if not task.cancelled() and task.exception() is not None:
             log.error("qanat: execution %s crashed in the engine", st.id, exc_info=task.exception())
         if self._slot_bound and (self.free_slots() >= max(1, self.batch // 4) or not self.active):
