@@ -28,6 +28,21 @@ def _write_version_1(path: Path, rec: ExecutionRecord) -> None:
     conn.close()
 
 
+def _begin_at_version(path: Path, version: int) -> sqlite3.Connection:
+    """A new database file as schema ``version`` left it, in an open transaction for the
+    test's rows (the caller commits)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    for _number, script in migrations()[:version]:
+        for sql in _statements(script):
+            conn.execute(sql)
+    conn.execute(
+        "INSERT OR REPLACE INTO qanat_meta (key, value) VALUES ('schema_version', ?)",
+        (str(version),),
+    )
+    return conn
+
+
 async def test_version_1_file_is_migrated_to_current_and_keeps_its_rows(tmp_path: Path) -> None:
     assert schema_version() > 1, "this test needs at least one migration after the first"
     path = tmp_path / "old.db"
@@ -56,12 +71,7 @@ async def test_version_5_file_gains_the_recovery_count(tmp_path: Path) -> None:
     """Version 6 adds ``recoveries`` and ``step_in_flight``; an execution running under
     version 5 is counted from 0 when a worker of the new version takes it over."""
     path = tmp_path / "v5.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("BEGIN")
-    for _number, script in migrations()[:5]:
-        for sql in _statements(script):
-            conn.execute(sql)
-    conn.execute("INSERT OR REPLACE INTO qanat_meta (key, value) VALUES ('schema_version', '5')")
+    conn = _begin_at_version(path, 5)
     conn.execute(
         "INSERT INTO executions (id, job, input, status, owner, created_at, run_at, "
         "available_at) VALUES ('e1', 'j', '{}', 'running', 'gone', 1.0, 1.0, 2.0)"
@@ -85,12 +95,7 @@ async def test_version_10_steps_move_into_the_clustered_table_whole(tmp_path: Pa
     from qanat.storage.base import Checkpoint, StepRecord
 
     path = tmp_path / "v10.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("BEGIN")
-    for _number, script in migrations()[:10]:
-        for sql in _statements(script):
-            conn.execute(sql)
-    conn.execute("INSERT OR REPLACE INTO qanat_meta (key, value) VALUES ('schema_version', '10')")
+    conn = _begin_at_version(path, 10)
     conn.execute(
         "INSERT INTO executions (id, job, status, owner, created_at, run_at, available_at) "
         "VALUES ('e1', 'j', 'running', 'w', 1.0, 1.0, 1e12)"
