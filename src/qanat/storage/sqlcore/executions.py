@@ -240,7 +240,7 @@ def quiet_finish(eid: str, owner: str, fin: Finish) -> bool:
     outcome that enqueues nothing. The worker that made it runs the execution here and
     resolves this process's waits on it directly; a finish that wakes a parent, frees a
     slot or serves a waiter says so as it runs (``Conn.loud``). Not in a node, whose
-    listeners answer other processes' long polls (``SqlStorage.serves_others``)."""
+    listeners answer other processes' long polls (``Storage.serves_others``)."""
     return fin.status != PENDING and not fin.children
 
 
