@@ -189,8 +189,11 @@ async def test_a_wait_for_an_execution_that_leaves_here_unfinished_is_followed()
         waiting = asyncio.ensure_future(e.result(timeout=10))
         await asyncio.sleep(0)
         assert q.watcher._task is None or q.watcher._task.done()  # nothing to read yet
-        while e.id in q.worker.active:  # until it sleeps (no longer held here)
+        for _ in range(1000):  # until it sleeps (no longer held here)
+            if e.id not in q.worker.active:
+                break
             await asyncio.sleep(0.01)
+        assert e.id not in q.worker.active, "the execution never went to sleep"
         # another worker takes it when due and completes it
         [taken] = await store.claim("elsewhere", ["naps_long"], 1, 30.0, at=now() + 7200)
         assert await store.finish(taken.id, "elsewhere", Finish(COMPLETED, output='"there"'))
